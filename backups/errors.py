@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+from django.db import models
+
+
+class ErrorCode(models.TextChoices):
+    AUTH_FAILED = "AUTH_FAILED"
+    PERMISSION_DENIED = "PERMISSION_DENIED"
+    SOURCE_NOT_FOUND = "SOURCE_NOT_FOUND"
+    CONNECTION_FAILED = "CONNECTION_FAILED"
+    TIMEOUT = "TIMEOUT"
+    THROTTLED = "THROTTLED"
+    STORAGE_FULL = "STORAGE_FULL"
+    UNKNOWN = "UNKNOWN"
+
+
+class BackupError(Exception):
+    """A failure with a code and a message a user can act on (never a secret)."""
+
+    def __init__(self, code: ErrorCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

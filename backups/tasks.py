@@ -1,0 +1,93 @@
+"""The task the cluster executes for each run. Its only argument is the run's code."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from django.db import close_old_connections
+from django.utils import timezone
+
+from backups import retention
+from backups.engines import sqlite
+from backups.errors import BackupError, ErrorCode
+from backups.models import BackupSet, SourceKind
+from scheduling.models import BackupScheduleRun, RunStatus
+from scheduling.runs import claim, finish
+from tenants.audit import record
+from tenants.models import AuditAction
+
+logger = logging.getLogger(__name__)
+
+
+class RunLog:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def __call__(self, message: str) -> None:
+        stamp = datetime.now(UTC).strftime("%H:%M:%S")
+        self.lines.append(f"{stamp} {message}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def storage_key(run: BackupScheduleRun, started: datetime) -> str:
+    stamp = started.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    return f"{run.tenant.code}/{run.schedule.code}/{stamp}-{run.code}.sqlite3.zst"
+
+
+def execute_run(run_code: str) -> str:
+    close_old_connections()
+    started = timezone.now()
+    if not claim(run_code, started):
+        # A second delivery of the same task, or a run canceled meanwhile.
+        logger.info("run %s was not queued any more; nothing to do", run_code)
+        return "not claimed"
+    run = BackupScheduleRun.objects.select_related("schedule__source", "tenant").get(code=run_code)
+    schedule, source = run.schedule, run.schedule.source
+    record(run.tenant_id, AuditAction.RUN_STARTED, run, schedule=str(schedule.code), trigger=run.trigger)
+    log = RunLog()
+    log(f"Run {run.code} started ({run.get_trigger_display()}, attempt {run.attempt}).")
+    log(f"Source “{source.name}” ({source.get_kind_display()}).")
+    try:
+        if source.kind != SourceKind.SQLITE:
+            raise BackupError(ErrorCode.UNKNOWN, f"Source kind {source.kind!r} is not supported.")
+        stored = sqlite.backup(source.path, storage_key(run, started), log)
+        BackupSet.objects.create(
+            tenant_id=run.tenant_id,
+            schedule=schedule,
+            run=run,
+            source=source,
+            storage_key=stored.key,
+            size=stored.size,
+            source_size=stored.source_size,
+            sha256=stored.sha256,
+            created_at=timezone.now(),
+        )
+        log(f"Stored {stored.size} bytes (from {stored.source_size}), sha256 {stored.sha256}.")
+    except BackupError as exc:
+        log(f"Failed: {exc.code}: {exc.message}")
+        finish(run, RunStatus.FAILED, log.text(), exc.code, exc.message)
+        _audit_finish(run)
+        return exc.code
+    except Exception:
+        logger.exception("run %s failed unexpectedly", run.code)
+        log("Failed: an unexpected error; the server log has the details.")
+        finish(run, RunStatus.FAILED, log.text(), ErrorCode.UNKNOWN, "An unexpected error stopped the backup.")
+        _audit_finish(run)
+        return ErrorCode.UNKNOWN
+    pruned = retention.apply_retention(schedule)
+    if pruned:
+        log(f"Retention (keep last {schedule.keep_last}) removed {len(pruned)} older set(s).")
+    log("Succeeded.")
+    finish(run, RunStatus.SUCCEEDED, log.text())
+    _audit_finish(run)
+    return "succeeded"
+
+
+def _audit_finish(run: BackupScheduleRun) -> None:
+    details = {"status": run.status, "schedule": str(run.schedule.code)}
+    if run.error_code:
+        details["error_code"] = run.error_code
+    record(run.tenant_id, AuditAction.RUN_FINISHED, run, **details)

@@ -1,0 +1,39 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+
+from backups.models import BackupSource
+from scheduling.models import BackupSchedule
+from tenants.models import Tenant
+
+WEEKDAY_CHOICES = [(0, "Mon"), (1, "Tue"), (2, "Wed"), (3, "Thu"), (4, "Fri"), (5, "Sat"), (6, "Sun")]
+
+
+class ScheduleForm(forms.ModelForm):
+    weekdays = forms.TypedMultipleChoiceField(
+        choices=WEEKDAY_CHOICES, coerce=int, required=False, widget=forms.CheckboxSelectMultiple
+    )
+    time_of_day = forms.TimeField(widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"))
+    timezone = forms.CharField(max_length=64, initial="UTC", help_text="IANA name, e.g. Europe/Berlin")
+
+    class Meta:
+        model = BackupSchedule
+        fields = ["name", "source", "kind", "time_of_day", "weekdays", "cron", "every_hours", "timezone",
+                  "enabled", "keep_last"]
+        labels = {"kind": "Strategy", "every_hours": "Every N hours", "keep_last": "Keep last N backups"}
+
+    def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.tenant = tenant
+        self.fields["source"].queryset = BackupSource.objects.filter(tenant=tenant)  # type: ignore[attr-defined]
+        self.fields["every_hours"].widget.attrs.update(min=1, max=168)
+        self.fields["keep_last"].widget.attrs.update(min=1)
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        clash = BackupSchedule.objects.filter(tenant=self.tenant, name=name).exclude(pk=self.instance.pk)
+        if clash.exists():
+            raise forms.ValidationError("Another schedule of this tenant already has this name.")
+        return name

@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import uuid
+from datetime import time
+
+from django.core.exceptions import ValidationError
+from django.db import models
+from django.db.models import Q
+
+from lib.slots import MAX_EVERY_HOURS, MIN_EVERY_HOURS, Cadence, InvalidCadence, all_zone_names, validate
+from tenants.models import Tenant
+
+
+class ScheduleKind(models.TextChoices):
+    DISABLED = "disabled", "Disabled"
+    DAILY = "daily", "Daily"
+    WEEKLY = "weekly", "Weekly"
+    CRON = "cron", "Cron expression"
+    EVERY_N_HOURS = "every_n_hours", "Every N hours"
+
+
+class RunStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Skipped"
+    MISSED = "missed", "Missed"
+    CANCELED = "canceled", "Canceled"
+
+
+ACTIVE_STATUSES = (RunStatus.QUEUED, RunStatus.RUNNING)
+
+
+class Trigger(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    MANUAL = "manual", "Run now"
+    RETRY = "retry", "Retry"
+
+
+class BackupSchedule(models.Model):
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="schedules")
+    name = models.CharField(max_length=200)
+    source = models.ForeignKey("backups.BackupSource", models.PROTECT, related_name="schedules")
+    kind = models.CharField(max_length=16, choices=ScheduleKind.choices, default=ScheduleKind.DAILY)
+    time_of_day = models.TimeField(default=time(2, 0))
+    weekdays = models.JSONField(default=list, blank=True, help_text="0 = Monday ... 6 = Sunday")
+    cron = models.CharField(max_length=200, blank=True)
+    every_hours = models.PositiveSmallIntegerField(default=24)
+    # Phase of an every-N-hours schedule (UTC). Set when N or the time of day
+    # changes, never on other edits, so the grid does not drift.
+    anchor_at = models.DateTimeField(null=True, blank=True)
+    timezone = models.CharField(max_length=64, default="UTC")
+    enabled = models.BooleanField(default=True)
+    keep_last = models.PositiveIntegerField(default=7)
+    next_run_at = models.DateTimeField(null=True, blank=True)
+    last_run_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.CharField(max_length=16, choices=RunStatus.choices, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["tenant", "name"], name="scheduling_schedule_unique_name"),
+            models.CheckConstraint(
+                condition=Q(every_hours__gte=1, every_hours__lte=168), name="scheduling_schedule_every_hours_range"
+            ),
+            models.CheckConstraint(condition=Q(keep_last__gte=1), name="scheduling_schedule_keep_last_min"),
+        ]
+        indexes = [
+            # Used by the dispatcher: enabled schedules whose slot has come.
+            models.Index(fields=["next_run_at"], name="scheduling_schedule_due", condition=Q(enabled=True)),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        """Every way in (forms, admin, commands) gets the same clear messages."""
+        errors: dict[str, str] = {}
+        if self.timezone not in all_zone_names():
+            errors["timezone"] = f"Unknown time zone “{self.timezone}”. Use an IANA name such as Europe/Berlin."
+        if self.keep_last is not None and self.keep_last < 1:
+            errors["keep_last"] = "Keep at least 1 backup."
+        if self.every_hours is not None and not MIN_EVERY_HOURS <= self.every_hours <= MAX_EVERY_HOURS:
+            errors["every_hours"] = f"N must be between {MIN_EVERY_HOURS} and {MAX_EVERY_HOURS} hours."
+        if self.kind == ScheduleKind.WEEKLY:
+            days = self.weekdays if isinstance(self.weekdays, list) else []
+            if not days:
+                errors["weekdays"] = "Pick at least one weekday for a weekly schedule."
+            elif not all(isinstance(d, int) and 0 <= d <= 6 for d in days):
+                errors["weekdays"] = "Weekdays are numbered 0 (Monday) to 6 (Sunday)."
+        if self.kind == ScheduleKind.CRON and "timezone" not in errors:
+            try:
+                validate(Cadence("cron", self.timezone, cron=self.cron))
+            except InvalidCadence as exc:
+                errors["cron"] = str(exc)
+        if errors:
+            raise ValidationError(errors)
+
+    @property
+    def cadence(self) -> Cadence:
+        return Cadence(
+            kind=self.kind,
+            tz=self.timezone,
+            time_of_day=self.time_of_day,
+            weekdays=frozenset(self.weekdays or ()),
+            cron=self.cron,
+            every_hours=self.every_hours,
+            anchor=self.anchor_at,
+        )
+
+
+class BackupScheduleRun(models.Model):
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="runs")
+    schedule = models.ForeignKey(BackupSchedule, models.CASCADE, related_name="runs")
+    # The planned instant for scheduled runs (UTC); NULL for Run now and Retry.
+    slot = models.DateTimeField(null=True, blank=True)
+    trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.SCHEDULED)
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    retry_of = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="retries")
+    requested_by = models.ForeignKey("auth.User", models.SET_NULL, null=True, blank=True, related_name="+")
+    missed_count = models.PositiveIntegerField(default=0)
+    error_code = models.CharField(max_length=32, blank=True)
+    error_message = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    log = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # Exactly once per slot: a repeated pass or a second dispatcher can't add one.
+            models.UniqueConstraint(
+                fields=["schedule", "slot"], name="scheduling_run_one_per_slot", condition=Q(slot__isnull=False)
+            ),
+            # At most one queued-or-running run per schedule, whoever creates it.
+            models.UniqueConstraint(
+                fields=["schedule"],
+                name="scheduling_run_one_active",
+                condition=Q(status__in=["queued", "running"]),
+            ),
+        ]
+        indexes = [
+            # Used by the tenant's run list, newest first.
+            models.Index(fields=["tenant", "-created_at"], name="scheduling_run_tenant_time"),
+            # Used by a schedule's history, newest first.
+            models.Index(fields=["schedule", "-created_at"], name="scheduling_run_schedule_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule_id}:{self.code}"
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in ACTIVE_STATUSES
+
+    @property
+    def duration(self):  # type: ignore[no-untyped-def]
+        if self.started_at and self.finished_at:
+            return self.finished_at - self.started_at
+        return None

@@ -1,0 +1,90 @@
+"""Run now, Retry, and the compare-and-swap status changes of a run."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, Trigger
+from scheduling.queue import enqueue_runs
+from tenants.audit import record
+from tenants.models import AuditAction
+
+RETRYABLE = (RunStatus.FAILED, RunStatus.CANCELED)
+
+
+class RunRefused(Exception):
+    """The run was not created; the message says why, in words for the user."""
+
+
+def run_now(schedule: BackupSchedule, actor: Any) -> BackupScheduleRun:
+    return _request(schedule, Trigger.MANUAL, actor, AuditAction.RUN_NOW)
+
+
+def retry(run: BackupScheduleRun, actor: Any) -> BackupScheduleRun:
+    if run.status not in RETRYABLE:
+        raise RunRefused(f"Only failed or canceled runs can be retried; this one is {run.get_status_display().lower()}.")
+    first = run.retry_of or run
+    return _request(run.schedule, Trigger.RETRY, actor, AuditAction.RUN_RETRY, retry_of=first, attempt=run.attempt + 1)
+
+
+def _request(
+    schedule: BackupSchedule,
+    trigger: str,
+    actor: Any,
+    action: AuditAction,
+    retry_of: BackupScheduleRun | None = None,
+    attempt: int = 1,
+) -> BackupScheduleRun:
+    try:
+        # The one-active-run constraint decides, so two presses at once (or a
+        # press racing the dispatcher) cannot both create a run.
+        with transaction.atomic():
+            run = BackupScheduleRun.objects.create(
+                tenant_id=schedule.tenant_id,
+                schedule=schedule,
+                trigger=trigger,
+                status=RunStatus.QUEUED,
+                attempt=attempt,
+                retry_of=retry_of,
+                requested_by=actor if getattr(actor, "is_authenticated", False) else None,
+                created_at=timezone.now(),
+            )
+            enqueue_runs([run.code])
+            details: dict[str, Any] = {"schedule": str(schedule.code), "trigger": trigger}
+            if retry_of:
+                details["retry_of"] = str(retry_of.code)
+            record(schedule.tenant_id, action, run, actor=actor, **details)
+    except IntegrityError:
+        raise RunRefused(
+            f"“{schedule.name}” already has a run queued or running; wait for it to finish."
+        ) from None
+    return run
+
+
+def claim(run_code: str, now: datetime) -> bool:
+    """queued -> running. False if someone else (a redelivered task) got it first."""
+    return (
+        BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.QUEUED).update(
+            status=RunStatus.RUNNING, started_at=now
+        )
+        == 1
+    )
+
+
+def finish(
+    run: BackupScheduleRun, status: str, log: str, error_code: str = "", error_message: str = ""
+) -> bool:
+    """running -> succeeded/failed, and the schedule's last-run summary."""
+    now = timezone.now()
+    updated = BackupScheduleRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+        status=status, finished_at=now, log=log, error_code=error_code, error_message=error_message
+    )
+    if updated:
+        run.status, run.finished_at, run.log = status, now, log
+        run.error_code, run.error_message = error_code, error_message
+        BackupSchedule.objects.filter(pk=run.schedule_id).update(last_run_at=now, last_status=status)
+    return updated == 1

@@ -1,0 +1,83 @@
+"""Saving schedules: derived fields (anchor, next_run_at) and the audit entry."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+
+from lib.slots import default_anchor, next_slot
+from scheduling.models import BackupSchedule, ScheduleKind
+from tenants.audit import record
+from tenants.models import AuditAction
+
+# Changing any of these re-anchors an every-N-hours schedule; other edits keep its grid.
+ANCHOR_FIELDS = ("kind", "every_hours", "time_of_day", "timezone")
+AUDITED_FIELDS = (
+    "name", "source_id", "kind", "time_of_day", "weekdays", "cron", "every_hours", "timezone", "enabled", "keep_last",
+)
+
+
+def refresh_next_run(schedule: BackupSchedule, now: datetime | None = None) -> None:
+    """No catch-up: the next slot is always counted from now."""
+    now = now or timezone.now()
+    if not schedule.enabled or schedule.kind == ScheduleKind.DISABLED:
+        schedule.next_run_at = None
+    else:
+        schedule.next_run_at = next_slot(schedule.cadence, now)
+
+
+def prepare(schedule: BackupSchedule, before: dict[str, Any] | None, now: datetime) -> None:
+    if schedule.kind == ScheduleKind.EVERY_N_HOURS:
+        changed = before is None or any(before.get(f) != getattr(schedule, f) for f in ANCHOR_FIELDS)
+        if changed or schedule.anchor_at is None:
+            schedule.anchor_at = default_anchor(schedule.time_of_day, schedule.timezone, now)
+    else:
+        schedule.anchor_at = None
+    if before is None or any(before.get(f) != getattr(schedule, f) for f in AUDITED_FIELDS):
+        refresh_next_run(schedule, now)
+
+
+def snapshot(schedule: BackupSchedule) -> dict[str, Any]:
+    return {f: getattr(schedule, f) for f in set(ANCHOR_FIELDS) | set(AUDITED_FIELDS)}
+
+
+def save_schedule(schedule: BackupSchedule, before: dict[str, Any] | None, actor: Any) -> BackupSchedule:
+    """Save a validated schedule; `before` is snapshot() of it as loaded, None when new."""
+    prepare(schedule, before, timezone.now())
+    schedule.save()
+    if before is None:
+        record(schedule.tenant, AuditAction.SCHEDULE_CREATED, schedule, actor=actor, **_describe(schedule))
+    else:
+        changes = {
+            f: [_plain(before[f]), _plain(getattr(schedule, f))]
+            for f in AUDITED_FIELDS
+            if before[f] != getattr(schedule, f)
+        }
+        if changes:
+            record(schedule.tenant, AuditAction.SCHEDULE_UPDATED, schedule, actor=actor, changes=changes)
+    return schedule
+
+
+def set_enabled(schedule: BackupSchedule, enabled: bool, actor: Any) -> None:
+    schedule.enabled = enabled
+    refresh_next_run(schedule)
+    schedule.save(update_fields=["enabled", "next_run_at", "updated_at"])
+    action = AuditAction.SCHEDULE_ENABLED if enabled else AuditAction.SCHEDULE_DISABLED
+    record(schedule.tenant, action, schedule, actor=actor)
+
+
+def delete_schedule(schedule: BackupSchedule, actor: Any) -> None:
+    record(schedule.tenant, AuditAction.SCHEDULE_DELETED, schedule, actor=actor, **_describe(schedule))
+    schedule.delete()
+
+
+def _describe(schedule: BackupSchedule) -> dict[str, Any]:
+    return {f: _plain(getattr(schedule, f)) for f in AUDITED_FIELDS}
+
+
+def _plain(value: Any) -> Any:
+    if value is None or isinstance(value, bool | int | float | str | list):
+        return value
+    return str(value)

@@ -1,0 +1,14 @@
+"""Shared bits for tenant-scoped commands: acting as a user, through the access module."""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.management.base import CommandError
+
+
+def acting_user(username: str) -> AbstractBaseUser:
+    user = get_user_model().objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise CommandError(f"No active user {username!r}.", returncode=2)
+    return user
