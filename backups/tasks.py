@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from django.db import close_old_connections
 from django.utils import timezone
 
 from backups import retention
@@ -38,7 +37,7 @@ def storage_key(run: BackupScheduleRun, started: datetime) -> str:
 
 
 def execute_run(run_code: str) -> str:
-    close_old_connections()
+    # django-q2's worker closes stale connections before each task.
     started = timezone.now()
     if not claim(run_code, started):
         # A second delivery of the same task, or a run canceled meanwhile.
@@ -77,9 +76,14 @@ def execute_run(run_code: str) -> str:
         finish(run, RunStatus.FAILED, log.text(), ErrorCode.UNKNOWN, "An unexpected error stopped the backup.")
         _audit_finish(run)
         return ErrorCode.UNKNOWN
-    pruned = retention.apply_retention(schedule)
-    if pruned:
-        log(f"Retention (keep last {schedule.keep_last}) removed {len(pruned)} older set(s).")
+    try:
+        pruned = retention.apply_retention(schedule)
+    except Exception:  # the new set is safe; a retention hiccup must not fail the run
+        logger.exception("retention failed for schedule %s", schedule.code)
+        log("Retention could not run this time; older sets were kept.")
+    else:
+        if pruned:
+            log(f"Retention (keep last {schedule.keep_last}) removed {len(pruned)} older set(s).")
     log("Succeeded.")
     finish(run, RunStatus.SUCCEEDED, log.text())
     _audit_finish(run)

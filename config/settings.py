@@ -86,9 +86,8 @@ def _database() -> dict:
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
         }
-        test_name = env_str("TEST_DATABASE_NAME")
-        if test_name:
-            config["TEST"] = {"NAME": test_name}
+        # A file, not :memory:, so tests can start real second processes against it.
+        config["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME") or str(VAR_DIR / "test-db.sqlite3")}
     return config
 
 

@@ -1,0 +1,177 @@
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, time, timedelta
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from scheduling.dispatch import run_pass
+from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, ScheduleKind
+from scheduling.runs import run_now
+from tenants.models import AuditAction, AuditLog
+from tests.helpers import queued_tasks
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+# Fixture `schedule`: daily 02:30 Europe/Berlin. On 2026-11-24 that is 01:30 UTC.
+SLOT = utc(2026, 11, 24, 1, 30)
+
+
+def due_schedule(schedule: BackupSchedule, slot: datetime = SLOT) -> BackupSchedule:
+    BackupSchedule.objects.filter(pk=schedule.pk).update(next_run_at=slot)
+    schedule.refresh_from_db()
+    return schedule
+
+
+def test_a_due_schedule_gets_one_queued_run_and_one_task(schedule, django_capture_on_commit_callbacks) -> None:
+    due_schedule(schedule)
+    with django_capture_on_commit_callbacks(execute=True):
+        report = run_pass(SLOT + timedelta(seconds=2))
+    assert (report.due, report.created, report.skipped, report.missed) == (1, 1, 0, 0)
+    run = BackupScheduleRun.objects.get()
+    assert (run.slot, run.status, run.trigger, run.tenant_id) == (SLOT, RunStatus.QUEUED, "scheduled", schedule.tenant_id)
+    tasks = queued_tasks()
+    assert [task["args"] for task in tasks] == [(str(run.code),)]
+    schedule.refresh_from_db()
+    assert schedule.next_run_at == utc(2026, 11, 25, 1, 30)
+    assert AuditLog.objects.filter(action=AuditAction.RUN_CREATED, target_code=run.code).count() == 1
+
+
+def test_a_repeated_pass_creates_nothing(schedule) -> None:
+    due_schedule(schedule)
+    run_pass(SLOT)
+    again = run_pass(SLOT)
+    assert (again.due, again.created) == (0, 0)
+    # Even if next_run_at were rolled back (a crash before its update), the slot is taken.
+    due_schedule(schedule)
+    replay = run_pass(SLOT + timedelta(seconds=30))
+    assert (replay.due, replay.created, replay.skipped, replay.missed) == (1, 0, 0, 0)
+    assert BackupScheduleRun.objects.count() == 1
+
+
+def test_a_slot_is_skipped_with_its_reason_while_a_run_is_active(schedule) -> None:
+    run_now(schedule, actor=None)
+    due_schedule(schedule)
+    report = run_pass(SLOT)
+    assert (report.created, report.skipped) == (0, 1)
+    skipped = BackupScheduleRun.objects.get(status=RunStatus.SKIPPED)
+    assert skipped.slot == SLOT
+    assert "still queued or running" in skipped.error_message
+    assert AuditLog.objects.filter(action=AuditAction.RUN_SKIPPED).count() == 1
+
+
+def test_old_slots_are_missed_once_and_not_caught_up(schedule) -> None:
+    due_schedule(schedule, utc(2026, 11, 20, 1, 30))
+    now = utc(2026, 11, 24, 1, 32)  # the 24th's slot is within grace, four earlier ones are not
+    report = run_pass(now)
+    assert (report.created, report.missed) == (1, 1)
+    missed = BackupScheduleRun.objects.get(status=RunStatus.MISSED)
+    assert missed.missed_count == 4
+    assert missed.slot == utc(2026, 11, 20, 1, 30)
+    assert "Missed 4 slots from 2026-11-20 01:30 UTC to 2026-11-23 01:30 UTC" in missed.error_message
+    assert BackupScheduleRun.objects.get(status=RunStatus.QUEUED).slot == SLOT
+    schedule.refresh_from_db()
+    assert schedule.next_run_at == utc(2026, 11, 25, 1, 30)
+
+
+def test_a_slot_just_past_the_grace_window_is_missed_not_run(schedule, settings) -> None:
+    settings.DISPATCH_GRACE_SECONDS = 300
+    due_schedule(schedule)
+    report = run_pass(SLOT + timedelta(minutes=5, seconds=1))
+    assert (report.created, report.missed) == (0, 1)
+    schedule.refresh_from_db()
+    assert schedule.next_run_at == SLOT + timedelta(days=1)
+    assert run_pass(SLOT + timedelta(days=1)).created == 1
+
+
+def test_a_turned_off_dispatcher_says_so_and_does_nothing(schedule, settings, capsys) -> None:
+    settings.DISPATCHER_ENABLED = False
+    due_schedule(schedule)
+    call_command("dispatch", "--at", SLOT.isoformat())
+    out, err = capsys.readouterr()
+    assert json.loads(out)["enabled"] is False
+    assert "turned off" in err
+    assert BackupScheduleRun.objects.count() == 0
+
+
+def test_dispatch_command_prints_one_json_line(schedule, capsys) -> None:
+    due_schedule(schedule)
+    call_command("dispatch", "--at", "2026-11-24T01:30:00Z")
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1
+    assert {k: json.loads(lines[0])[k] for k in ("due", "created", "skipped", "missed")} == {
+        "due": 1, "created": 1, "skipped": 0, "missed": 0
+    }
+
+
+@pytest.mark.parametrize("value", ["tomorrow", "2026-11-24T01:30:00"])
+def test_dispatch_command_rejects_a_bad_instant_with_exit_2(value: str) -> None:
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError) as caught:
+        call_command("dispatch", "--at", value)
+    assert caught.value.returncode == 2
+
+
+def _many_due(schedule: BackupSchedule, count: int) -> None:
+    kinds = [
+        {"kind": ScheduleKind.DAILY, "time_of_day": time(2, 30), "timezone": "Europe/Berlin"},
+        {"kind": ScheduleKind.CRON, "cron": "*/5 * * * *", "timezone": "America/New_York"},
+        {"kind": ScheduleKind.WEEKLY, "weekdays": [1], "timezone": "Asia/Tokyo"},
+        {"kind": ScheduleKind.EVERY_N_HOURS, "every_hours": 6, "anchor_at": SLOT, "timezone": "UTC"},
+    ]
+    BackupSchedule.objects.bulk_create(
+        BackupSchedule(
+            tenant_id=schedule.tenant_id, source_id=schedule.source_id, name=f"bulk {i}", next_run_at=SLOT,
+            **kinds[i % len(kinds)],
+        )
+        for i in range(count)
+    )
+
+
+@pytest.mark.parametrize("count", [10, 1000])
+def test_a_pass_uses_the_same_number_of_statements_for_10_and_1000_due_schedules(
+    schedule, count: int, django_capture_on_commit_callbacks
+) -> None:
+    BackupSchedule.objects.filter(pk=schedule.pk).update(enabled=False)
+    _many_due(schedule, count)
+    with django_capture_on_commit_callbacks(execute=True), CaptureQueriesContext(connection) as queries:
+        report = run_pass(SLOT + timedelta(seconds=1))
+    assert report.created == count
+    assert BackupScheduleRun.objects.filter(status=RunStatus.QUEUED).count() == count
+    assert len(queued_tasks()) == count
+    # select due; insert runs; insert tasks (ORM broker); insert audit; update next_run_at (+ lock on PostgreSQL)
+    expected = 5 if connection.vendor == "sqlite" else 5
+    statements = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    from django.conf import settings
+
+    if "redis" in settings.Q_CLUSTER:
+        expected -= 1  # tasks go to Redis, not SQL
+    if connection.vendor == "postgresql":
+        expected += 1  # the advisory lock
+    assert len(statements) == expected, statements
+
+
+def test_a_pass_that_read_a_stale_due_list_creates_nothing_twice(
+    schedule, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    """Without the lock, a second pass may read before the first commits: the
+    unique constraint still keeps the slot to one run and one task."""
+    from scheduling import dispatch
+
+    due_schedule(schedule)
+    stale = list(dispatch._due_schedules(SLOT))
+    with django_capture_on_commit_callbacks(execute=True):
+        first = run_pass(SLOT)
+    monkeypatch.setattr(dispatch, "_due_schedules", lambda now: stale)
+    with django_capture_on_commit_callbacks(execute=True):
+        second = run_pass(SLOT)
+    assert (first.created, second.due, second.created, second.skipped) == (1, 1, 0, 0)
+    assert BackupScheduleRun.objects.count() == 1
+    assert len(queued_tasks()) == 1

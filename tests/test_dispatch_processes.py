@@ -1,0 +1,53 @@
+"""Two dispatcher processes started at once against one database."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime, time
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from scheduling.models import BackupSchedule, BackupScheduleRun, ScheduleKind
+from tests.helpers import queued_tasks
+
+ROOT = Path(__file__).resolve().parent.parent
+SLOT = datetime(2026, 11, 24, 1, 30, tzinfo=UTC)
+
+
+def database_url() -> str:
+    config = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{config['NAME']}"
+    user = config["USER"] or "postgres"
+    return f"postgres://{user}@{config['HOST'] or '127.0.0.1'}:{config['PORT'] or 5432}/{config['NAME']}"
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_dispatchers_started_at_once_create_each_run_exactly_once(tenant, source) -> None:
+    BackupSchedule.objects.bulk_create(
+        BackupSchedule(
+            tenant=tenant, source=source, name=f"s{i}", kind=ScheduleKind.DAILY, time_of_day=time(2, 30),
+            timezone="Europe/Berlin", next_run_at=SLOT,
+        )
+        for i in range(200)
+    )
+    env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "config.settings"}
+    command = [sys.executable, "manage.py", "dispatch", "--at", "2026-11-24T01:30:30Z"]
+    processes = [
+        subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    reports = []
+    for process in processes:
+        out, err = process.communicate(timeout=120)
+        assert process.returncode == 0, err
+        reports.append(json.loads(out))
+    assert sorted(r["created"] for r in reports) == [0, 200]
+    assert BackupScheduleRun.objects.count() == 200
+    assert BackupScheduleRun.objects.values("schedule", "slot").distinct().count() == 200
+    assert len(queued_tasks()) == 200

@@ -1,0 +1,199 @@
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import zstandard
+
+from backups import storage
+from backups.models import BackupSet
+from backups.tasks import execute_run
+from scheduling.dispatch import run_pass
+from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, Trigger
+from scheduling.runs import RunRefused, retry, run_now
+from tenants.models import AuditAction, AuditLog
+from tests.helpers import drain, queued_tasks
+
+SLOT = datetime(2026, 11, 24, 1, 30, tzinfo=UTC)
+
+
+def restore_to(tmp_path: Path, backup_set: BackupSet) -> Path:
+    target = tmp_path / f"restored-{backup_set.code}.sqlite3"
+    with storage.open_decompressed(backup_set.storage_key) as reader, open(target, "wb") as out:
+        while chunk := reader.read(1 << 20):
+            out.write(chunk)
+    return target
+
+
+def test_a_scheduled_slot_becomes_a_verified_restorable_backup(
+    schedule, tmp_path, django_capture_on_commit_callbacks
+) -> None:
+    BackupSchedule.objects.filter(pk=schedule.pk).update(next_run_at=SLOT)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_pass(SLOT)
+    assert drain() == ["succeeded"]
+    run = BackupScheduleRun.objects.get()
+    assert run.status == RunStatus.SUCCEEDED and run.started_at and run.finished_at
+    assert "Snapshot taken with the online backup API" in run.log
+    backup_set = run.backup_set
+    stored = storage.path_for(backup_set.storage_key)
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == backup_set.sha256
+    assert backup_set.size == stored.stat().st_size
+    restored = restore_to(tmp_path, backup_set)
+    with sqlite3.connect(restored) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert db.execute("SELECT count(*) FROM items").fetchone()[0] == 50
+    schedule.refresh_from_db()
+    assert (schedule.last_status, schedule.last_run_at) == (RunStatus.SUCCEEDED, run.finished_at)
+    actions = set(AuditLog.objects.values_list("action", flat=True))
+    assert {AuditAction.RUN_CREATED, AuditAction.RUN_STARTED, AuditAction.RUN_FINISHED} <= actions
+
+
+def test_a_second_delivery_of_the_same_task_does_nothing(schedule, django_capture_on_commit_callbacks) -> None:
+    with django_capture_on_commit_callbacks(execute=True):
+        run = run_now(schedule, actor=None)
+    (task,) = queued_tasks()
+    assert execute_run(*task["args"]) == "succeeded"
+    assert execute_run(*task["args"]) == "not claimed"
+    assert BackupSet.objects.filter(run=run).count() == 1
+    assert AuditLog.objects.filter(action=AuditAction.RUN_STARTED).count() == 1
+
+
+def test_the_backup_is_consistent_while_the_source_is_written(schedule, tmp_path) -> None:
+    path = Path(schedule.source.path)
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executemany("INSERT INTO items (label) VALUES (?)", [("x" * 500,)] * 20000)
+    stop = threading.Event()
+
+    def writer() -> None:
+        db = sqlite3.connect(path, timeout=30)
+        while not stop.is_set():
+            with db:  # each transaction adds 10 rows: a consistent copy has a multiple of 10 beyond the first 20050
+                db.executemany("INSERT INTO items (label) VALUES (?)", [("y",)] * 10)
+        db.close()
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        run = run_now(schedule, actor=None)
+        assert execute_run(str(run.code)) == "succeeded"
+    finally:
+        stop.set()
+        thread.join()
+    run.refresh_from_db()
+    restored = restore_to(tmp_path, run.backup_set)
+    with sqlite3.connect(restored) as db:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        count = db.execute("SELECT count(*) FROM items").fetchone()[0]
+    assert count >= 20050 and (count - 20050) % 10 == 0
+
+
+def test_a_missing_source_fails_the_run_with_a_clear_code(schedule) -> None:
+    Path(schedule.source.path).unlink()
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "SOURCE_NOT_FOUND"
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.error_code == "SOURCE_NOT_FOUND" and "does not exist" in run.error_message
+    assert not Path(schedule.source.path).exists()  # read-only open never creates it
+    assert not BackupSet.objects.exists()
+
+
+def test_a_source_outside_the_allowed_roots_is_refused(schedule, tmp_path) -> None:
+    outside = tmp_path / "elsewhere.sqlite3"
+    sqlite3.connect(outside).close()
+    schedule.source.path = str(tmp_path / "sources" / ".." / "elsewhere.sqlite3")
+    schedule.source.save()
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "PERMISSION_DENIED"
+
+
+def test_a_crash_mid_write_leaves_no_file_that_looks_complete(schedule, monkeypatch) -> None:
+    def explode(self, source, destination, **kwargs):
+        destination.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(zstandard.ZstdCompressor, "copy_stream", explode)
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "STORAGE_FULL"
+    leftovers = [p for p in storage.backups_root().rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+def test_retention_keeps_the_newest_n_of_this_schedule_only(schedule, source, tenant) -> None:
+    other = BackupSchedule.objects.create(tenant=tenant, source=source, name="Other", keep_last=1)
+    other_run = run_now(other, actor=None)
+    execute_run(str(other_run.code))
+    made = []
+    for _ in range(5):
+        run = run_now(schedule, actor=None)
+        assert execute_run(str(run.code)) == "succeeded"
+        made.append(BackupSet.objects.get(run=run))
+    live = list(BackupSet.objects.filter(schedule=schedule, deleted_at__isnull=True))
+    assert [s.pk for s in live] == [s.pk for s in reversed(made[-3:])]  # keep_last=3
+    for pruned in made[:2]:
+        pruned.refresh_from_db()
+        assert pruned.deleted_at is not None
+        assert not storage.path_for(pruned.storage_key).exists()
+    assert BackupSet.objects.get(run=other_run).deleted_at is None
+    assert AuditLog.objects.filter(action=AuditAction.SET_PRUNED).count() == 2
+
+
+def test_retention_does_not_run_after_a_failed_run(schedule) -> None:
+    schedule.keep_last = 1
+    schedule.save()
+    for _ in range(2):
+        run = run_now(schedule, actor=None)
+        execute_run(str(run.code))
+    assert BackupSet.objects.filter(deleted_at__isnull=True).count() == 1
+    newest = BackupSet.objects.get(deleted_at__isnull=True)
+    Path(schedule.source.path).unlink()
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "SOURCE_NOT_FOUND"
+    newest.refresh_from_db()
+    assert newest.deleted_at is None and storage.path_for(newest.storage_key).exists()
+
+
+def test_run_now_is_refused_while_a_run_is_queued_or_running(schedule) -> None:
+    first = run_now(schedule, actor=None)
+    with pytest.raises(RunRefused, match="already has a run queued or running"):
+        run_now(schedule, actor=None)
+    BackupScheduleRun.objects.filter(pk=first.pk).update(status=RunStatus.RUNNING)
+    with pytest.raises(RunRefused):
+        run_now(schedule, actor=None)
+    assert BackupScheduleRun.objects.count() == 1
+
+
+def test_retry_links_to_the_first_attempt_and_counts_attempts(schedule) -> None:
+    Path(schedule.source.path).unlink()
+    first = run_now(schedule, actor=None)
+    execute_run(str(first.code))
+    first.refresh_from_db()
+    second = retry(first, actor=None)
+    assert (second.trigger, second.attempt, second.retry_of) == (Trigger.RETRY, 2, first)
+    execute_run(str(second.code))
+    second.refresh_from_db()
+    third = retry(second, actor=None)
+    assert (third.attempt, third.retry_of) == (3, first)
+
+
+def test_only_failed_runs_can_be_retried(schedule) -> None:
+    run = run_now(schedule, actor=None)
+    with pytest.raises(RunRefused, match="Only failed"):
+        retry(run, actor=None)
+    execute_run(str(run.code))
+    run.refresh_from_db()
+    with pytest.raises(RunRefused, match="Only failed"):
+        retry(run, actor=None)
+
+
+def test_manual_runs_do_not_take_a_scheduled_slot(schedule) -> None:
+    run = run_now(schedule, actor=None)
+    execute_run(str(run.code))
+    BackupSchedule.objects.filter(pk=schedule.pk).update(next_run_at=SLOT)
+    assert run_pass(SLOT + timedelta(seconds=1)).created == 1
