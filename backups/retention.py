@@ -22,9 +22,7 @@ def apply_retention(schedule: BackupSchedule) -> list[BackupSet]:
     Only this schedule's live sets are considered (so never another schedule's or
     tenant's), and the newest set is always kept.
     """
-    live = list(
-        BackupSet.objects.filter(schedule=schedule, deleted_at__isnull=True).order_by("-created_at", "-id")
-    )
+    live = list(BackupSet.objects.filter(schedule=schedule, deleted_at__isnull=True).order_by("-created_at", "-id"))
     doomed_ids = set(sets_to_prune([(s.pk, s.created_at) for s in live], schedule.keep_last))
     pruned = [s for s in live if s.pk in doomed_ids]
     now = timezone.now()

@@ -82,7 +82,10 @@ def _database() -> dict:
         # write lock when a transaction starts, so concurrent writers queue on
         # busy_timeout instead of failing with "database is locked" mid-transaction.
         config["OPTIONS"] = {
-            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
+            "init_command": (
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;"
+                " PRAGMA cache_size=-65536; PRAGMA temp_store=MEMORY; PRAGMA mmap_size=268435456;"
+            ),
             "transaction_mode": "IMMEDIATE",
             "timeout": 30,
         }

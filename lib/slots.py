@@ -24,6 +24,7 @@ done here, because croniter alone returns both instants of a repeated local time
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
@@ -56,6 +57,20 @@ class Cadence:
     cron: str = ""
     every_hours: int = 24
     anchor: datetime | None = None  # UTC, for every_n_hours
+
+
+def canonical(cadence: Cadence) -> Cadence:
+    """The same cadence with the fields its kind ignores reset, so equal schedules
+    compare (and cache) equal."""
+    if cadence.kind == "every_n_hours":
+        return Cadence(cadence.kind, "UTC", every_hours=cadence.every_hours, anchor=cadence.anchor)
+    if cadence.kind == "cron":
+        return Cadence(cadence.kind, cadence.tz, cron=cadence.cron)
+    if cadence.kind == "daily":
+        return Cadence(cadence.kind, cadence.tz, time_of_day=cadence.time_of_day)
+    if cadence.kind == "weekly":
+        return Cadence(cadence.kind, cadence.tz, time_of_day=cadence.time_of_day, weekdays=cadence.weekdays)
+    return Cadence(cadence.kind)
 
 
 class InvalidCadence(ValueError):
@@ -189,8 +204,28 @@ def _wall_matches(cadence: Cadence, start: datetime) -> Iterator[datetime]:
     return _weekday_walls(cadence.time_of_day, weekdays, start)
 
 
+_parsed = threading.local()
+
+
+def _cron_iterator(expression: str, start: datetime) -> croniter:
+    """A parsed croniter, reused: parsing costs far more than stepping.
+
+    One per thread and expression; a walk always runs to its end (or is dropped)
+    before the next walk of the same expression starts in that thread.
+    """
+    cache = getattr(_parsed, "iterators", None)
+    if cache is None:
+        cache = _parsed.iterators = {}
+    iterator = cache.get(expression)
+    if iterator is None:
+        iterator = cache[expression] = croniter(expression, start)
+    else:
+        iterator.set_current(start, force=True)
+    return iterator
+
+
 def _cron_walls(expression: str, start: datetime) -> Iterator[datetime]:
-    iterator = croniter(expression, start)
+    iterator = _cron_iterator(expression, start)
     limit = start + HORIZON
     while True:
         try:

@@ -9,10 +9,11 @@ itself (json_each on SQLite, jsonb_array_elements on PostgreSQL).
 
 from __future__ import annotations
 
+import functools
 import json
 import uuid
-from datetime import UTC
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import connections, models, router
@@ -24,26 +25,63 @@ def _connection(model: type[models.Model]) -> BaseDatabaseWrapper:
     return connections[router.db_for_write(model)]
 
 
-def _prepare(field: models.Field, value: Any, connection: BaseDatabaseWrapper) -> Any:
+@functools.lru_cache(maxsize=4096)  # many rows share a slot
+def _sqlite_datetime(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, models.Choices):  # TextChoices members are str subclasses; JSON wants the value
+        return value.value
+    return value
+
+
+def _preparer(field: models.Field, connection: BaseDatabaseWrapper) -> Callable[[Any], Any]:
+    """A function turning a Python value into the JSON value the database column takes.
+
+    The common types get a direct conversion (the generic path costs ~4 us a value,
+    which adds up at 10,000 rows x 12 columns); the rest go through Django.
+    """
     if isinstance(field, models.JSONField):
-        return value  # nested as JSON, unpacked as JSON
-    prepared = field.get_db_prep_value(value, connection, prepared=False)
-    if prepared is None or isinstance(prepared, bool | int | float | str):
-        return prepared
-    return str(prepared)
+        return lambda value: value  # nested as JSON, unpacked as JSON
+    if isinstance(field, models.UUIDField):
+        if connection.vendor == "sqlite":  # stored as 32 hex digits
+            return lambda value: value.hex if isinstance(value, uuid.UUID) else (value and uuid.UUID(value).hex)
+        return lambda value: None if value is None else str(value)
+    if isinstance(field, models.DateTimeField) and connection.vendor == "sqlite":
+        return _sqlite_datetime
+    if isinstance(field, models.DateTimeField):
+        return lambda value: None if value is None else value.isoformat()
+    if isinstance(field, models.CharField | models.TextField | models.IntegerField | models.ForeignKey):
+        return _plain_value  # str and int go into JSON as they are
+
+    def generic(value: Any) -> Any:
+        prepared = field.get_db_prep_value(value, connection, prepared=False)
+        if prepared is None or isinstance(prepared, bool | int | float | str):
+            return prepared
+        return str(prepared)
+
+    return generic
 
 
 def _column_expression(field: models.Field, index: int, connection: BaseDatabaseWrapper) -> str:
     if connection.vendor == "sqlite":
         if isinstance(field, models.JSONField):
-            return f"json(json_extract(value, '$[{index}]'))"
-        return f"json_extract(value, '$[{index}]')"
+            return f"(value -> {index})"
+        return f"(value ->> {index})"
     if connection.vendor == "postgresql":
         if isinstance(field, models.JSONField):
             return f"(value->{index})::jsonb"
         db_type = field.rel_db_type(connection) if field.is_relation else field.cast_db_type(connection)
         return f"(value->>{index})::{db_type}"
     raise NotImplementedError(f"set-based writes support SQLite and PostgreSQL, not {connection.vendor}")
+
+
+def _constant_expression(field: models.Field, connection: BaseDatabaseWrapper) -> str:
+    if connection.vendor == "postgresql":
+        db_type = field.rel_db_type(connection) if field.is_relation else field.cast_db_type(connection)
+        return f"%s::{db_type}"
+    return "%s"
 
 
 def _rows_source(connection: BaseDatabaseWrapper) -> str:
@@ -53,20 +91,35 @@ def _rows_source(connection: BaseDatabaseWrapper) -> str:
 
 
 def insert_rows(
-    model: type[models.Model], rows: Sequence[Mapping[str, Any]], returning: Sequence[str] = ()
+    model: type[models.Model],
+    rows: Sequence[Mapping[str, Any]],
+    returning: Sequence[str] = (),
+    constants: Mapping[str, Any] | None = None,
+    convert: bool = True,
 ) -> list[tuple[Any, ...]]:
     """INSERT every row in one statement; rows that break a unique constraint are skipped.
 
-    Returns the `returning` columns of the rows actually inserted, converted to Python.
+    `constants` are columns with the same value in every row, sent once.
+    Returns the `returning` columns of the rows actually inserted, converted to
+    Python unless `convert` is False (then as the driver gives them).
     """
     if not rows:
         return []
     connection = _connection(model)
     quote = connection.ops.quote_name
+    constants = constants or {}
     fields = [model._meta.get_field(name) for name in rows[0]]
-    payload = json.dumps([[_prepare(f, row[f.name], connection) for f in fields] for row in rows])  # type: ignore[arg-type]
-    columns = ", ".join(quote(f.column) for f in fields)  # type: ignore[union-attr]
-    values = ", ".join(_column_expression(f, i, connection) for i, f in enumerate(fields))  # type: ignore[arg-type]
+    constant_fields = [model._meta.get_field(name) for name in constants]
+    prepare = [(f.name, _preparer(f, connection)) for f in fields]  # type: ignore[arg-type]
+    payload = json.dumps([[convert(row[name]) for name, convert in prepare] for row in rows])
+    params = [_preparer(f, connection)(constants[f.name]) for f in constant_fields]  # type: ignore[arg-type]
+    if any(isinstance(f, models.JSONField) for f in constant_fields):
+        raise ValueError("JSON columns cannot be constants")
+    columns = ", ".join(quote(f.column) for f in fields + constant_fields)  # type: ignore[union-attr]
+    values = ", ".join(
+        [_column_expression(f, i, connection) for i, f in enumerate(fields)]  # type: ignore[arg-type]
+        + [_constant_expression(f, connection) for f in constant_fields]  # type: ignore[arg-type]
+    )
     # "WHERE true" keeps SQLite from reading ON CONFLICT as part of the SELECT's join.
     sql = (
         f"INSERT INTO {quote(model._meta.db_table)} ({columns}) "
@@ -76,10 +129,12 @@ def insert_rows(
     if returned_fields:
         sql += " RETURNING " + ", ".join(quote(f.column) for f in returned_fields)  # type: ignore[union-attr]
     with connection.cursor() as cursor:
-        cursor.execute(sql, [payload])
+        cursor.execute(sql, params + [payload])
         if not returned_fields:
             return []
         fetched = cursor.fetchall()
+    if not convert:
+        return fetched
     return [
         tuple(
             _from_db(field, value, connection)  # type: ignore[arg-type]
@@ -111,9 +166,10 @@ def update_rows(model: type[models.Model], changes: Mapping[int, Mapping[str, An
     names = list(next(iter(changes.values())))
     pk = model._meta.pk
     fields = [pk] + [model._meta.get_field(name) for name in names]
+    prepare_key = _preparer(pk, connection)  # type: ignore[arg-type]
+    prepare = [(f.name, _preparer(f, connection)) for f in fields[1:]]  # type: ignore[arg-type,union-attr]
     payload = json.dumps(
-        [[_prepare(pk, key, connection)] + [_prepare(f, values[f.name], connection) for f in fields[1:]]  # type: ignore[arg-type,union-attr]
-         for key, values in changes.items()]
+        [[prepare_key(key)] + [convert(values[name]) for name, convert in prepare] for key, values in changes.items()]
     )
     table = quote(model._meta.db_table)
     assignments = ", ".join(

@@ -15,18 +15,22 @@ advance next_run_at). Exactly-once rests on the database, not on timing:
 
 from __future__ import annotations
 
+import gc
 import json
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime, parse_time
 
-from lib.slots import Cadence, next_slot
+from lib.slots import Cadence, canonical, next_slot
 from scheduling.bulk import insert_rows, update_rows
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, RunStatus, Trigger
 from scheduling.queue import enqueue_runs
@@ -74,21 +78,22 @@ def run_pass(now: datetime | None = None) -> PassReport:
         report.message = dispatcher_disabled_message()
         return report
     grace = timedelta(seconds=settings.DISPATCH_GRACE_SECONDS)
-    with transaction.atomic():
+    # A big pass allocates many short-lived tuples and dicts and no cycles; the
+    # cyclic GC would stop to scan them again and again (~30% of a 10k pass).
+    with _gc_paused(), transaction.atomic():
         _take_dispatch_lock()
         due = list(_due_schedules(now))
         report.due = len(due)
         if not due:
             return report
         plan = _plan(due, now, grace)
-        inserted = insert_rows(
-            BackupScheduleRun, plan.runs, returning=["code", "tenant", "schedule", "status", "slot", "error_message"]
-        )
-        inserted += _record_lost_races(plan, inserted)
-        enqueue_runs([code for code, _, _, status, _, _ in inserted if status == RunStatus.QUEUED])
+        inserted = _insert_runs(plan.runs, now)
+        inserted += _record_lost_races(plan, inserted, now)
+        enqueue_runs([row["code"] for row in inserted if row["status"] == RunStatus.QUEUED])
         _audit(inserted, plan, now)
         update_rows(BackupSchedule, plan.next_run_at)
-    for _, _, _, status, _, _ in inserted:
+    for row in inserted:
+        status = row["status"]
         if status == RunStatus.QUEUED:
             report.created += 1
         elif status == RunStatus.SKIPPED:
@@ -98,6 +103,17 @@ def run_pass(now: datetime | None = None) -> PassReport:
     return report
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def _take_dispatch_lock() -> None:
     if connection.vendor == "postgresql":
         with connection.cursor() as cursor:
@@ -105,33 +121,84 @@ def _take_dispatch_lock() -> None:
     # SQLite: the IMMEDIATE transaction already holds the database's write lock.
 
 
-def _due_schedules(now: datetime):  # type: ignore[no-untyped-def]
+def _due_schedules(now: datetime) -> list[tuple[Any, ...]]:
+    """Due schedules as raw database rows: decoding 10,000 rows field by field costs
+    more than the rest of the pass, and most rows share a cadence, so _plan decodes
+    each distinct one once."""
     busy = BackupScheduleRun.objects.filter(schedule=OuterRef("pk"), status__in=ACTIVE_STATUSES)
-    return (
+    queryset = (
         BackupSchedule.objects.filter(enabled=True, next_run_at__lte=now)
         .annotate(busy=Exists(busy))
-        .values_list(
-            "id", "tenant_id", "name", "next_run_at", "kind", "timezone", "time_of_day",
-            "weekdays", "cron", "every_hours", "anchor_at", "busy",
-        )
+        .values_list(*_DUE_COLUMNS, "busy")
         .order_by()
     )
+    sql, params = queryset.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+_DUE_COLUMNS = (
+    "id",
+    "tenant_id",
+    "name",
+    "next_run_at",
+    "kind",
+    "timezone",
+    "time_of_day",
+    "weekdays",
+    "cron",
+    "every_hours",
+    "anchor_at",
+)
+
+
+def _decode_datetime(value: Any) -> datetime | None:
+    if isinstance(value, str):
+        value = parse_datetime(value)
+    if value is None:
+        return None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _decode_time(value: Any) -> Any:
+    return parse_time(value) if isinstance(value, str) else value
+
+
+def _decode_json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+# How to turn each raw cadence column (SQLite gives text) into what the ORM would give.
+_DECODERS = (_decode_datetime, _as_is, _as_is, _decode_time, _decode_json, _as_is, _as_is, _decode_datetime)
 
 
 def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta) -> _Plan:
     plan = _Plan()
     # Many schedules share a cadence and a due slot; compute each walk once.
     walks: dict[tuple[Cadence, datetime], tuple[list[datetime], datetime | None]] = {}
-    for (pk, tenant_id, name, first_slot, kind, tz, at, weekdays, cron, every_hours, anchor, busy) in due:
-        cadence = Cadence(kind, tz, at, frozenset(weekdays or ()), cron, every_hours, anchor)
-        key = (cadence, first_slot)
-        if key not in walks:
-            walks[key] = _walk(cadence, first_slot, now)
-        slots, following = walks[key]
-        plan.names[pk] = name
+    by_row: dict[tuple[Any, ...], tuple[list[datetime], datetime | None]] = {}
+    for pk, tenant_id, name, *cadence_columns, busy in due:
+        row_key = tuple(cadence_columns)
+        walk = by_row.get(row_key)
+        if walk is None:
+            first_slot, kind, tz, at, weekdays, cron, every_hours, anchor = (
+                decode(value) for decode, value in zip(_DECODERS, cadence_columns, strict=True)
+            )
+            cadence = canonical(Cadence(kind, tz, at, frozenset(weekdays or ()), cron, every_hours, anchor))
+            key = (cadence, first_slot)
+            if key not in walks:
+                walks[key] = _walk(cadence, first_slot, now)
+            walk = by_row[row_key] = walks[key]
+        slots, following = walk
+        plan.names[pk] = name[:200]
         plan.next_run_at[pk] = {"next_run_at": following}
         late = [slot for slot in slots if now - slot > grace]
-        fresh = slots[len(late):]
+        fresh = slots[len(late) :]
         if late:
             plan.runs.append(_row(pk, tenant_id, late[0], now, RunStatus.MISSED, _missed_message(late), len(late)))
         for slot in fresh[:-1]:
@@ -177,34 +244,35 @@ def _row(
     schedule_id: int, tenant_id: int, slot: datetime, now: datetime, status: str, message: str, missed: int = 0
 ) -> dict[str, Any]:
     return {
-        "code": uuid.uuid4(),
+        "code": uuid.uuid4().hex,
         "tenant": tenant_id,
         "schedule": schedule_id,
         "slot": slot,
-        "trigger": Trigger.SCHEDULED,
         "status": status,
-        "attempt": 1,
         "missed_count": missed,
-        "error_code": "",
         "error_message": message,
-        "created_at": now,
-        "log": "",
     }
 
 
-def _record_lost_races(plan: _Plan, inserted: list[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+def _insert_runs(rows: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """Insert the planned rows; return those really inserted (not already there)."""
+    constants = {"trigger": Trigger.SCHEDULED, "attempt": 1, "error_code": "", "created_at": now, "log": ""}
+    returned = insert_rows(BackupScheduleRun, rows, returning=["code"], constants=constants, convert=False)
+    ours = {code.hex if isinstance(code, uuid.UUID) else code for (code,) in returned}
+    return [row for row in rows if row["code"] in ours]
+
+
+def _record_lost_races(plan: _Plan, inserted: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
     """A queued row can lose to a Run now that committed after our SELECT (the
     one-active-run constraint). Record its slot as skipped instead of dropping it;
     rows another dispatcher already wrote conflict on the slot again and stay out."""
-    ours = {row[0] for row in inserted}
+    ours = {row["code"] for row in inserted}
     lost = [
-        {**row, "code": uuid.uuid4(), "status": RunStatus.SKIPPED, "error_message": BUSY_REASON}
+        {**row, "code": uuid.uuid4().hex, "status": RunStatus.SKIPPED, "error_message": BUSY_REASON}
         for row in plan.runs
         if row["status"] == RunStatus.QUEUED and row["code"] not in ours
     ]
-    return insert_rows(
-        BackupScheduleRun, lost, returning=["code", "tenant", "schedule", "status", "slot", "error_message"]
-    )
+    return _insert_runs(lost, now)
 
 
 _AUDIT_ACTIONS = {
@@ -214,22 +282,36 @@ _AUDIT_ACTIONS = {
 }
 
 
-def _audit(inserted: list[tuple[Any, ...]], plan: _Plan, now: datetime) -> None:
+def _audit(inserted: list[dict[str, Any]], plan: _Plan, now: datetime) -> None:
+    """One entry per tenant and action per pass, listing every run it concerns.
+
+    A pass at 02:30 that queues 40 runs for a tenant reads better as one entry
+    naming the 40 runs than as 40 entries, and it keeps a 10,000-schedule pass
+    from writing 10,000 audit rows. The worker still audits each run's start and end.
+    """
+    slot_text: dict[datetime, str] = {}
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
+    for row in inserted:
+        slot = row["slot"]
+        if slot not in slot_text:
+            slot_text[slot] = slot.isoformat()
+        item = {"run": str(uuid.UUID(row["code"])), "schedule": plan.names[row["schedule"]], "slot": slot_text[slot]}
+        if row["error_message"]:
+            item["reason"] = row["error_message"]
+        groups.setdefault((row["tenant"], row["status"]), []).append(item)
     entries = []
-    for code, tenant_id, schedule_id, status, slot, message in inserted:
-        details: dict[str, Any] = {"slot": slot.isoformat(), "trigger": Trigger.SCHEDULED}
-        if message:
-            details["reason"] = message
+    for (tenant_id, status), items in groups.items():
+        action = _AUDIT_ACTIONS[status]
+        noun = "slot" if status == RunStatus.MISSED else "run"
+        label = f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
         entries.append(
             {
                 "code": uuid.uuid4(),
                 "tenant": tenant_id,
-                "action": _AUDIT_ACTIONS[status],
-                "target_type": "backupschedulerun",
-                "target_code": code,
-                "target_label": plan.names[schedule_id][:200],
-                "details": details,
-                "created_at": now,
+                "action": action,
+                "target_code": items[0]["run"] if len(items) == 1 else None,
+                "target_label": label,
+                "details": {"count": len(items), "runs": items},
             }
         )
-    insert_rows(AuditLog, entries)
+    insert_rows(AuditLog, entries, constants={"target_type": "dispatch", "created_at": now})

@@ -20,8 +20,18 @@ class ScheduleForm(forms.ModelForm):
 
     class Meta:
         model = BackupSchedule
-        fields = ["name", "source", "kind", "time_of_day", "weekdays", "cron", "every_hours", "timezone",
-                  "enabled", "keep_last"]
+        fields = [
+            "name",
+            "source",
+            "kind",
+            "time_of_day",
+            "weekdays",
+            "cron",
+            "every_hours",
+            "timezone",
+            "enabled",
+            "keep_last",
+        ]
         labels = {"kind": "Strategy", "every_hours": "Every N hours", "keep_last": "Keep last N backups"}
 
     def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:

@@ -115,15 +115,19 @@ class BackupSchedule(models.Model):
 
 class BackupScheduleRun(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="runs")
-    schedule = models.ForeignKey(BackupSchedule, models.CASCADE, related_name="runs")
+    # db_index=False: the composite indexes below lead with these columns.
+    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="runs", db_index=False)
+    schedule = models.ForeignKey(BackupSchedule, models.CASCADE, related_name="runs", db_index=False)
     # The planned instant for scheduled runs (UTC); NULL for Run now and Retry.
     slot = models.DateTimeField(null=True, blank=True)
     trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.SCHEDULED)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
     attempt = models.PositiveSmallIntegerField(default=1)
     retry_of = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="retries")
-    requested_by = models.ForeignKey("auth.User", models.SET_NULL, null=True, blank=True, related_name="+")
+    # No index: only a user's deletion looks runs up by it, and every index slows the dispatcher's insert.
+    requested_by = models.ForeignKey(
+        "auth.User", models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
     missed_count = models.PositiveIntegerField(default=0)
     error_code = models.CharField(max_length=32, blank=True)
     error_message = models.TextField(blank=True)

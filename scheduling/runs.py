@@ -26,7 +26,9 @@ def run_now(schedule: BackupSchedule, actor: Any) -> BackupScheduleRun:
 
 def retry(run: BackupScheduleRun, actor: Any) -> BackupScheduleRun:
     if run.status not in RETRYABLE:
-        raise RunRefused(f"Only failed or canceled runs can be retried; this one is {run.get_status_display().lower()}.")
+        raise RunRefused(
+            f"Only failed or canceled runs can be retried; this one is {run.get_status_display().lower()}."
+        )
     first = run.retry_of or run
     return _request(run.schedule, Trigger.RETRY, actor, AuditAction.RUN_RETRY, retry_of=first, attempt=run.attempt + 1)
 
@@ -59,9 +61,7 @@ def _request(
                 details["retry_of"] = str(retry_of.code)
             record(schedule.tenant_id, action, run, actor=actor, **details)
     except IntegrityError:
-        raise RunRefused(
-            f"“{schedule.name}” already has a run queued or running; wait for it to finish."
-        ) from None
+        raise RunRefused(f"“{schedule.name}” already has a run queued or running; wait for it to finish.") from None
     return run
 
 
@@ -75,9 +75,7 @@ def claim(run_code: str, now: datetime) -> bool:
     )
 
 
-def finish(
-    run: BackupScheduleRun, status: str, log: str, error_code: str = "", error_message: str = ""
-) -> bool:
+def finish(run: BackupScheduleRun, status: str, log: str, error_code: str = "", error_message: str = "") -> bool:
     """running -> succeeded/failed, and the schedule's last-run summary."""
     now = timezone.now()
     updated = BackupScheduleRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(

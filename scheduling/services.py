@@ -15,7 +15,16 @@ from tenants.models import AuditAction
 # Changing any of these re-anchors an every-N-hours schedule; other edits keep its grid.
 ANCHOR_FIELDS = ("kind", "every_hours", "time_of_day", "timezone")
 AUDITED_FIELDS = (
-    "name", "source_id", "kind", "time_of_day", "weekdays", "cron", "every_hours", "timezone", "enabled", "keep_last",
+    "name",
+    "source_id",
+    "kind",
+    "time_of_day",
+    "weekdays",
+    "cron",
+    "every_hours",
+    "timezone",
+    "enabled",
+    "keep_last",
 )
 
 

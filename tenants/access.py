@@ -52,9 +52,9 @@ def get_for_member(
     """
     if not user.is_authenticated:
         raise Http404
-    queryset = model._default_manager.filter(
-        code=code, **{f"{tenant_path}memberships__user": user}
-    ).annotate(member_role=F(f"{tenant_path}memberships__role"))
+    queryset = model._default_manager.filter(code=code, **{f"{tenant_path}memberships__user": user}).annotate(
+        member_role=F(f"{tenant_path}memberships__role")
+    )
     if tenant_path:
         queryset = queryset.select_related("tenant")
     obj = queryset.first()

@@ -61,9 +61,13 @@ class AuditAction(models.TextChoices):
 
 class AuditLog(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="audit_entries")
-    # NULL actor = the system (dispatcher, worker, retention).
-    actor = models.ForeignKey(settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+")
+    # db_index=False: tenants_audit_tenant_time leads with tenant.
+    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="audit_entries", db_index=False)
+    # NULL actor = the system (dispatcher, worker, retention). No index: only a
+    # user's deletion looks entries up by it, and the dispatcher writes thousands.
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
     action = models.CharField(max_length=32, choices=AuditAction.choices)
     target_type = models.CharField(max_length=32)
     target_code = models.UUIDField(null=True, blank=True)

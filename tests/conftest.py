@@ -97,8 +97,13 @@ def source(tenant: Tenant, settings) -> BackupSource:
 @pytest.fixture
 def schedule(tenant: Tenant, source: BackupSource) -> BackupSchedule:
     item = BackupSchedule(
-        tenant=tenant, source=source, name="Nightly", kind=ScheduleKind.DAILY, time_of_day=time(2, 30),
-        timezone="Europe/Berlin", keep_last=3,
+        tenant=tenant,
+        source=source,
+        name="Nightly",
+        kind=ScheduleKind.DAILY,
+        time_of_day=time(2, 30),
+        timezone="Europe/Berlin",
+        keep_last=3,
     )
     item.full_clean()
     return save_schedule(item, None, actor=None)

@@ -35,7 +35,8 @@ def test_a_due_schedule_gets_one_queued_run_and_one_task(schedule, django_captur
         report = run_pass(SLOT + timedelta(seconds=2))
     assert (report.due, report.created, report.skipped, report.missed) == (1, 1, 0, 0)
     run = BackupScheduleRun.objects.get()
-    assert (run.slot, run.status, run.trigger, run.tenant_id) == (SLOT, RunStatus.QUEUED, "scheduled", schedule.tenant_id)
+    assert (run.slot, run.status, run.trigger) == (SLOT, RunStatus.QUEUED, "scheduled")
+    assert run.tenant_id == schedule.tenant_id
     tasks = queued_tasks()
     assert [task["args"] for task in tasks] == [(str(run.code),)]
     schedule.refresh_from_db()
@@ -106,7 +107,10 @@ def test_dispatch_command_prints_one_json_line(schedule, capsys) -> None:
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 1
     assert {k: json.loads(lines[0])[k] for k in ("due", "created", "skipped", "missed")} == {
-        "due": 1, "created": 1, "skipped": 0, "missed": 0
+        "due": 1,
+        "created": 1,
+        "skipped": 0,
+        "missed": 0,
     }
 
 
@@ -128,7 +132,10 @@ def _many_due(schedule: BackupSchedule, count: int) -> None:
     ]
     BackupSchedule.objects.bulk_create(
         BackupSchedule(
-            tenant_id=schedule.tenant_id, source_id=schedule.source_id, name=f"bulk {i}", next_run_at=SLOT,
+            tenant_id=schedule.tenant_id,
+            source_id=schedule.source_id,
+            name=f"bulk {i}",
+            next_run_at=SLOT,
             **kinds[i % len(kinds)],
         )
         for i in range(count)
@@ -175,3 +182,18 @@ def test_a_pass_that_read_a_stale_due_list_creates_nothing_twice(
     assert (first.created, second.due, second.created, second.skipped) == (1, 1, 0, 0)
     assert BackupScheduleRun.objects.count() == 1
     assert len(queued_tasks()) == 1
+
+
+def test_batch_signed_packages_are_what_django_q2_itself_would_sign(settings) -> None:
+    from django.core.signing import TimestampSigner
+    from django_q.conf import Conf
+    from django_q.signing import SignedPackage
+
+    from scheduling.queue import _signer
+
+    batch = _signer()
+    plain = TimestampSigner(key=Conf.SECRET_KEY, salt=Conf.PREFIX)
+    value = "payload-to-sign"
+    assert batch.sign(value).rsplit(":", 1)[1] == plain.signature(f"{value}:{batch.timestamp()}")
+    package = batch.sign_object({"a": 1}, serializer=__import__("django_q.signing").signing.PickleSerializer)
+    assert SignedPackage.loads(package) == {"a": 1}

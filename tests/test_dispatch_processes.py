@@ -31,8 +31,13 @@ def database_url() -> str:
 def test_two_dispatchers_started_at_once_create_each_run_exactly_once(tenant, source) -> None:
     BackupSchedule.objects.bulk_create(
         BackupSchedule(
-            tenant=tenant, source=source, name=f"s{i}", kind=ScheduleKind.DAILY, time_of_day=time(2, 30),
-            timezone="Europe/Berlin", next_run_at=SLOT,
+            tenant=tenant,
+            source=source,
+            name=f"s{i}",
+            kind=ScheduleKind.DAILY,
+            time_of_day=time(2, 30),
+            timezone="Europe/Berlin",
+            next_run_at=SLOT,
         )
         for i in range(200)
     )

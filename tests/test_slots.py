@@ -48,8 +48,9 @@ def test_a_pass_inside_the_repeated_hour_does_not_run_the_second_copy() -> None:
 
 def test_croniter_alone_would_run_twice_on_the_autumn_night() -> None:
     """The guard exists because of this: croniter yields both 02:30 instants."""
-    from croniter import croniter
     from zoneinfo import ZoneInfo
+
+    from croniter import croniter
 
     start = datetime(2026, 10, 24, 12, tzinfo=ZoneInfo("Europe/Berlin"))
     raw = croniter("30 2 * * *", start)

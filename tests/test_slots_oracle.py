@@ -19,9 +19,20 @@ from lib.slots import Cadence, next_slot
 MINUTE = timedelta(minutes=1)
 ORACLE_HORIZON = timedelta(days=8)
 DST_ZONES = [
-    "Europe/Berlin", "Europe/London", "America/New_York", "America/Santiago", "America/Havana",
-    "Australia/Lord_Howe", "Australia/Sydney", "Pacific/Chatham", "Antarctica/Troll",
-    "Asia/Tehran", "Africa/Casablanca", "Pacific/Apia", "America/St_Johns", "Europe/Dublin",
+    "Europe/Berlin",
+    "Europe/London",
+    "America/New_York",
+    "America/Santiago",
+    "America/Havana",
+    "Australia/Lord_Howe",
+    "Australia/Sydney",
+    "Pacific/Chatham",
+    "Antarctica/Troll",
+    "Asia/Tehran",
+    "Africa/Casablanca",
+    "Pacific/Apia",
+    "America/St_Johns",
+    "Europe/Dublin",
 ]
 ALL_ZONES = sorted(z for z in available_timezones() if "/" in z and not z.startswith(("posix/", "right/")))
 

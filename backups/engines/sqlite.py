@@ -1,7 +1,10 @@
 """SQLite sources: a consistent copy through the online backup API.
 
-The backup API copies page by page and restarts if a writer changes the source
-meanwhile, so the copy is one consistent snapshot even while the source is in use.
+The backup API copies the pages in one step, inside one read transaction, so the
+copy is a single consistent snapshot while the source is in use. (Copying in
+several steps would restart whenever another connection writes, and a busy
+source could keep it restarting forever.) In WAL mode the read does not block
+the source's writers.
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ from django.conf import settings
 
 from backups.errors import BackupError, ErrorCode
 from backups.storage import StoredFile, store_stream
-
-PAGES_PER_STEP = 1024
 
 
 def check_path(path: str) -> Path:
@@ -46,7 +47,7 @@ def backup(path: str, key: str, log: Callable[[str], None]) -> StoredFile:
         try:
             snapshot = sqlite3.connect(snapshot_path)
             try:
-                source.backup(snapshot, pages=PAGES_PER_STEP)
+                source.backup(snapshot, pages=-1)
                 tables = snapshot.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
             finally:
                 snapshot.close()

@@ -12,7 +12,9 @@ def parse_instant(text: str) -> datetime:
     try:
         instant = datetime.fromisoformat(text)
     except ValueError:
-        raise CommandError(f"--at takes an ISO-8601 instant such as 2026-03-29T01:00:00Z, not {text!r}", returncode=2) from None
+        raise CommandError(
+            f"--at takes an ISO-8601 instant such as 2026-03-29T01:00:00Z, not {text!r}", returncode=2
+        ) from None
     if instant.tzinfo is None:
         raise CommandError("--at needs a time zone offset (Z or +01:00): a naive time is ambiguous", returncode=2)
     return instant
