@@ -79,7 +79,7 @@ def store_stream(key: str, source: BinaryIO) -> StoredFile:
             with open(temporary, "xb") as raw:
                 hashing = _HashingFile(raw)  # type: ignore[arg-type]
                 compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
-                read, _ = compressor.copy_stream(source, hashing, read_size=CHUNK, write_size=CHUNK)
+                read, _ = compressor.copy_stream(source, hashing, read_size=CHUNK, write_size=CHUNK)  # type: ignore[arg-type]
                 raw.flush()
                 os.fsync(raw.fileno())
             os.replace(temporary, final)

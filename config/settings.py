@@ -6,6 +6,7 @@ Production profile: DATABASE_URL=postgres://... and REDIS_URL=redis://... (see .
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -70,13 +71,13 @@ TEMPLATES = [
 ]
 
 
-def _database() -> dict:
+def _database() -> dict[str, Any]:
     url = env_str("DATABASE_URL")
     if url:
-        config = dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True)
+        config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True))
     else:
         VAR_DIR.mkdir(parents=True, exist_ok=True)
-        config = {"ENGINE": "django.db.backends.sqlite3", "NAME": VAR_DIR / "db.sqlite3"}
+        config = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "db.sqlite3")}
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # WAL lets the web server read while a worker writes; IMMEDIATE takes the
         # write lock when a transaction starts, so concurrent writers queue on

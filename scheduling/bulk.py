@@ -72,14 +72,14 @@ def _column_expression(field: models.Field, index: int, connection: BaseDatabase
     if connection.vendor == "postgresql":
         if isinstance(field, models.JSONField):
             return f"(value->{index})::jsonb"
-        db_type = field.rel_db_type(connection) if field.is_relation else field.cast_db_type(connection)
+        db_type = field.rel_db_type(connection) if field.is_relation else field.cast_db_type(connection)  # type: ignore[attr-defined]
         return f"(value->>{index})::{db_type}"
     raise NotImplementedError(f"set-based writes support SQLite and PostgreSQL, not {connection.vendor}")
 
 
 def _constant_expression(field: models.Field, connection: BaseDatabaseWrapper) -> str:
     if connection.vendor == "postgresql":
-        db_type = field.rel_db_type(connection) if field.is_relation else field.cast_db_type(connection)
+        db_type = field.rel_db_type(connection) if field.is_relation else field.cast_db_type(connection)  # type: ignore[attr-defined]
         return f"%s::{db_type}"
     return "%s"
 
@@ -115,7 +115,7 @@ def insert_rows(
     params = [_preparer(f, connection)(constants[f.name]) for f in constant_fields]  # type: ignore[arg-type]
     if any(isinstance(f, models.JSONField) for f in constant_fields):
         raise ValueError("JSON columns cannot be constants")
-    columns = ", ".join(quote(f.column) for f in fields + constant_fields)  # type: ignore[union-attr]
+    columns = ", ".join(quote(f.column) for f in fields + constant_fields)  # type: ignore[union-attr,arg-type]
     values = ", ".join(
         [_column_expression(f, i, connection) for i, f in enumerate(fields)]  # type: ignore[arg-type]
         + [_constant_expression(f, connection) for f in constant_fields]  # type: ignore[arg-type]
@@ -127,7 +127,7 @@ def insert_rows(
     )
     returned_fields = [model._meta.get_field(name) for name in returning]
     if returned_fields:
-        sql += " RETURNING " + ", ".join(quote(f.column) for f in returned_fields)  # type: ignore[union-attr]
+        sql += " RETURNING " + ", ".join(quote(f.column) for f in returned_fields)  # type: ignore[union-attr,arg-type]
     with connection.cursor() as cursor:
         cursor.execute(sql, params + [payload])
         if not returned_fields:
@@ -180,7 +180,7 @@ def update_rows(model: type[models.Model], changes: Mapping[int, Mapping[str, An
     key_expression = _column_expression(pk, 0, connection)  # type: ignore[arg-type]
     sql = (
         f"UPDATE {table} SET {assignments} FROM {_rows_source(connection)} "
-        f"WHERE {table}.{quote(pk.column)} = {key_expression}"  # type: ignore[union-attr]
+        f"WHERE {table}.{quote(pk.column)} = {key_expression}"  # type: ignore[union-attr,arg-type]
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [payload])

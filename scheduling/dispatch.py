@@ -275,7 +275,7 @@ def _record_lost_races(plan: _Plan, inserted: list[dict[str, Any]], now: datetim
     return _insert_runs(lost, now)
 
 
-_AUDIT_ACTIONS = {
+_AUDIT_ACTIONS: dict[str, AuditAction] = {
     RunStatus.QUEUED: AuditAction.RUN_CREATED,
     RunStatus.SKIPPED: AuditAction.RUN_SKIPPED,
     RunStatus.MISSED: AuditAction.RUN_MISSED,

@@ -61,7 +61,7 @@ class _BatchSigner(TimestampSigner):
 
     def __init__(self, key: str, salt: str) -> None:
         super().__init__(key=key, salt=salt, algorithm="sha256")
-        derived = hashlib.sha256(force_bytes(self.salt + "signer") + force_bytes(self.key)).digest()
+        derived = hashlib.sha256(force_bytes(self.salt) + b"signer" + force_bytes(self.key)).digest()
         self._mac = hmac.new(derived, digestmod=hashlib.sha256)
         self._timestamp = super().timestamp()
 

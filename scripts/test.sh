@@ -8,8 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 
-echo "== lint: ruff"
+echo "== lint: ruff, mypy"
 $BIN/ruff check .
+$BIN/mypy lib scheduling backups tenants config
 
 echo "== embedded profile: SQLite + ORM broker"
 env -u DATABASE_URL -u REDIS_URL $BIN/pytest -q -p no:cacheprovider

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from typing import TypeVar
 
-from django.contrib.auth.base_user import AbstractBaseUser
-from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
 from django.db import models
 from django.db.models import F, QuerySet
@@ -26,7 +25,7 @@ MANAGE = Role.MANAGER  # schedules, sources, retention
 ADMINISTER = Role.OWNER  # members, restore
 
 ModelT = TypeVar("ModelT", bound=models.Model)
-AnyUser = AbstractBaseUser | AnonymousUser
+AnyUser = User | AnonymousUser
 
 
 def role_allows(role: str | None, min_role: str) -> bool:

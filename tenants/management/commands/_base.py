@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.core.management.base import CommandError
 
 
-def acting_user(username: str) -> AbstractBaseUser:
-    user = get_user_model().objects.filter(username=username, is_active=True).first()
+def acting_user(username: str) -> User:
+    user = User.objects.filter(username=username, is_active=True).first()
     if user is None:
         raise CommandError(f"No active user {username!r}.", returncode=2)
     return user
