@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import gc
 import json
+import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -29,12 +30,18 @@ from django.db import connection, transaction
 from django.db.models import Exists, OuterRef
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime, parse_time
+from django_q.brokers import get_broker
+from django_q.brokers.orm import ORM
 
 from lib.slots import Cadence, canonical, next_slot
 from scheduling.bulk import insert_rows, update_rows
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, RunStatus, Trigger
 from scheduling.queue import enqueue_runs
 from tenants.models import AuditAction, AuditLog
+
+# A queued run whose task went to Redis this long ago without being claimed gets it again.
+REQUEUE_AFTER = timedelta(minutes=15)
+logger = logging.getLogger(__name__)
 
 # Missed slots are counted up to this many; beyond it the entry says "at least".
 MISSED_COUNT_LIMIT = 1000
@@ -53,6 +60,7 @@ class PassReport:
     created: int = 0
     skipped: int = 0
     missed: int = 0
+    requeued: int = 0
     message: str = ""
 
     def as_json(self) -> str:
@@ -85,6 +93,7 @@ def run_pass(now: datetime | None = None) -> PassReport:
         due = list(_due_schedules(now))
         report.due = len(due)
         if not due:
+            report.requeued = requeue_lost_tasks(now)
             return report
         plan = _plan(due, now, grace)
         inserted = _insert_runs(plan.runs, now)
@@ -92,6 +101,7 @@ def run_pass(now: datetime | None = None) -> PassReport:
         enqueue_runs([row["code"] for row in inserted if row["status"] == RunStatus.QUEUED])
         _audit(inserted, plan, now)
         update_rows(BackupSchedule, plan.next_run_at)
+    report.requeued = requeue_lost_tasks(now)
     for row in inserted:
         status = row["status"]
         if status == RunStatus.QUEUED:
@@ -101,6 +111,29 @@ def run_pass(now: datetime | None = None) -> PassReport:
         else:
             report.missed += 1
     return report
+
+
+def requeue_lost_tasks(now: datetime) -> int:
+    """Push again the tasks of runs queued long ago with a broker outside the database.
+
+    With Redis, a task is pushed right after its run commits; a process that dies in
+    between leaves a queued run with no task. Pushing a task twice is harmless (the
+    run is claimed by compare-and-swap), so runs still queued REQUEUE_AFTER after
+    their last push get another. With the ORM broker run and task commit together.
+    """
+    if isinstance(get_broker(), ORM):
+        return 0
+    with transaction.atomic():
+        stale = BackupScheduleRun.objects.filter(
+            status=RunStatus.QUEUED, enqueued_at__lt=now - REQUEUE_AFTER
+        ).values_list("pk", "code")[:1000]
+        stale = list(stale)
+        if not stale:
+            return 0
+        BackupScheduleRun.objects.filter(pk__in=[pk for pk, _ in stale]).update(enqueued_at=now)
+        enqueue_runs([code for _, code in stale])
+    logger.warning("pushed the tasks of %d long-queued runs again", len(stale))
+    return len(stale)
 
 
 @contextmanager
@@ -256,7 +289,14 @@ def _row(
 
 def _insert_runs(rows: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
     """Insert the planned rows; return those really inserted (not already there)."""
-    constants = {"trigger": Trigger.SCHEDULED, "attempt": 1, "error_code": "", "created_at": now, "log": ""}
+    constants = {
+        "trigger": Trigger.SCHEDULED,
+        "attempt": 1,
+        "error_code": "",
+        "created_at": now,
+        "log": "",
+        "enqueued_at": now,
+    }
     returned = insert_rows(BackupScheduleRun, rows, returning=["code"], constants=constants, convert=False)
     ours = {code.hex if isinstance(code, uuid.UUID) else code for (code,) in returned}
     return [row for row in rows if row["code"] in ours]

@@ -132,6 +132,9 @@ class BackupScheduleRun(models.Model):
     error_code = models.CharField(max_length=32, blank=True)
     error_message = models.TextField(blank=True)
     created_at = models.DateTimeField()
+    # Last time a task for this run was pushed to a broker outside the database
+    # (Redis); the dispatcher pushes again if a queued run's task may have been lost.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     log = models.TextField(blank=True)

@@ -54,6 +54,7 @@ def _request(
                 retry_of=retry_of,
                 requested_by=actor if getattr(actor, "is_authenticated", False) else None,
                 created_at=timezone.now(),
+                enqueued_at=timezone.now(),
             )
             enqueue_runs([run.code])
             details: dict[str, Any] = {"schedule": str(schedule.code), "trigger": trigger}
