@@ -59,20 +59,6 @@ class Cadence:
     anchor: datetime | None = None  # UTC, for every_n_hours
 
 
-def canonical(cadence: Cadence) -> Cadence:
-    """The same cadence with the fields its kind ignores reset, so equal schedules
-    compare (and cache) equal."""
-    if cadence.kind == "every_n_hours":
-        return Cadence(cadence.kind, "UTC", every_hours=cadence.every_hours, anchor=cadence.anchor)
-    if cadence.kind == "cron":
-        return Cadence(cadence.kind, cadence.tz, cron=cadence.cron)
-    if cadence.kind == "daily":
-        return Cadence(cadence.kind, cadence.tz, time_of_day=cadence.time_of_day)
-    if cadence.kind == "weekly":
-        return Cadence(cadence.kind, cadence.tz, time_of_day=cadence.time_of_day, weekdays=cadence.weekdays)
-    return Cadence(cadence.kind)
-
-
 class InvalidCadence(ValueError):
     """The cadence cannot be scheduled; the message is fit for a user."""
 

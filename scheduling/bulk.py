@@ -30,6 +30,14 @@ def _sqlite_datetime(value: datetime | None) -> str | None:
     return None if value is None else value.astimezone(UTC).replace(tzinfo=None).isoformat(" ")
 
 
+def _sqlite_uuid(value: Any) -> str | None:
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    if isinstance(value, str) and len(value) == 32:
+        return value  # already the stored form
+    return value and uuid.UUID(value).hex
+
+
 def _plain_value(value: Any) -> Any:
     if isinstance(value, models.Choices):  # TextChoices members are str subclasses; JSON wants the value
         return value.value
@@ -46,7 +54,7 @@ def _preparer(field: models.Field, connection: BaseDatabaseWrapper) -> Callable[
         return lambda value: value  # nested as JSON, unpacked as JSON
     if isinstance(field, models.UUIDField):
         if connection.vendor == "sqlite":  # stored as 32 hex digits
-            return lambda value: value.hex if isinstance(value, uuid.UUID) else (value and uuid.UUID(value).hex)
+            return _sqlite_uuid
         return lambda value: None if value is None else str(value)
     if isinstance(field, models.DateTimeField) and connection.vendor == "sqlite":
         return _sqlite_datetime
@@ -111,7 +119,7 @@ def insert_rows(
     fields = [model._meta.get_field(name) for name in rows[0]]
     constant_fields = [model._meta.get_field(name) for name in constants]
     prepare = [(f.name, _preparer(f, connection)) for f in fields]  # type: ignore[arg-type]
-    payload = json.dumps([[convert(row[name]) for name, convert in prepare] for row in rows])
+    payload = json.dumps([[convert(row[name]) for name, convert in prepare] for row in rows], separators=(",", ":"))
     params = [_preparer(f, connection)(constants[f.name]) for f in constant_fields]  # type: ignore[arg-type]
     if any(isinstance(f, models.JSONField) for f in constant_fields):
         raise ValueError("JSON columns cannot be constants")

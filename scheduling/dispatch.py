@@ -33,10 +33,10 @@ from django.utils.dateparse import parse_datetime, parse_time
 from django_q.brokers import get_broker
 from django_q.brokers.orm import ORM
 
-from lib.slots import Cadence, canonical, next_slot
+from lib.slots import Cadence, next_slot
 from scheduling.bulk import insert_rows, update_rows
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, RunStatus, Trigger
-from scheduling.queue import enqueue_runs
+from scheduling.queue import dashed_code, enqueue_runs
 from tenants.models import AuditAction, AuditLog
 
 # A queued run whose task went to Redis this long ago without being claimed gets it again.
@@ -202,48 +202,75 @@ def _decode_json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _as_is(value: Any) -> Any:
-    return value
-
-
 # How to turn each raw cadence column (SQLite gives text) into what the ORM would give.
-_DECODERS = (_decode_datetime, _as_is, _as_is, _decode_time, _decode_json, _as_is, _as_is, _decode_datetime)
+def _cadence(kind: str, columns: list[Any]) -> Cadence:
+    """The canonical cadence from the raw columns after `kind`, decoding only those
+    its kind uses (timezone, time_of_day, weekdays, cron, every_hours, anchor_at)."""
+    tz, at, weekdays, cron, every_hours, anchor = columns
+    if kind == "every_n_hours":
+        return Cadence(kind, "UTC", every_hours=every_hours, anchor=_decode_datetime(anchor))
+    if kind == "cron":
+        return Cadence(kind, tz, cron=cron)
+    if kind == "daily":
+        return Cadence(kind, tz, time_of_day=_decode_time(at))
+    if kind == "weekly":
+        return Cadence(kind, tz, time_of_day=_decode_time(at), weekdays=frozenset(_decode_json(weekdays) or ()))
+    return Cadence(kind)
+
+
+@dataclass(frozen=True)
+class _Walk:
+    """What a pass does for every schedule with one cadence and one due slot."""
+
+    late: list[datetime]  # older than the grace window: missed
+    superseded: list[datetime]  # within grace, but a later slot is due too
+    newest: datetime | None  # the slot to run now, if any
+    following: datetime | None  # the next slot after now
+    missed_message: str
+
+
+# Which raw columns (after first_slot and kind) decide the slots of each kind; the
+# others are leftovers of another kind and must not split the cache.
+_RELEVANT = {
+    "daily": (0, 1),  # timezone, time_of_day
+    "weekly": (0, 1, 2),  # + weekdays
+    "cron": (0, 3),  # timezone, cron
+    "every_n_hours": (4, 5),  # every_hours, anchor_at
+}
 
 
 def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta) -> _Plan:
     plan = _Plan()
-    # Many schedules share a cadence and a due slot; compute each walk once.
-    walks: dict[tuple[Cadence, datetime], tuple[list[datetime], datetime | None]] = {}
-    by_row: dict[tuple[Any, ...], tuple[list[datetime], datetime | None]] = {}
-    for pk, tenant_id, name, *cadence_columns, busy in due:
-        row_key = tuple(cadence_columns)
-        walk = by_row.get(row_key)
+    # Thousands of schedules share a cadence and a due slot: decode and walk each
+    # combination once, keyed first on the raw columns that matter for its kind.
+    walks: dict[tuple[Cadence, datetime], _Walk] = {}
+    by_raw: dict[tuple[Any, ...], _Walk] = {}
+    for pk, tenant_id, name, first_raw, kind, *columns, busy in due:
+        raw_key = (first_raw, kind, *(columns[i] for i in _RELEVANT.get(kind, ())))
+        walk = by_raw.get(raw_key)
         if walk is None:
-            first_slot, kind, tz, at, weekdays, cron, every_hours, anchor = (
-                decode(value) for decode, value in zip(_DECODERS, cadence_columns, strict=True)
-            )
-            cadence = canonical(Cadence(kind, tz, at, frozenset(weekdays or ()), cron, every_hours, anchor))
+            first_slot = _decode_datetime(first_raw)
+            cadence = _cadence(kind, columns)
             key = (cadence, first_slot)
             if key not in walks:
-                walks[key] = _walk(cadence, first_slot, now)
-            walk = by_row[row_key] = walks[key]
-        slots, following = walk
+                walks[key] = _walk(cadence, first_slot, now, grace)
+            walk = by_raw[raw_key] = walks[key]
         plan.names[pk] = name[:200]
-        plan.next_run_at[pk] = {"next_run_at": following}
-        late = [slot for slot in slots if now - slot > grace]
-        fresh = slots[len(late) :]
-        if late:
-            plan.runs.append(_row(pk, tenant_id, late[0], now, RunStatus.MISSED, _missed_message(late), len(late)))
-        for slot in fresh[:-1]:
-            plan.runs.append(_row(pk, tenant_id, slot, now, RunStatus.SKIPPED, SUPERSEDED_REASON))
-        if fresh:
-            status = RunStatus.SKIPPED if busy else RunStatus.QUEUED
-            plan.runs.append(_row(pk, tenant_id, fresh[-1], now, status, BUSY_REASON if busy else ""))
+        plan.next_run_at[pk] = {"next_run_at": walk.following}
+        if walk.late:
+            plan.runs.append(_row(pk, tenant_id, walk.late[0], RunStatus.MISSED, walk.missed_message, len(walk.late)))
+        for slot in walk.superseded:
+            plan.runs.append(_row(pk, tenant_id, slot, RunStatus.SKIPPED, SUPERSEDED_REASON))
+        if walk.newest is not None:
+            if busy:
+                plan.runs.append(_row(pk, tenant_id, walk.newest, RunStatus.SKIPPED, BUSY_REASON))
+            else:
+                plan.runs.append(_row(pk, tenant_id, walk.newest, RunStatus.QUEUED, ""))
     return plan
 
 
-def _walk(cadence: Cadence, first_slot: datetime, now: datetime) -> tuple[list[datetime], datetime | None]:
-    """The due slots from `first_slot` up to `now`, and the first slot after `now`."""
+def _walk(cadence: Cadence, first_slot: datetime, now: datetime, grace: timedelta) -> _Walk:
+    """Sort the due slots from `first_slot` up to `now`, and find the first slot after `now`."""
     slots = [first_slot]
     following = next_slot(cadence, first_slot)
     while following is not None and following <= now:
@@ -252,7 +279,15 @@ def _walk(cadence: Cadence, first_slot: datetime, now: datetime) -> tuple[list[d
             following = next_slot(cadence, following)
         else:  # far behind: stop counting, jump to the present
             following = next_slot(cadence, now)
-    return slots, following
+    late = [slot for slot in slots if now - slot > grace]
+    fresh = slots[len(late) :]
+    return _Walk(
+        late=late,
+        superseded=fresh[:-1],
+        newest=fresh[-1] if fresh else None,
+        following=following,
+        missed_message=_missed_message(late) if late else "",
+    )
 
 
 def _missed_message(late: list[datetime]) -> str:
@@ -274,7 +309,7 @@ def _fmt(instant: datetime) -> str:
 
 
 def _row(
-    schedule_id: int, tenant_id: int, slot: datetime, now: datetime, status: str, message: str, missed: int = 0
+    schedule_id: int, tenant_id: int, slot: datetime, status: str, message: str, missed: int = 0
 ) -> dict[str, Any]:
     return {
         "code": uuid.uuid4().hex,
@@ -335,7 +370,7 @@ def _audit(inserted: list[dict[str, Any]], plan: _Plan, now: datetime) -> None:
         slot = row["slot"]
         if slot not in slot_text:
             slot_text[slot] = slot.isoformat()
-        item = {"run": str(uuid.UUID(row["code"])), "schedule": plan.names[row["schedule"]], "slot": slot_text[slot]}
+        item = {"run": dashed_code(row["code"]), "schedule": plan.names[row["schedule"]], "slot": slot_text[slot]}
         if row["error_message"]:
             item["reason"] = row["error_message"]
         groups.setdefault((row["tenant"], row["status"]), []).append(item)

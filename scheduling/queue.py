@@ -32,7 +32,7 @@ EXECUTE_RUN = "backups.tasks.execute_run"
 def task_package(run_code: UUID | str, now: datetime, signer: TimestampSigner | None = None) -> str:
     """The same signed package django_q.tasks.async_task would build."""
     signer = signer or _signer()
-    task = _task(uuid.uuid4().hex, _canonical(run_code), now)
+    task = _task(uuid.uuid4().hex, dashed_code(run_code), now)
     return signer.sign_object(task, serializer=PickleSerializer, compress=Conf.COMPRESSED)
 
 
@@ -48,8 +48,11 @@ def _task(task_id: str, run_code: str, now: datetime) -> dict:
     }
 
 
-def _canonical(run_code: UUID | str) -> str:
-    """The 36-character form, whatever form the code came in."""
+def dashed_code(run_code: UUID | str) -> str:
+    """The 36-character form of a code given as a UUID, 32 hex digits or 36 characters."""
+    if isinstance(run_code, str) and len(run_code) == 32:  # the dispatcher's hex codes: skip parsing
+        h = run_code.lower()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
     return str(run_code if isinstance(run_code, UUID) else UUID(run_code))
 
 
@@ -102,7 +105,7 @@ class _PackageMaker:
         if self.template is None:
             return task_package(run_code, self.now, self.signer)
         data = self.template.replace(self.ID_MARK.encode(), os.urandom(16).hex().encode()).replace(
-            self.CODE_MARK.encode(), _canonical(run_code).encode()
+            self.CODE_MARK.encode(), dashed_code(run_code).encode()
         )
         return self.signer.sign(b64_encode(data).decode())
 
