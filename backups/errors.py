@@ -11,6 +11,7 @@ class ErrorCode(models.TextChoices):
     TIMEOUT = "TIMEOUT"
     THROTTLED = "THROTTLED"
     STORAGE_FULL = "STORAGE_FULL"
+    WORKER_LOST = "WORKER_LOST"
     UNKNOWN = "UNKNOWN"
 
 

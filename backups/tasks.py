@@ -11,6 +11,7 @@ from backups import retention
 from backups.engines import sqlite
 from backups.errors import BackupError, ErrorCode
 from backups.models import BackupSet, SourceKind
+from scheduling.heartbeat import heartbeat
 from scheduling.models import BackupScheduleRun, RunStatus
 from scheduling.runs import claim, finish
 from tenants.audit import record
@@ -50,21 +51,8 @@ def execute_run(run_code: str) -> str:
     log(f"Run {run.code} started ({run.get_trigger_display()}, attempt {run.attempt}).")
     log(f"Source “{source.name}” ({source.get_kind_display()}).")
     try:
-        if source.kind != SourceKind.SQLITE:
-            raise BackupError(ErrorCode.UNKNOWN, f"Source kind {source.kind!r} is not supported.")
-        stored = sqlite.backup(source.path, storage_key(run, started), log)
-        BackupSet.objects.create(
-            tenant_id=run.tenant_id,
-            schedule=schedule,
-            run=run,
-            source=source,
-            storage_key=stored.key,
-            size=stored.size,
-            source_size=stored.source_size,
-            sha256=stored.sha256,
-            created_at=timezone.now(),
-        )
-        log(f"Stored {stored.size} bytes (from {stored.source_size}), sha256 {stored.sha256}.")
+        with heartbeat(run_code):
+            _back_up(run, started, log)
     except BackupError as exc:
         log(f"Failed: {exc.code}: {exc.message}")
         finish(run, RunStatus.FAILED, log.text(), exc.code, exc.message)
@@ -88,6 +76,26 @@ def execute_run(run_code: str) -> str:
     finish(run, RunStatus.SUCCEEDED, log.text())
     _audit_finish(run)
     return "succeeded"
+
+
+def _back_up(run: BackupScheduleRun, started: datetime, log: RunLog) -> BackupSet:
+    source = run.schedule.source
+    if source.kind != SourceKind.SQLITE:
+        raise BackupError(ErrorCode.UNKNOWN, f"Source kind {source.kind!r} is not supported.")
+    stored = sqlite.backup(source.path, storage_key(run, started), log)
+    backup_set = BackupSet.objects.create(
+        tenant_id=run.tenant_id,
+        schedule=run.schedule,
+        run=run,
+        source=source,
+        storage_key=stored.key,
+        size=stored.size,
+        source_size=stored.source_size,
+        sha256=stored.sha256,
+        created_at=timezone.now(),
+    )
+    log(f"Stored {stored.size} bytes (from {stored.source_size}), sha256 {stored.sha256}.")
+    return backup_set
 
 
 def _audit_finish(run: BackupScheduleRun) -> None:

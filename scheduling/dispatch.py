@@ -33,12 +33,20 @@ from django.utils.dateparse import parse_datetime, parse_time
 from django_q.brokers import get_broker
 from django_q.brokers.orm import ORM
 
+from backups.errors import ErrorCode
 from lib.slots import Cadence, next_slot
 from scheduling.bulk import insert_rows, update_rows
+from scheduling.heartbeat import HEARTBEAT_SECONDS
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, RunStatus, Trigger
 from scheduling.queue import dashed_code, enqueue_runs
 from tenants.models import AuditAction, AuditLog
 
+# A running run whose heartbeat is this old has lost its worker.
+ABANDONED_AFTER = timedelta(seconds=HEARTBEAT_SECONDS * 10)
+WORKER_LOST_MESSAGE = (
+    "The worker running this backup stopped responding (it crashed, was killed or restarted). "
+    "No backup set was kept from this run; press Retry to run it again."
+)
 # A queued run whose task went to Redis this long ago without being claimed gets it again.
 REQUEUE_AFTER = timedelta(minutes=15)
 logger = logging.getLogger(__name__)
@@ -61,6 +69,7 @@ class PassReport:
     skipped: int = 0
     missed: int = 0
     requeued: int = 0
+    abandoned: int = 0
     message: str = ""
 
     def as_json(self) -> str:
@@ -90,6 +99,7 @@ def run_pass(now: datetime | None = None) -> PassReport:
     # cyclic GC would stop to scan them again and again (~30% of a 10k pass).
     with _gc_paused(), transaction.atomic():
         _take_dispatch_lock()
+        report.abandoned = fail_abandoned_runs(now)
         due = list(_due_schedules(now))
         report.due = len(due)
         if not due:
@@ -111,6 +121,43 @@ def run_pass(now: datetime | None = None) -> PassReport:
         else:
             report.missed += 1
     return report
+
+
+def fail_abandoned_runs(now: datetime) -> int:
+    """Fail running runs whose worker stopped beating (crash, OOM kill, reboot).
+
+    Otherwise such a run would stay 'running' forever, and the one-active-run rule
+    would skip every later slot of its schedule: a silent stop of its backups.
+    """
+    cutoff = now - ABANDONED_AFTER
+    abandoned = list(
+        BackupScheduleRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).values_list(
+            "pk", "tenant_id", "code", "schedule__name"
+        )[:1000]
+    )
+    if not abandoned:
+        return 0
+    failed = 0
+    for pk, tenant_id, code, name in abandoned:
+        updated = BackupScheduleRun.objects.filter(pk=pk, status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).update(
+            status=RunStatus.FAILED,
+            finished_at=now,
+            error_code=ErrorCode.WORKER_LOST,
+            error_message=WORKER_LOST_MESSAGE,
+        )
+        if updated:
+            failed += 1
+            AuditLog.objects.create(
+                tenant_id=tenant_id,
+                action=AuditAction.RUN_FINISHED,
+                target_type="backupschedulerun",
+                target_code=code,
+                target_label=name[:200],
+                created_at=now,
+                details={"status": RunStatus.FAILED, "error_code": ErrorCode.WORKER_LOST},
+            )
+    logger.warning("failed %d runs whose worker stopped", failed)
+    return failed
 
 
 def requeue_lost_tasks(now: datetime) -> int:

@@ -136,6 +136,9 @@ class BackupScheduleRun(models.Model):
     # (Redis); the dispatcher pushes again if a queued run's task may have been lost.
     enqueued_at = models.DateTimeField(null=True, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    # Touched every HEARTBEAT seconds by the worker while it runs; a running run whose
+    # heartbeat stops is failed by the dispatcher (the worker crashed or was killed).
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
     log = models.TextField(blank=True)
 
@@ -158,6 +161,8 @@ class BackupScheduleRun(models.Model):
             models.Index(fields=["tenant", "-created_at"], name="scheduling_run_tenant_time"),
             # Used by a schedule's history, newest first.
             models.Index(fields=["schedule", "-created_at"], name="scheduling_run_schedule_time"),
+            # Used by the dispatcher's look for runs whose worker died.
+            models.Index(fields=["heartbeat_at"], name="scheduling_run_heartbeat", condition=Q(status="running")),
         ]
 
     def __str__(self) -> str:

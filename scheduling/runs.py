@@ -70,10 +70,15 @@ def claim(run_code: str, now: datetime) -> bool:
     """queued -> running. False if someone else (a redelivered task) got it first."""
     return (
         BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.QUEUED).update(
-            status=RunStatus.RUNNING, started_at=now
+            status=RunStatus.RUNNING, started_at=now, heartbeat_at=now
         )
         == 1
     )
+
+
+def beat(run_code: str, now: datetime) -> bool:
+    """The worker is alive and still on this run."""
+    return BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.RUNNING).update(heartbeat_at=now) == 1
 
 
 def finish(run: BackupScheduleRun, status: str, log: str, error_code: str = "", error_message: str = "") -> bool:

@@ -156,8 +156,8 @@ def test_a_pass_uses_the_same_number_of_statements_for_10_and_1000_due_schedules
     statements = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
     from django.conf import settings
 
-    # select due; insert runs; insert audit entries; update next_run_at; and
-    expected = 4
+    # look for abandoned runs; select due; insert runs; insert audit entries; update next_run_at; and
+    expected = 5
     if "redis" in settings.Q_CLUSTER:
         expected += 1  # the look for runs whose Redis task may be lost (their tasks go to Redis, not SQL)
     else:
@@ -219,3 +219,23 @@ def test_a_queued_run_whose_redis_task_was_lost_gets_it_again(
     run.refresh_from_db()
     assert run.enqueued_at == later
     assert run_pass(later + timedelta(minutes=1)).requeued == 0
+
+
+def test_a_run_whose_worker_died_is_failed_and_frees_its_schedule(schedule) -> None:
+    from scheduling.dispatch import ABANDONED_AFTER
+    from scheduling.runs import beat, claim
+
+    run = run_now(schedule, actor=None)
+    started = SLOT - timedelta(hours=1)
+    assert claim(str(run.code), started)
+    assert beat(str(run.code), started + timedelta(minutes=1))
+    # The worker is killed here: no more heartbeats, no finish.
+    still_fresh = started + timedelta(minutes=1) + ABANDONED_AFTER - timedelta(seconds=1)
+    assert run_pass(still_fresh).abandoned == 0
+    due_schedule(schedule)
+    report = run_pass(SLOT)
+    assert (report.abandoned, report.created, report.skipped) == (1, 1, 0)
+    run.refresh_from_db()
+    assert (run.status, run.error_code) == (RunStatus.FAILED, "WORKER_LOST")
+    assert "press Retry" in run.error_message
+    assert AuditLog.objects.filter(action=AuditAction.RUN_FINISHED, target_code=run.code).count() == 1

@@ -197,3 +197,27 @@ def test_manual_runs_do_not_take_a_scheduled_slot(schedule) -> None:
     execute_run(str(run.code))
     BackupSchedule.objects.filter(pk=schedule.pk).update(next_run_at=SLOT)
     assert run_pass(SLOT + timedelta(seconds=1)).created == 1
+
+
+@pytest.mark.django_db(transaction=True)  # the heartbeat thread has its own connection
+def test_a_long_backup_keeps_its_heartbeat_fresh(schedule, monkeypatch) -> None:
+    """The heartbeat thread beats while the backup is busy."""
+    import time
+
+    from backups.engines import sqlite as engine
+    from scheduling import heartbeat
+
+    monkeypatch.setattr(heartbeat, "HEARTBEAT_SECONDS", 0.05)
+    beats: list[datetime] = []
+    real_backup = engine.backup
+
+    def slow_backup(*args, **kwargs):
+        for _ in range(6):
+            time.sleep(0.05)
+            beats.append(BackupScheduleRun.objects.get(trigger=Trigger.MANUAL).heartbeat_at)
+        return real_backup(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "backup", slow_backup)
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "succeeded"
+    assert len(set(beats)) >= 2  # it moved while the backup ran
