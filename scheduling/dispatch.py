@@ -171,10 +171,11 @@ def requeue_lost_tasks(now: datetime) -> int:
     if isinstance(get_broker(), ORM):
         return 0
     with transaction.atomic():
-        stale = BackupScheduleRun.objects.filter(
-            status=RunStatus.QUEUED, enqueued_at__lt=now - REQUEUE_AFTER
-        ).values_list("pk", "code")[:1000]
-        stale = list(stale)
+        stale = list(
+            BackupScheduleRun.objects.filter(status=RunStatus.QUEUED, enqueued_at__lt=now - REQUEUE_AFTER).values_list(
+                "pk", "code"
+            )[:1000]
+        )
         if not stale:
             return 0
         BackupScheduleRun.objects.filter(pk__in=[pk for pk, _ in stale]).update(enqueued_at=now)
@@ -297,6 +298,7 @@ def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta) -> _Plan:
         walk = by_raw.get(raw_key)
         if walk is None:
             first_slot = _decode_datetime(first_raw)
+            assert first_slot is not None  # the due query filters next_run_at <= now
             cadence = _cadence(kind, columns)
             key = (cadence, first_slot)
             if key not in walks:
