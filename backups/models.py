@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 
+from django.core.exceptions import ValidationError
 from django.db import models
 
 from tenants.models import Tenant
@@ -25,6 +26,15 @@ class BackupSource(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        from backups.engines.sqlite import check_path
+        from backups.errors import BackupError
+
+        try:
+            check_path(self.path)
+        except BackupError as exc:
+            raise ValidationError({"path": exc.message}) from None
 
 
 class BackupSet(models.Model):

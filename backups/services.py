@@ -1,0 +1,44 @@
+"""Saving and deleting sources, with their audit entries."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models import ProtectedError
+
+from backups.models import BackupSource
+from tenants.audit import record
+from tenants.models import AuditAction
+
+AUDITED_FIELDS = ("name", "kind", "path")
+
+
+class SourceInUse(Exception):
+    """The source still has schedules; the message names them."""
+
+
+def save_source(source: BackupSource, before: dict[str, Any] | None, actor: Any) -> BackupSource:
+    """Save a validated source; `before` is snapshot() of it as loaded, None when new."""
+    source.save()
+    if before is None:
+        record(source.tenant, AuditAction.SOURCE_CREATED, source, actor=actor, **snapshot(source))
+    else:
+        changes = {f: [before[f], getattr(source, f)] for f in AUDITED_FIELDS if before[f] != getattr(source, f)}
+        if changes:
+            record(source.tenant, AuditAction.SOURCE_UPDATED, source, actor=actor, changes=changes)
+    return source
+
+
+def snapshot(source: BackupSource) -> dict[str, Any]:
+    return {f: getattr(source, f) for f in AUDITED_FIELDS}
+
+
+def delete_source(source: BackupSource, actor: Any) -> None:
+    names = list(source.schedules.values_list("name", flat=True))
+    if names:
+        raise SourceInUse(f"“{source.name}” is used by {', '.join(names)}; delete or change those schedules first.")
+    try:
+        source.delete()
+    except ProtectedError:  # a schedule was added meanwhile
+        raise SourceInUse(f"“{source.name}” is still used by a schedule.") from None
+    record(source.tenant, AuditAction.SOURCE_DELETED, source, actor=actor, **snapshot(source))
