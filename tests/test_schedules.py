@@ -6,7 +6,8 @@ import pytest
 import time_machine
 from django.core.exceptions import ValidationError
 
-from backups.services import SourceInUse, delete_source, save_source, snapshot as source_snapshot
+from backups.services import SourceInUse, delete_source, save_source
+from backups.services import snapshot as source_snapshot
 from scheduling.models import BackupSchedule, ScheduleKind
 from scheduling.services import delete_schedule, save_schedule, set_enabled, snapshot
 from tenants.models import AuditAction, AuditLog
