@@ -4,4 +4,7 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
+    path("", include("tenants.urls")),
+    path("", include("scheduling.urls")),
+    path("", include("backups.urls")),
 ]

@@ -97,6 +97,11 @@ class BackupSchedule(models.Model):
                 validate(Cadence("cron", self.timezone, cron=self.cron))
             except InvalidCadence as exc:
                 errors["cron"] = str(exc)
+        if self.source_id and self.tenant_id:
+            from backups.models import BackupSource
+
+            if not BackupSource.objects.filter(pk=self.source_id, tenant_id=self.tenant_id).exists():
+                errors["source"] = "Pick a source of this tenant."
         if errors:
             raise ValidationError(errors)
 

@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from django.db import transaction
+from django.db.models import ProtectedError
 from django.utils import timezone
 
 from lib.slots import default_anchor, next_slot
-from scheduling.models import BackupSchedule, ScheduleKind
+from scheduling.models import ACTIVE_STATUSES, BackupSchedule, ScheduleKind
 from tenants.audit import record
 from tenants.models import AuditAction
 
@@ -77,9 +79,30 @@ def set_enabled(schedule: BackupSchedule, enabled: bool, actor: Any) -> None:
     record(schedule.tenant, action, schedule, actor=actor)
 
 
+class ScheduleInUse(Exception):
+    """The schedule cannot be deleted now; the message says why, for the user."""
+
+
 def delete_schedule(schedule: BackupSchedule, actor: Any) -> None:
-    record(schedule.tenant, AuditAction.SCHEDULE_DELETED, schedule, actor=actor, **_describe(schedule))
-    schedule.delete()
+    """Delete a schedule and its run history, never its backups.
+
+    Backup sets are immutable and keep their run (PROTECT), so a schedule that ever
+    produced one is refused: it can be disabled instead. A schedule with a queued or
+    running run is refused too, so a worker never loses the run it is executing.
+    """
+    from backups.models import BackupSet
+
+    in_use = f"“{schedule.name}” has backup sets, which are kept; disable the schedule instead."
+    try:
+        with transaction.atomic():
+            if BackupSet.objects.filter(run__schedule=schedule).exists():
+                raise ScheduleInUse(in_use)
+            if schedule.runs.filter(status__in=ACTIVE_STATUSES).exists():
+                raise ScheduleInUse(f"“{schedule.name}” has a run queued or running; wait for it to finish.")
+            record(schedule.tenant, AuditAction.SCHEDULE_DELETED, schedule, actor=actor, **_describe(schedule))
+            schedule.delete()
+    except ProtectedError:  # a backup set appeared meanwhile
+        raise ScheduleInUse(in_use) from None
 
 
 def _describe(schedule: BackupSchedule) -> dict[str, Any]:

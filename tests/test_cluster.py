@@ -37,8 +37,12 @@ def test_a_run_now_is_executed_by_a_real_cluster(schedule, settings, tmp_path) -
         "Q_WORKERS": "1",
     }
     cluster = subprocess.Popen(
-        [sys.executable, "manage.py", "runcluster"], cwd=ROOT, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "manage.py", "runcluster"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         run = run_now(schedule, actor=None)

@@ -103,3 +103,29 @@ def test_source_changes_are_audited(source, alice) -> None:
     save_source(source, before, alice)
     entry = AuditLog.objects.get(action=AuditAction.SOURCE_UPDATED)
     assert entry.details == {"changes": {"name": ["Shop", "Shop (primary)"]}}
+
+
+def test_a_schedule_with_backups_or_an_active_run_is_not_deleted(schedule, alice) -> None:
+    from backups.tasks import execute_run
+    from scheduling.models import BackupScheduleRun
+    from scheduling.runs import run_now
+    from scheduling.services import ScheduleInUse
+
+    run = run_now(schedule, actor=None)
+    with pytest.raises(ScheduleInUse, match="queued or running"):
+        delete_schedule(schedule, alice)
+    execute_run(str(run.code))
+    with pytest.raises(ScheduleInUse, match="backup sets, which are kept"):
+        delete_schedule(schedule, alice)
+    assert BackupScheduleRun.objects.filter(pk=run.pk).exists()
+    assert not AuditLog.objects.filter(action=AuditAction.SCHEDULE_DELETED).exists()
+
+
+def test_a_schedule_cannot_use_another_tenants_source(schedule, charlie) -> None:
+    from backups.models import BackupSource
+
+    foreign = BackupSource.objects.create(tenant=charlie.memberships.get().tenant, name="Theirs", path="/x")
+    schedule.source = foreign
+    with pytest.raises(ValidationError) as caught:
+        schedule.full_clean()
+    assert "source" in caught.value.message_dict

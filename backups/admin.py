@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from backups.engines.sqlite import check_path
+from backups.errors import BackupError
+from backups.models import BackupSet, BackupSource
+from tenants.audit import record
+from tenants.models import AuditAction
+
+
+class BackupSourceForm(forms.ModelForm):
+    class Meta:
+        model = BackupSource
+        fields = ["tenant", "name", "kind", "path"]
+
+    def clean_path(self) -> str:
+        # The same rule as the tenant pages: only files under SOURCE_ROOTS.
+        try:
+            return str(check_path(self.cleaned_data["path"].strip()))
+        except BackupError as exc:
+            raise forms.ValidationError(exc.message) from None
+
+
+@admin.register(BackupSource)
+class BackupSourceAdmin(admin.ModelAdmin):
+    form = BackupSourceForm
+    list_display = ["name", "tenant", "kind", "path", "created_at"]
+    list_filter = ["kind", "tenant"]
+    search_fields = ["name", "path", "=code", "tenant__name"]
+    list_select_related = ["tenant"]
+    autocomplete_fields = ["tenant"]
+    readonly_fields = ["code", "created_at"]
+
+    def save_model(self, request: HttpRequest, obj: BackupSource, form: Any, change: bool) -> None:
+        super().save_model(request, obj, form, change)
+        action = AuditAction.SOURCE_UPDATED if change else AuditAction.SOURCE_CREATED
+        record(obj.tenant, action, obj, actor=request.user, kind=obj.kind, path=obj.path)
+
+    def delete_model(self, request: HttpRequest, obj: BackupSource) -> None:
+        record(obj.tenant, AuditAction.SOURCE_DELETED, obj, actor=request.user, kind=obj.kind, path=obj.path)
+        super().delete_model(request, obj)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[BackupSource]) -> None:
+        for source in queryset.select_related("tenant"):
+            self.delete_model(request, source)
+
+
+@admin.register(BackupSet)
+class BackupSetAdmin(admin.ModelAdmin):
+    """Read-only: a set is immutable, and retention alone marks it deleted and removes its file."""
+
+    list_display = ["storage_key", "tenant", "schedule", "size", "short_sha256", "created_at", "deleted_at"]
+    list_filter = [("deleted_at", admin.EmptyFieldListFilter), "tenant"]
+    search_fields = ["storage_key", "sha256", "=code", "schedule__name"]
+    list_select_related = ["tenant", "schedule"]
+    actions = None
+
+    @admin.display(description="SHA-256")
+    def short_sha256(self, obj: BackupSet) -> str:
+        return f"{obj.sha256[:12]}…"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Deleting the row would orphan the stored file; retention does it properly.
+        return False

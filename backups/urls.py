@@ -1,0 +1,8 @@
+from django.urls import path
+
+from backups import views
+
+urlpatterns = [
+    path("t/<uuid:tenant_code>/sources/", views.source_list, name="sources"),
+    path("t/<uuid:tenant_code>/sources/new/", views.source_create, name="source_create"),
+]

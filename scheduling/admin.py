@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from scheduling.models import BackupSchedule, BackupScheduleRun
+from scheduling.services import delete_schedule, save_schedule, snapshot
+
+
+class BackupScheduleForm(forms.ModelForm):
+    class Meta:
+        model = BackupSchedule
+        fields = [
+            "tenant",
+            "name",
+            "source",
+            "kind",
+            "time_of_day",
+            "weekdays",
+            "cron",
+            "every_hours",
+            "timezone",
+            "enabled",
+            "keep_last",
+        ]
+
+    def clean(self) -> dict[str, Any] | None:
+        data = super().clean()
+        tenant, source = self.cleaned_data.get("tenant"), self.cleaned_data.get("source")
+        if tenant and source and source.tenant_id != tenant.pk:
+            self.add_error("source", "This source belongs to another tenant.")
+        return data
+
+
+@admin.register(BackupSchedule)
+class BackupScheduleAdmin(admin.ModelAdmin):
+    form = BackupScheduleForm
+    list_display = ["name", "tenant", "source", "kind", "enabled", "next_run_at", "last_run_at", "last_status"]
+    list_filter = ["kind", "enabled", "last_status", "tenant"]
+    search_fields = ["name", "=code", "tenant__name", "source__name"]
+    list_select_related = ["tenant", "source"]
+    autocomplete_fields = ["tenant"]
+    raw_id_fields = ["source"]
+    readonly_fields = ["code", "anchor_at", "next_run_at", "last_run_at", "last_status", "created_at", "updated_at"]
+
+    def save_model(self, request: HttpRequest, obj: BackupSchedule, form: Any, change: bool) -> None:
+        # Through the service, like the tenant pages: next_run_at, the anchor and the audit entry.
+        before = snapshot(BackupSchedule.objects.get(pk=obj.pk)) if change else None
+        save_schedule(obj, before, request.user)
+
+    def delete_model(self, request: HttpRequest, obj: BackupSchedule) -> None:
+        delete_schedule(obj, request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[BackupSchedule]) -> None:
+        for schedule in queryset.select_related("tenant"):
+            delete_schedule(schedule, request.user)
+
+
+@admin.register(BackupScheduleRun)
+class BackupScheduleRunAdmin(admin.ModelAdmin):
+    """Read-only: runs change state only by compare-and-swap in the dispatcher and the worker."""
+
+    list_display = ["code", "schedule", "tenant", "trigger", "status", "attempt", "slot", "created_at", "finished_at"]
+    list_filter = ["status", "trigger", "tenant"]
+    search_fields = ["=code", "schedule__name", "error_code", "error_message"]
+    list_select_related = ["schedule", "tenant"]
+    actions = None
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False

@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth.models import User
+from django.utils import timezone
+
+from backups.models import BackupSet
+from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus
+from tenants.models import AuditAction, AuditLog
+
+CHANGELISTS = [
+    "/admin/tenants/tenant/",
+    "/admin/tenants/membership/",
+    "/admin/tenants/auditlog/",
+    "/admin/backups/backupsource/",
+    "/admin/backups/backupset/",
+    "/admin/scheduling/backupschedule/",
+    "/admin/scheduling/backupschedulerun/",
+]
+
+
+@pytest.fixture
+def admin_user(db) -> User:
+    return User.objects.create_superuser("root", "root@example.org", "password-for-tests")
+
+
+@pytest.fixture
+def backup_set(schedule) -> BackupSet:
+    run = BackupScheduleRun.objects.create(
+        tenant=schedule.tenant, schedule=schedule, status=RunStatus.SUCCEEDED, created_at=timezone.now()
+    )
+    return BackupSet.objects.create(
+        tenant=schedule.tenant,
+        schedule=schedule,
+        run=run,
+        source=schedule.source,
+        storage_key="k",
+        size=1,
+        source_size=1,
+        sha256="0" * 64,
+        created_at=timezone.now(),
+    )
+
+
+@pytest.mark.parametrize("url", CHANGELISTS)
+def test_a_superuser_opens_every_changelist(client, admin_user, alice, backup_set, url) -> None:
+    client.force_login(admin_user)
+    response = client.get(url)
+    assert response.status_code == 200
+    assert client.get(url, {"q": "not-a-uuid"}).status_code == 200
+
+
+def test_a_superuser_opens_the_change_page_of_a_schedule_and_a_run(client, admin_user, backup_set) -> None:
+    client.force_login(admin_user)
+    assert client.get(f"/admin/scheduling/backupschedule/{backup_set.schedule.pk}/change/").status_code == 200
+    assert client.get(f"/admin/scheduling/backupschedulerun/{backup_set.run.pk}/change/").status_code == 200
+    assert client.get(f"/admin/backups/backupset/{backup_set.pk}/change/").status_code == 200
+
+
+def test_the_audit_log_cannot_be_added_to_or_edited(client, admin_user, schedule) -> None:
+    client.force_login(admin_user)
+    assert client.get("/admin/tenants/auditlog/add/").status_code == 403
+    entry = AuditLog.objects.get()
+    response = client.post(f"/admin/tenants/auditlog/{entry.pk}/change/", {"target_label": "forged"})
+    assert response.status_code == 403
+    entry.refresh_from_db()
+    assert entry.target_label != "forged"
+
+
+def test_editing_a_schedule_in_the_admin_goes_through_the_service(client, admin_user, schedule) -> None:
+    client.force_login(admin_user)
+    data = {
+        "tenant": schedule.tenant.pk,
+        "name": "Nightly",
+        "source": schedule.source.pk,
+        "kind": "daily",
+        "time_of_day": "05:45",
+        "weekdays": "[]",
+        "cron": "",
+        "every_hours": "24",
+        "timezone": "Europe/Berlin",
+        "enabled": "on",
+        "keep_last": "3",
+    }
+    response = client.post(f"/admin/scheduling/backupschedule/{schedule.pk}/change/", data)
+    assert response.status_code == 302
+    before = schedule.next_run_at
+    schedule.refresh_from_db()
+    assert schedule.next_run_at != before
+    assert schedule.next_run_at.astimezone(timezone.get_fixed_timezone(0)).minute == 45
+    assert AuditLog.objects.filter(action=AuditAction.SCHEDULE_UPDATED, actor=admin_user).exists()
+
+
+def test_the_admin_refuses_a_source_of_another_tenant(client, admin_user, schedule, charlie) -> None:
+    client.force_login(admin_user)
+    data = {
+        "tenant": charlie.memberships.get().tenant.pk,
+        "name": "Moved",
+        "source": schedule.source.pk,
+        "kind": "daily",
+        "time_of_day": "02:30",
+        "weekdays": "[]",
+        "cron": "",
+        "every_hours": "24",
+        "timezone": "UTC",
+        "enabled": "on",
+        "keep_last": "3",
+    }
+    response = client.post("/admin/scheduling/backupschedule/add/", data)
+    assert response.status_code == 200
+    assert "This source belongs to another tenant." in response.text
+    assert BackupSchedule.objects.count() == 1
+
+
+def test_staff_reach_the_admin_but_members_do_not(client, alice) -> None:
+    client.force_login(alice)
+    response = client.get("/admin/")
+    assert response.status_code == 302
+
+
+def test_adding_a_source_in_the_admin_checks_the_path_and_is_audited(client, admin_user, tenant, settings) -> None:
+    client.force_login(admin_user)
+    outside = {"tenant": tenant.pk, "name": "Etc", "kind": "sqlite", "path": "/etc/passwd"}
+    response = client.post("/admin/backups/backupsource/add/", outside)
+    assert response.status_code == 200
+    assert "outside the folders" in response.text
+    inside = {**outside, "path": str(settings.SOURCE_ROOTS[0] / "ok.sqlite3")}
+    assert client.post("/admin/backups/backupsource/add/", inside).status_code == 302
+    assert AuditLog.objects.filter(action=AuditAction.SOURCE_CREATED, actor=admin_user).exists()

@@ -1,0 +1,524 @@
+from __future__ import annotations
+
+from datetime import time
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from backups.models import BackupSet
+from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, ScheduleKind, Trigger
+from scheduling.runs import run_now
+from scheduling.views.schedules import describe_cadence
+from tenants.models import AuditAction, AuditLog
+
+
+def valid_data(source, **changes) -> dict:
+    data = {
+        "name": "Hourly",
+        "source": source.pk,
+        "kind": ScheduleKind.DAILY,
+        "time_of_day": "02:30",
+        "cron": "",
+        "every_hours": "24",
+        "timezone": "UTC",
+        "enabled": "on",
+        "keep_last": "7",
+    }
+    data.update(changes)
+    return data
+
+
+def make_backup_set(schedule) -> BackupSet:
+    run = BackupScheduleRun.objects.create(
+        tenant=schedule.tenant, schedule=schedule, status=RunStatus.SUCCEEDED, created_at=timezone.now()
+    )
+    return BackupSet.objects.create(
+        tenant=schedule.tenant,
+        schedule=schedule,
+        run=run,
+        source=schedule.source,
+        storage_key=f"key-{run.code}",
+        size=1234,
+        source_size=5678,
+        sha256="ab" * 32,
+        created_at=timezone.now(),
+    )
+
+
+def assert_login_redirect(response) -> None:
+    assert response.status_code == 302
+    assert response.url.startswith("/accounts/login/")
+
+
+# ------------------------------------------------------------------ cadence in words
+
+
+def test_a_daily_cadence_reads_with_its_time_and_zone(schedule) -> None:
+    assert describe_cadence(schedule) == "Daily at 02:30 (Europe/Berlin)"
+
+
+def test_a_weekly_cadence_names_its_days() -> None:
+    schedule = BackupSchedule(kind=ScheduleKind.WEEKLY, weekdays=[3, 0], time_of_day=time(3, 0), timezone="UTC")
+    assert describe_cadence(schedule) == "Weekly on Mon, Thu at 03:00 (UTC)"
+
+
+def test_a_cron_cadence_shows_the_expression_and_its_meaning() -> None:
+    schedule = BackupSchedule(kind=ScheduleKind.CRON, cron="*/2 * * * *", timezone="UTC")
+    assert describe_cadence(schedule) == "Cron <code>*/2 * * * *</code> (UTC): every 2 minutes"
+
+
+def test_a_cron_expression_is_escaped() -> None:
+    schedule = BackupSchedule(kind=ScheduleKind.CRON, cron="<b>", timezone="UTC")
+    assert "<b>" not in describe_cadence(schedule)
+
+
+def test_an_every_n_hours_cadence_says_how_often() -> None:
+    assert describe_cadence(BackupSchedule(kind=ScheduleKind.EVERY_N_HOURS, every_hours=6)) == "Every 6 hours"
+    assert describe_cadence(BackupSchedule(kind=ScheduleKind.EVERY_N_HOURS, every_hours=1)) == "Every hour"
+
+
+# ------------------------------------------------------------------ list
+
+
+def test_the_list_shows_schedules_to_a_readonly_member(client, rita, tenant, schedule) -> None:
+    client.force_login(rita)
+    response = client.get(f"/t/{tenant.code}/schedules/")
+    assert response.status_code == 200
+    assert "Nightly" in response.text
+    assert "Daily at 02:30 (Europe/Berlin)" in response.text
+    assert "UTC" in response.text and "(Europe/Berlin)" in response.text
+    assert "Never run" in response.text
+
+
+def test_the_list_shows_the_last_run_and_its_status(client, rita, tenant, schedule) -> None:
+    BackupSchedule.objects.filter(pk=schedule.pk).update(last_run_at=timezone.now(), last_status=RunStatus.FAILED)
+    client.force_login(rita)
+    response = client.get(f"/t/{tenant.code}/schedules/")
+    assert 'class="badge badge-failed">Failed<' in response.text
+
+
+def test_the_list_shows_buttons_by_role(client, rita, bob, mia, tenant, schedule) -> None:
+    url = f"/t/{tenant.code}/schedules/"
+    client.force_login(rita)
+    text = client.get(url).text
+    assert "New schedule" not in text and "Run now" not in text and "Disable" not in text
+    client.force_login(bob)
+    text = client.get(url).text
+    assert "Run now" in text and "New schedule" not in text and "Disable" not in text
+    client.force_login(mia)
+    text = client.get(url).text
+    assert "Run now" in text and "New schedule" in text and "Disable" in text
+
+
+def test_the_list_shows_only_the_tenants_schedules(client, charlie, schedule) -> None:
+    own = charlie.memberships.get().tenant
+    client.force_login(charlie)
+    response = client.get(f"/t/{own.code}/schedules/")
+    assert response.status_code == 200
+    assert "Nightly" not in response.text
+
+
+def test_the_list_warns_when_the_dispatcher_is_off(client, rita, tenant, schedule, settings) -> None:
+    client.force_login(rita)
+    assert "Dispatcher off" not in client.get(f"/t/{tenant.code}/schedules/").text
+    settings.DISPATCHER_ENABLED = False
+    response = client.get(f"/t/{tenant.code}/schedules/")
+    assert "DISPATCHER_ENABLED=false" in response.text
+
+
+def test_the_list_checks_ownership(client, charlie, tenant) -> None:
+    client.force_login(charlie)
+    assert client.get(f"/t/{tenant.code}/schedules/").status_code == 404
+
+
+def test_the_list_requires_login(client, tenant) -> None:
+    assert_login_redirect(client.get(f"/t/{tenant.code}/schedules/"))
+
+
+def test_the_list_costs_the_same_queries_for_5_and_50_schedules(client, rita, tenant, source) -> None:
+    client.force_login(rita)
+    url = f"/t/{tenant.code}/schedules/"
+
+    def queries_with(count: int) -> int:
+        existing = BackupSchedule.objects.count()
+        BackupSchedule.objects.bulk_create(
+            BackupSchedule(
+                tenant=tenant,
+                source=source,
+                name=f"S{existing + i:03}",
+                kind=[ScheduleKind.DAILY, ScheduleKind.WEEKLY, ScheduleKind.CRON][i % 3],
+                weekdays=[1],
+                cron="0 * * * *",
+                last_status=RunStatus.SUCCEEDED,
+                last_run_at=timezone.now(),
+                next_run_at=timezone.now(),
+            )
+            for i in range(count - existing)
+        )
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(url)
+        assert response.status_code == 200
+        assert response.text.count("/schedules/") >= count
+        return len(queries)
+
+    assert queries_with(5) == queries_with(50)
+
+
+# ------------------------------------------------------------------ detail
+
+
+def test_the_detail_shows_fields_upcoming_slots_history_and_sets(client, rita, schedule) -> None:
+    backup_set = make_backup_set(schedule)
+    client.force_login(rita)
+    response = client.get(f"/schedules/{schedule.code}/")
+    assert response.status_code == 200
+    assert "Daily at 02:30 (Europe/Berlin)" in response.text
+    assert response.context["upcoming"] and len(response.context["upcoming"]) == 5
+    assert response.text.count("<li><time") == 5
+    assert backup_set.sha256 in response.text
+    assert "1.2\xa0KB" in response.text
+    assert f"/runs/{backup_set.run.code}/" in response.text
+
+
+def test_the_detail_shows_no_upcoming_slot_when_disabled(client, rita, schedule) -> None:
+    BackupSchedule.objects.filter(pk=schedule.pk).update(enabled=False)
+    client.force_login(rita)
+    response = client.get(f"/schedules/{schedule.code}/")
+    assert response.context["upcoming"] == []
+    assert "The schedule is disabled" in response.text
+
+
+def test_the_detail_shows_buttons_by_role(client, rita, bob, mia, schedule) -> None:
+    url = f"/schedules/{schedule.code}/"
+    client.force_login(rita)
+    text = client.get(url).text
+    assert "Run now" not in text and "Edit" not in text and "Delete" not in text
+    client.force_login(bob)
+    text = client.get(url).text
+    assert "Run now" in text and "Edit" not in text and "Delete" not in text
+    client.force_login(mia)
+    text = client.get(url).text
+    assert "Run now" in text and "Edit" in text and "Delete" in text and "Disable" in text
+
+
+def test_the_detail_pages_its_history(client, rita, schedule) -> None:
+    now = timezone.now()
+    BackupScheduleRun.objects.bulk_create(
+        BackupScheduleRun(
+            tenant=schedule.tenant, schedule=schedule, status=RunStatus.SUCCEEDED, created_at=now, error_message=f"r{i}"
+        )
+        for i in range(25)
+    )
+    client.force_login(rita)
+    first = client.get(f"/schedules/{schedule.code}/")
+    assert len(first.context["history"].object_list) == 20
+    second = client.get(f"/schedules/{schedule.code}/?page=2", headers={"HX-Request": "true"})
+    assert len(second.context["history"].object_list) == 5
+    assert "<html" not in second.text and 'id="history"' in second.text
+
+
+def test_the_detail_checks_ownership(client, charlie, schedule) -> None:
+    client.force_login(charlie)
+    assert client.get(f"/schedules/{schedule.code}/").status_code == 404
+
+
+def test_the_detail_requires_login(client, schedule) -> None:
+    assert_login_redirect(client.get(f"/schedules/{schedule.code}/"))
+
+
+def test_an_unknown_schedule_is_404(client, alice) -> None:
+    client.force_login(alice)
+    assert client.get("/schedules/00000000-0000-0000-0000-000000000000/").status_code == 404
+
+
+# ------------------------------------------------------------------ create
+
+
+def test_a_manager_creates_a_schedule(client, mia, tenant, source) -> None:
+    client.force_login(mia)
+    assert client.get(f"/t/{tenant.code}/schedules/new/").status_code == 200
+    response = client.post(f"/t/{tenant.code}/schedules/new/", valid_data(source))
+    created = BackupSchedule.objects.get(name="Hourly")
+    assert response.status_code == 302
+    assert response.url == f"/schedules/{created.code}/"
+    assert created.tenant == tenant and created.next_run_at is not None
+    assert AuditLog.objects.filter(action=AuditAction.SCHEDULE_CREATED, actor=mia).exists()
+
+
+def test_an_owner_creates_a_weekly_schedule(client, alice, tenant, source) -> None:
+    client.force_login(alice)
+    data = valid_data(source, kind=ScheduleKind.WEEKLY, weekdays=["0", "3"], timezone="Europe/Berlin")
+    client.post(f"/t/{tenant.code}/schedules/new/", data)
+    created = BackupSchedule.objects.get(name="Hourly")
+    assert created.weekdays == [0, 3]
+
+
+def test_creating_tells_when_the_tenant_has_no_source(client, mia, tenant) -> None:
+    client.force_login(mia)
+    response = client.get(f"/t/{tenant.code}/schedules/new/")
+    assert "has no backup source yet" in response.text
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"kind": "cron", "cron": "61 * * * *"}, "Invalid cron expression"),
+        ({"kind": "cron", "cron": "every day"}, "A cron expression has five fields"),
+        ({"timezone": "Mars/Olympus"}, "Unknown time zone"),
+        ({"kind": "every_n_hours", "every_hours": "0"}, "N must be between 1 and 168 hours."),
+        ({"kind": "every_n_hours", "every_hours": "169"}, "N must be between 1 and 168 hours."),
+        ({"kind": "weekly"}, "Pick at least one weekday for a weekly schedule."),
+        ({"keep_last": "0"}, "Keep at least 1 backup."),
+        ({"time_of_day": "25:99"}, "Enter a valid time."),
+        ({"name": ""}, "This field is required."),
+    ],
+)
+def test_creating_shows_form_errors_and_saves_nothing(client, mia, tenant, source, changes, message) -> None:
+    client.force_login(mia)
+    response = client.post(f"/t/{tenant.code}/schedules/new/", valid_data(source, **changes))
+    assert response.status_code == 200
+    assert message in response.text
+    assert "The schedule was not saved" in response.text
+    assert not BackupSchedule.objects.exists()
+    assert not AuditLog.objects.exists()
+
+
+def test_creating_rejects_a_name_taken_in_the_tenant(client, mia, tenant, source, schedule) -> None:
+    client.force_login(mia)
+    response = client.post(f"/t/{tenant.code}/schedules/new/", valid_data(source, name="Nightly"))
+    assert response.status_code == 200
+    assert "already has this name" in response.text
+    assert BackupSchedule.objects.count() == 1
+
+
+def test_creating_rejects_another_tenants_source(client, mia, tenant, charlie, settings) -> None:
+    from backups.models import BackupSource
+
+    foreign = BackupSource.objects.create(tenant=charlie.memberships.get().tenant, name="Theirs", path="/x")
+    client.force_login(mia)
+    response = client.post(f"/t/{tenant.code}/schedules/new/", valid_data(foreign))
+    assert response.status_code == 200
+    assert "Select a valid choice" in response.text
+    assert not BackupSchedule.objects.exists()
+
+
+def test_creating_requires_manager(client, bob, tenant, source) -> None:
+    client.force_login(bob)
+    assert client.get(f"/t/{tenant.code}/schedules/new/").status_code == 403
+    assert client.post(f"/t/{tenant.code}/schedules/new/", valid_data(source)).status_code == 403
+    assert not BackupSchedule.objects.exists()
+
+
+def test_creating_checks_ownership(client, charlie, tenant, source) -> None:
+    client.force_login(charlie)
+    assert client.post(f"/t/{tenant.code}/schedules/new/", valid_data(source)).status_code == 404
+    assert not BackupSchedule.objects.exists()
+
+
+def test_creating_requires_login(client, tenant) -> None:
+    assert_login_redirect(client.get(f"/t/{tenant.code}/schedules/new/"))
+
+
+# ------------------------------------------------------------------ edit
+
+
+def test_a_manager_edits_a_schedule(client, mia, schedule, source) -> None:
+    client.force_login(mia)
+    url = f"/schedules/{schedule.code}/edit/"
+    page = client.get(url)
+    assert page.status_code == 200
+    assert 'value="Nightly"' in page.text
+    response = client.post(url, valid_data(source, name="Nightly", time_of_day="04:15", timezone="Europe/Berlin"))
+    assert response.status_code == 302
+    schedule.refresh_from_db()
+    assert schedule.time_of_day == time(4, 15)
+    entry = AuditLog.objects.get(action=AuditAction.SCHEDULE_UPDATED)
+    assert entry.actor == mia
+    assert entry.details["changes"]["time_of_day"] == ["02:30:00", "04:15:00"]
+
+
+def test_editing_with_errors_changes_nothing(client, mia, schedule, source) -> None:
+    client.force_login(mia)
+    response = client.post(
+        f"/schedules/{schedule.code}/edit/", valid_data(source, name="Renamed", kind="cron", cron="nope")
+    )
+    assert response.status_code == 200
+    assert "A cron expression has five fields" in response.text
+    assert "Edit “Nightly”" in response.text
+    schedule.refresh_from_db()
+    assert (schedule.name, schedule.kind) == ("Nightly", ScheduleKind.DAILY)
+    assert not AuditLog.objects.filter(action=AuditAction.SCHEDULE_UPDATED).exists()
+
+
+def test_editing_requires_manager(client, bob, schedule, source) -> None:
+    client.force_login(bob)
+    assert client.get(f"/schedules/{schedule.code}/edit/").status_code == 403
+    assert client.post(f"/schedules/{schedule.code}/edit/", valid_data(source)).status_code == 403
+    schedule.refresh_from_db()
+    assert schedule.name == "Nightly"
+
+
+def test_editing_checks_ownership(client, charlie, schedule, source) -> None:
+    client.force_login(charlie)
+    assert client.post(f"/schedules/{schedule.code}/edit/", valid_data(source)).status_code == 404
+
+
+def test_editing_requires_login(client, schedule) -> None:
+    assert_login_redirect(client.get(f"/schedules/{schedule.code}/edit/"))
+
+
+# ------------------------------------------------------------------ delete
+
+
+def test_a_manager_deletes_a_schedule_after_confirming(client, mia, schedule, tenant) -> None:
+    client.force_login(mia)
+    page = client.get(f"/schedules/{schedule.code}/delete/")
+    assert page.status_code == 200
+    assert "Delete schedule" in page.text
+    assert BackupSchedule.objects.exists()
+    response = client.post(f"/schedules/{schedule.code}/delete/")
+    assert response.status_code == 302
+    assert response.url == f"/t/{tenant.code}/schedules/"
+    assert not BackupSchedule.objects.exists()
+    assert AuditLog.objects.filter(action=AuditAction.SCHEDULE_DELETED, actor=mia).exists()
+
+
+def test_a_schedule_with_backup_sets_is_not_deleted(client, mia, schedule) -> None:
+    make_backup_set(schedule)
+    client.force_login(mia)
+    assert "cannot be deleted" in client.get(f"/schedules/{schedule.code}/delete/").text
+    response = client.post(f"/schedules/{schedule.code}/delete/", follow=True)
+    assert response.status_code == 200
+    assert "has backup sets, which are kept" in response.text
+    assert BackupSchedule.objects.filter(pk=schedule.pk).exists()
+    assert not AuditLog.objects.filter(action=AuditAction.SCHEDULE_DELETED).exists()
+
+
+def test_a_schedule_with_an_active_run_is_not_deleted(client, mia, schedule) -> None:
+    run_now(schedule, actor=None)
+    client.force_login(mia)
+    response = client.post(f"/schedules/{schedule.code}/delete/", follow=True)
+    assert "has a run queued or running" in response.text
+    assert BackupSchedule.objects.filter(pk=schedule.pk).exists()
+
+
+def test_deleting_requires_manager(client, bob, schedule) -> None:
+    client.force_login(bob)
+    assert client.get(f"/schedules/{schedule.code}/delete/").status_code == 403
+    assert client.post(f"/schedules/{schedule.code}/delete/").status_code == 403
+    assert BackupSchedule.objects.exists()
+
+
+def test_deleting_checks_ownership(client, charlie, schedule) -> None:
+    client.force_login(charlie)
+    assert client.post(f"/schedules/{schedule.code}/delete/").status_code == 404
+    assert BackupSchedule.objects.exists()
+
+
+def test_deleting_requires_login(client, schedule) -> None:
+    assert_login_redirect(client.post(f"/schedules/{schedule.code}/delete/"))
+    assert BackupSchedule.objects.exists()
+
+
+# ------------------------------------------------------------------ toggle
+
+
+def test_a_manager_disables_and_enables_a_schedule(client, mia, schedule) -> None:
+    client.force_login(mia)
+    response = client.post(f"/schedules/{schedule.code}/toggle/", {"enabled": "0"})
+    assert response.status_code == 302
+    assert response.url == f"/schedules/{schedule.code}/"
+    schedule.refresh_from_db()
+    assert not schedule.enabled and schedule.next_run_at is None
+    client.post(f"/schedules/{schedule.code}/toggle/", {"enabled": "1"})
+    schedule.refresh_from_db()
+    assert schedule.enabled and schedule.next_run_at is not None
+    actions = list(AuditLog.objects.filter(actor=mia).values_list("action", flat=True))
+    assert sorted(actions) == [AuditAction.SCHEDULE_DISABLED, AuditAction.SCHEDULE_ENABLED]
+
+
+def test_toggling_twice_to_the_same_state_changes_nothing_the_second_time(client, mia, schedule) -> None:
+    client.force_login(mia)
+    client.post(f"/schedules/{schedule.code}/toggle/", {"enabled": "0"})
+    client.post(f"/schedules/{schedule.code}/toggle/", {"enabled": "0"})
+    schedule.refresh_from_db()
+    assert not schedule.enabled
+    assert AuditLog.objects.filter(action=AuditAction.SCHEDULE_DISABLED).count() == 1
+
+
+def test_toggling_goes_back_to_a_local_page_only(client, mia, schedule, tenant) -> None:
+    client.force_login(mia)
+    back = client.post(f"/schedules/{schedule.code}/toggle/", {"next": f"/t/{tenant.code}/schedules/"})
+    assert back.url == f"/t/{tenant.code}/schedules/"
+    away = client.post(f"/schedules/{schedule.code}/toggle/", {"next": "https://evil.example/"})
+    assert away.url == f"/schedules/{schedule.code}/"
+
+
+def test_toggling_requires_manager(client, bob, schedule) -> None:
+    client.force_login(bob)
+    assert client.post(f"/schedules/{schedule.code}/toggle/", {"enabled": "0"}).status_code == 403
+    schedule.refresh_from_db()
+    assert schedule.enabled
+
+
+def test_toggling_checks_ownership(client, charlie, schedule) -> None:
+    client.force_login(charlie)
+    assert client.post(f"/schedules/{schedule.code}/toggle/", {"enabled": "0"}).status_code == 404
+
+
+def test_toggling_rejects_get(client, mia, schedule) -> None:
+    client.force_login(mia)
+    assert client.get(f"/schedules/{schedule.code}/toggle/").status_code == 405
+
+
+def test_toggling_requires_login(client, schedule) -> None:
+    assert_login_redirect(client.post(f"/schedules/{schedule.code}/toggle/", {"enabled": "0"}))
+    schedule.refresh_from_db()
+    assert schedule.enabled
+
+
+# ------------------------------------------------------------------ run now
+
+
+def test_an_operator_runs_a_schedule_now(client, bob, schedule) -> None:
+    client.force_login(bob)
+    response = client.post(f"/schedules/{schedule.code}/run/", follow=True)
+    assert response.status_code == 200
+    assert "Run of “Nightly” queued." in response.text
+    run = BackupScheduleRun.objects.get()
+    assert (run.trigger, run.status, run.requested_by) == (Trigger.MANUAL, RunStatus.QUEUED, bob)
+    assert AuditLog.objects.filter(action=AuditAction.RUN_NOW, actor=bob).exists()
+
+
+def test_run_now_while_a_run_is_active_shows_the_refusal(client, bob, schedule) -> None:
+    run_now(schedule, actor=None)
+    client.force_login(bob)
+    response = client.post(f"/schedules/{schedule.code}/run/", follow=True)
+    assert response.status_code == 200
+    assert "already has a run queued or running" in response.text
+    assert BackupScheduleRun.objects.count() == 1
+
+
+def test_run_now_requires_operator(client, rita, schedule) -> None:
+    client.force_login(rita)
+    assert client.post(f"/schedules/{schedule.code}/run/").status_code == 403
+    assert not BackupScheduleRun.objects.exists()
+
+
+def test_run_now_checks_ownership(client, charlie, schedule) -> None:
+    client.force_login(charlie)
+    assert client.post(f"/schedules/{schedule.code}/run/").status_code == 404
+    assert not BackupScheduleRun.objects.exists()
+
+
+def test_run_now_rejects_get(client, bob, schedule) -> None:
+    client.force_login(bob)
+    assert client.get(f"/schedules/{schedule.code}/run/").status_code == 405
+    assert not BackupScheduleRun.objects.exists()
+
+
+def test_run_now_requires_login(client, schedule) -> None:
+    assert_login_redirect(client.post(f"/schedules/{schedule.code}/run/"))
+    assert not BackupScheduleRun.objects.exists()
