@@ -18,16 +18,19 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime, parse_time
 from django_q.brokers import get_broker
@@ -207,10 +210,16 @@ def _due_schedules(now: datetime) -> list[tuple[Any, ...]]:
     more than the rest of the pass, and most rows share a cadence, so _plan decodes
     each distinct one once."""
     busy = BackupScheduleRun.objects.filter(schedule=OuterRef("pk"), status__in=ACTIVE_STATUSES)
+    columns: list[Any] = list(_DUE_COLUMNS)
+    if connection.vendor == "sqlite":
+        # As text: the driver would parse every date and time (decltype converters),
+        # though only one row per distinct cadence needs it.
+        texts = {name: Cast(name, TextField()) for name in ("next_run_at", "time_of_day", "anchor_at")}
+        columns = [texts.get(name, name) for name in columns]
     queryset = (
         BackupSchedule.objects.filter(enabled=True, next_run_at__lte=now)
         .annotate(busy=Exists(busy))
-        .values_list(*_DUE_COLUMNS, "busy")
+        .values_list(*columns, "busy")
         .order_by()
     )
     sql, params = queryset.query.sql_with_params()
@@ -276,15 +285,23 @@ class _Walk:
     following: datetime | None  # the next slot after now
     missed_message: str
 
+    @property
+    def update(self) -> dict[str, datetime | None]:
+        return {"next_run_at": self.following}
+
 
 # Which raw columns (after first_slot and kind) decide the slots of each kind; the
 # others are leftovers of another kind and must not split the cache.
 _RELEVANT = {
-    "daily": (0, 1),  # timezone, time_of_day
-    "weekly": (0, 1, 2),  # + weekdays
-    "cron": (0, 3),  # timezone, cron
-    "every_n_hours": (4, 5),  # every_hours, anchor_at
+    "daily": itemgetter(0, 1),  # timezone, time_of_day
+    "weekly": itemgetter(0, 1, 2),  # + weekdays
+    "cron": itemgetter(0, 3),  # timezone, cron
+    "every_n_hours": itemgetter(4, 5),  # every_hours, anchor_at
 }
+
+
+def _nothing(columns: list[Any]) -> tuple[()]:
+    return ()
 
 
 def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta) -> _Plan:
@@ -294,7 +311,7 @@ def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta) -> _Plan:
     walks: dict[tuple[Cadence, datetime], _Walk] = {}
     by_raw: dict[tuple[Any, ...], _Walk] = {}
     for pk, tenant_id, name, first_raw, kind, *columns, busy in due:
-        raw_key = (first_raw, kind, *(columns[i] for i in _RELEVANT.get(kind, ())))
+        raw_key = (first_raw, kind, _RELEVANT.get(kind, _nothing)(columns))
         walk = by_raw.get(raw_key)
         if walk is None:
             first_slot = _decode_datetime(first_raw)
@@ -305,7 +322,7 @@ def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta) -> _Plan:
                 walks[key] = _walk(cadence, first_slot, now, grace)
             walk = by_raw[raw_key] = walks[key]
         plan.names[pk] = name[:200]
-        plan.next_run_at[pk] = {"next_run_at": walk.following}
+        plan.next_run_at[pk] = walk.update
         if walk.late:
             plan.runs.append(_row(pk, tenant_id, walk.late[0], RunStatus.MISSED, walk.missed_message, len(walk.late)))
         for slot in walk.superseded:
@@ -357,11 +374,16 @@ def _fmt(instant: datetime) -> str:
     return instant.strftime("%Y-%m-%d %H:%M UTC")
 
 
+def new_code() -> str:
+    """A random (version 4) UUID as 32 hex digits, the form SQLite stores."""
+    return uuid.UUID(bytes=os.urandom(16), version=4).hex
+
+
 def _row(
     schedule_id: int, tenant_id: int, slot: datetime, status: str, message: str, missed: int = 0
 ) -> dict[str, Any]:
     return {
-        "code": uuid.uuid4().hex,
+        "code": new_code(),
         "tenant": tenant_id,
         "schedule": schedule_id,
         "slot": slot,
