@@ -308,6 +308,7 @@ def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta) -> _Plan:
     plan = _Plan()
     # Thousands of schedules share a cadence and a due slot: decode and walk each
     # combination once, keyed first on the raw columns that matter for its kind.
+    codes = _new_codes()
     walks: dict[tuple[Cadence, datetime], _Walk] = {}
     by_raw: dict[tuple[Any, ...], _Walk] = {}
     for pk, tenant_id, name, first_raw, kind, *columns, busy in due:
@@ -324,14 +325,16 @@ def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta) -> _Plan:
         plan.names[pk] = name[:200]
         plan.next_run_at[pk] = walk.update
         if walk.late:
-            plan.runs.append(_row(pk, tenant_id, walk.late[0], RunStatus.MISSED, walk.missed_message, len(walk.late)))
+            plan.runs.append(
+                _row(next(codes), pk, tenant_id, walk.late[0], RunStatus.MISSED, walk.missed_message, len(walk.late))
+            )
         for slot in walk.superseded:
-            plan.runs.append(_row(pk, tenant_id, slot, RunStatus.SKIPPED, SUPERSEDED_REASON))
+            plan.runs.append(_row(next(codes), pk, tenant_id, slot, RunStatus.SKIPPED, SUPERSEDED_REASON))
         if walk.newest is not None:
             if busy:
-                plan.runs.append(_row(pk, tenant_id, walk.newest, RunStatus.SKIPPED, BUSY_REASON))
+                plan.runs.append(_row(next(codes), pk, tenant_id, walk.newest, RunStatus.SKIPPED, BUSY_REASON))
             else:
-                plan.runs.append(_row(pk, tenant_id, walk.newest, RunStatus.QUEUED, ""))
+                plan.runs.append(_row(next(codes), pk, tenant_id, walk.newest, RunStatus.QUEUED, ""))
     return plan
 
 
@@ -374,16 +377,24 @@ def _fmt(instant: datetime) -> str:
     return instant.strftime("%Y-%m-%d %H:%M UTC")
 
 
-def new_code() -> str:
-    """A random (version 4) UUID as 32 hex digits, the form SQLite stores."""
-    return uuid.UUID(bytes=os.urandom(16), version=4).hex
+def _new_codes() -> Iterator[str]:
+    """Random (version 4) UUIDs as 32 hex digits, the form SQLite stores.
+
+    Drawn 1,024 at a time: uuid.uuid4() costs ~3 us apiece, a tenth of a 10k pass.
+    Each pass makes its own stream, so no buffered codes outlive it (or a fork)."""
+    while True:
+        raw = bytearray(os.urandom(16 * 1024))
+        raw[6::16] = bytes(b & 0x0F | 0x40 for b in raw[6::16])  # version 4
+        raw[8::16] = bytes(b & 0x3F | 0x80 for b in raw[8::16])  # RFC 4122 variant
+        text = raw.hex()
+        yield from (text[i : i + 32] for i in range(0, len(text), 32))
 
 
 def _row(
-    schedule_id: int, tenant_id: int, slot: datetime, status: str, message: str, missed: int = 0
+    code: str, schedule_id: int, tenant_id: int, slot: datetime, status: str, message: str, missed: int = 0
 ) -> dict[str, Any]:
     return {
-        "code": new_code(),
+        "code": code,
         "tenant": tenant_id,
         "schedule": schedule_id,
         "slot": slot,

@@ -239,3 +239,15 @@ def test_a_run_whose_worker_died_is_failed_and_frees_its_schedule(schedule) -> N
     assert (run.status, run.error_code) == (RunStatus.FAILED, "WORKER_LOST")
     assert "press Retry" in run.error_message
     assert AuditLog.objects.filter(action=AuditAction.RUN_FINISHED, target_code=run.code).count() == 1
+
+
+def test_batched_codes_are_distinct_version_4_uuids() -> None:
+    import uuid
+    from itertools import islice
+
+    from scheduling.dispatch import _new_codes
+
+    codes = list(islice(_new_codes(), 3000))
+    assert len(set(codes)) == 3000
+    parsed = [uuid.UUID(code) for code in codes]
+    assert {(u.version, u.variant) for u in parsed} == {(4, uuid.RFC_4122)}
