@@ -7,6 +7,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from scheduling.forms import SCHEDULE_FIELDS
 from scheduling.models import BackupSchedule, BackupScheduleRun
 from scheduling.services import delete_schedule, save_schedule, snapshot
 
@@ -14,26 +15,7 @@ from scheduling.services import delete_schedule, save_schedule, snapshot
 class BackupScheduleForm(forms.ModelForm):
     class Meta:
         model = BackupSchedule
-        fields = [
-            "tenant",
-            "name",
-            "source",
-            "kind",
-            "time_of_day",
-            "weekdays",
-            "cron",
-            "every_hours",
-            "timezone",
-            "enabled",
-            "keep_last",
-        ]
-
-    def clean(self) -> dict[str, Any] | None:
-        data = super().clean()
-        tenant, source = self.cleaned_data.get("tenant"), self.cleaned_data.get("source")
-        if tenant and source and source.tenant_id != tenant.pk:
-            self.add_error("source", "This source belongs to another tenant.")
-        return data
+        fields = ["tenant", *SCHEDULE_FIELDS]
 
 
 @admin.register(BackupSchedule)

@@ -101,7 +101,7 @@ class BackupSchedule(models.Model):
             from backups.models import BackupSource
 
             if not BackupSource.objects.filter(pk=self.source_id, tenant_id=self.tenant_id).exists():
-                errors["source"] = "Pick a source of this tenant."
+                errors["source"] = "This source belongs to another tenant."
         if errors:
             raise ValidationError(errors)
 
