@@ -5,4 +5,6 @@ from backups import views
 urlpatterns = [
     path("t/<uuid:tenant_code>/sources/", views.source_list, name="sources"),
     path("t/<uuid:tenant_code>/sources/new/", views.source_create, name="source_create"),
+    path("sources/<uuid:code>/edit/", views.source_edit, name="source_edit"),
+    path("sources/<uuid:code>/delete/", views.source_delete, name="source_delete"),
 ]

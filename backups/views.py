@@ -14,8 +14,8 @@ from django.views.decorators.http import require_http_methods
 
 from backups.forms import SourceForm
 from backups.models import BackupSource
-from backups.services import save_source
-from tenants.access import MANAGE, SEE, get_tenant_for_member
+from backups.services import SourceInUse, delete_source, save_source, snapshot
+from tenants.access import MANAGE, SEE, get_for_member, get_tenant_for_member
 from tenants.views import AuthedRequest, tenant_page
 
 
@@ -42,3 +42,37 @@ def source_create(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
         return redirect("sources", tenant_code=tenant.code)
     ctx = tenant_page(request, tenant, tenant.member_role, "sources", form=form)  # type: ignore[attr-defined]
     return render(request, "backups/source_form.html", ctx)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def source_edit(request: AuthedRequest, code: UUID) -> HttpResponse:
+    source = get_for_member(request.user, BackupSource, code, MANAGE)
+    tenant = source.tenant
+    before = snapshot(source)
+    form = SourceForm(request.POST if request.method == "POST" else None, instance=source, tenant=tenant)
+    if form.is_bound and form.is_valid():
+        with transaction.atomic():
+            save_source(form.save(commit=False), before, request.user)
+        messages.success(request, f"Source “{source.name}” saved.")
+        return redirect("sources", tenant_code=tenant.code)
+    ctx = tenant_page(request, tenant, source.member_role, "sources", form=form, source=source)  # type: ignore[attr-defined]
+    return render(request, "backups/source_form.html", ctx)
+
+
+@require_http_methods(["GET", "POST"])
+@login_required
+def source_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
+    source = get_for_member(request.user, BackupSource, code, MANAGE)
+    tenant = source.tenant
+    if request.method == "POST":
+        try:
+            delete_source(source, request.user)
+        except SourceInUse as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"Source “{source.name}” deleted.")
+        return redirect("sources", tenant_code=tenant.code)
+    schedules = list(source.schedules.order_by("name").values_list("name", flat=True))
+    ctx = tenant_page(request, tenant, source.member_role, "sources", source=source, schedules=schedules)  # type: ignore[attr-defined]
+    return render(request, "backups/source_delete.html", ctx)

@@ -89,3 +89,59 @@ def test_adding_a_source_checks_ownership(client, charlie, tenant, settings) -> 
 
 def test_adding_a_source_requires_login(client, tenant) -> None:
     assert_login_redirect(client.get(f"/t/{tenant.code}/sources/new/"))
+
+
+def test_a_manager_edits_a_source_and_it_is_audited(client, mia, source, settings) -> None:
+    client.force_login(mia)
+    url = f"/sources/{source.code}/edit/"
+    assert client.get(url).status_code == 200
+    response = client.post(url, {"name": "Shop (primary)", "kind": "sqlite", "path": source.path})
+    assert response.status_code == 302
+    source.refresh_from_db()
+    assert source.name == "Shop (primary)"
+    entry = AuditLog.objects.get(action=AuditAction.SOURCE_UPDATED)
+    assert entry.actor == mia and entry.details["changes"]["name"] == ["Shop", "Shop (primary)"]
+
+
+def test_editing_a_source_refuses_a_path_outside_the_roots(client, mia, source) -> None:
+    client.force_login(mia)
+    response = client.post(f"/sources/{source.code}/edit/", {"name": "Shop", "kind": "sqlite", "path": "/etc/passwd"})
+    assert response.status_code == 200
+    assert "outside the folders" in response.text
+    source.refresh_from_db()
+    assert source.path != "/etc/passwd"
+
+
+def test_a_source_in_use_is_not_deleted(client, mia, source, schedule) -> None:
+    client.force_login(mia)
+    assert "is used by Nightly" in client.get(f"/sources/{source.code}/delete/").text
+    response = client.post(f"/sources/{source.code}/delete/", follow=True)
+    assert "is used by Nightly" in response.text
+    assert BackupSource.objects.filter(pk=source.pk).exists()
+
+
+def test_a_manager_deletes_an_unused_source(client, mia, source) -> None:
+    client.force_login(mia)
+    response = client.post(f"/sources/{source.code}/delete/")
+    assert response.status_code == 302
+    assert not BackupSource.objects.filter(pk=source.pk).exists()
+    assert AuditLog.objects.get(action=AuditAction.SOURCE_DELETED).actor == mia
+
+
+def test_source_edit_and_delete_check_ownership_and_role(client, charlie, bob, source) -> None:
+    for user, status in ((charlie, 404), (bob, 403)):
+        client.force_login(user)
+        for url in (f"/sources/{source.code}/edit/", f"/sources/{source.code}/delete/"):
+            assert client.get(url).status_code == status
+            assert client.post(url, {"name": "x", "kind": "sqlite", "path": source.path}).status_code == status
+    assert BackupSource.objects.get(pk=source.pk).name == "Shop"
+
+
+def test_source_edit_and_delete_require_login(client, source) -> None:
+    assert_login_redirect(client.get(f"/sources/{source.code}/edit/"))
+    assert_login_redirect(client.post(f"/sources/{source.code}/delete/"))
+
+
+def test_source_delete_rejects_other_methods(client, mia, source) -> None:
+    client.force_login(mia)
+    assert client.put(f"/sources/{source.code}/delete/").status_code == 405
