@@ -62,3 +62,57 @@ def test_a_run_now_is_executed_by_a_real_cluster(schedule, settings, tmp_path) -
     assert run.backup_set.size > 0
     assert cluster.returncode == 0, output[-3000:]
     assert BackupScheduleRun.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_cluster_nodes_execute_each_run_once_even_when_its_task_is_delivered_twice(
+    tenant, source, settings
+) -> None:
+    from datetime import time as clock_time
+
+    from backups.models import BackupSet
+    from scheduling.models import BackupSchedule
+    from scheduling.queue import enqueue_runs
+    from tenants.models import AuditAction, AuditLog
+
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "BACKUPS_DIR": str(settings.BACKUPS_DIR),
+        "SOURCE_ROOTS": ",".join(str(p) for p in settings.SOURCE_ROOTS),
+        "Q_WORKERS": "2",
+    }
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "manage.py", "runcluster"],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        runs = []
+        for i in range(6):
+            schedule = BackupSchedule.objects.create(
+                tenant=tenant, source=source, name=f"s{i}", kind="daily", time_of_day=clock_time(3)
+            )
+            runs.append(run_now(schedule, actor=None))
+        enqueue_runs([run.code for run in runs])  # every task a second time, as a redelivery would
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if not BackupScheduleRun.objects.filter(status__in=["queued", "running"]).exists():
+                break
+            time.sleep(0.1)
+    finally:
+        outputs = []
+        for node in nodes:
+            node.send_signal(signal.SIGINT)
+        for node in nodes:
+            outputs.append(node.communicate(timeout=60)[0][-2000:])
+    statuses = list(BackupScheduleRun.objects.values_list("status", flat=True))
+    assert statuses == ["succeeded"] * 6, (statuses, outputs)
+    assert BackupSet.objects.count() == 6
+    assert AuditLog.objects.filter(action=AuditAction.RUN_STARTED).count() == 6
