@@ -171,7 +171,8 @@ class BackupScheduleRun(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.schedule_id}:{self.code}"
+        # Names the schedule: audit entries and admin lists show this (they select_related it).
+        return f"{self.schedule.name}: {self.get_trigger_display()} run"
 
     @property
     def is_active(self) -> bool:
