@@ -7,15 +7,14 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from scheduling.forms import SCHEDULE_FIELDS
-from scheduling.models import BackupSchedule, BackupScheduleRun
+from scheduling.models import EDITABLE_FIELDS, BackupSchedule, BackupScheduleRun
 from scheduling.services import delete_schedule, save_schedule, snapshot
 
 
 class BackupScheduleForm(forms.ModelForm):
     class Meta:
         model = BackupSchedule
-        fields = ["tenant", *SCHEDULE_FIELDS]
+        fields = ["tenant", *EDITABLE_FIELDS]
 
 
 @admin.register(BackupSchedule)

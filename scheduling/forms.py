@@ -5,22 +5,9 @@ from typing import Any
 from django import forms
 
 from backups.models import BackupSource
-from scheduling.models import BackupSchedule
+from scheduling.models import EDITABLE_FIELDS, BackupSchedule
 from tenants.models import Tenant
 
-# What a person edits on a schedule (the admin adds the tenant).
-SCHEDULE_FIELDS = (
-    "name",
-    "source",
-    "kind",
-    "time_of_day",
-    "weekdays",
-    "cron",
-    "every_hours",
-    "timezone",
-    "enabled",
-    "keep_last",
-)
 WEEKDAY_CHOICES = [(0, "Mon"), (1, "Tue"), (2, "Wed"), (3, "Thu"), (4, "Fri"), (5, "Sat"), (6, "Sun")]
 
 
@@ -33,7 +20,7 @@ class ScheduleForm(forms.ModelForm):
 
     class Meta:
         model = BackupSchedule
-        fields = list(SCHEDULE_FIELDS)
+        fields = list(EDITABLE_FIELDS)
         labels = {"kind": "Strategy", "every_hours": "Every N hours", "keep_last": "Keep last N backups"}
 
     def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:

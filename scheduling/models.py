@@ -38,6 +38,21 @@ class Trigger(models.TextChoices):
     RETRY = "retry", "Retry"
 
 
+# What a person edits on a schedule (the admin adds the tenant).
+EDITABLE_FIELDS = (
+    "name",
+    "source",
+    "kind",
+    "time_of_day",
+    "weekdays",
+    "cron",
+    "every_hours",
+    "timezone",
+    "enabled",
+    "keep_last",
+)
+
+
 class BackupSchedule(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="schedules")

@@ -10,24 +10,13 @@ from django.db.models import ProtectedError
 from django.utils import timezone
 
 from lib.slots import default_anchor, next_slot
-from scheduling.models import ACTIVE_STATUSES, BackupSchedule, ScheduleKind
+from scheduling.models import ACTIVE_STATUSES, EDITABLE_FIELDS, BackupSchedule, ScheduleKind
 from tenants.audit import record
 from tenants.models import AuditAction
 
 # Changing any of these re-anchors an every-N-hours schedule; other edits keep its grid.
 ANCHOR_FIELDS = ("kind", "every_hours", "time_of_day", "timezone")
-AUDITED_FIELDS = (
-    "name",
-    "source_id",
-    "kind",
-    "time_of_day",
-    "weekdays",
-    "cron",
-    "every_hours",
-    "timezone",
-    "enabled",
-    "keep_last",
-)
+AUDITED_FIELDS = tuple("source_id" if name == "source" else name for name in EDITABLE_FIELDS)
 
 
 def refresh_next_run(schedule: BackupSchedule, now: datetime | None = None) -> None:
