@@ -1,17 +1,20 @@
 #!/usr/bin/env python
 """Benchmark: one dispatcher pass over N due schedules vs django-q2's own scheduler.
 
-Both run in this process, on the same fresh SQLite database (or the DATABASE_URL
-you give), with the ORM broker: ours creates N runs + N tasks (+ N audit entries)
-and advances N schedules; django-q2's scheduler() dispatches N due cron Schedule
-rows. The last line prints both times, the ratio and the SQL statement counts.
+Both run in this process on the same fresh SQLite database (or, with --postgres URL, a
+scratch database created on that server and dropped afterwards), with the ORM broker:
+ours creates N runs, N tasks and the audit entries and advances N schedules;
+django-q2's scheduler() dispatches N due cron Schedule rows. The last line prints both
+times, the ratio and the SQL statement counts.
 
     .venv/bin/python bench/dispatch.py --schedules 10000
+    .venv/bin/python bench/dispatch.py --schedules 10000 --postgres postgres://postgres@127.0.0.1/postgres
 """
 
 from __future__ import annotations
 
 import argparse
+import atexit
 import os
 import random
 import statistics
@@ -21,6 +24,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from datetime import time as clock_time
 from pathlib import Path
+
+import psycopg
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -46,6 +51,14 @@ ZONES = [
 CRONS = ["*/5 * * * *", "0 * * * *", "30 2 * * *", "15 3 * * 1-5", "0 */6 * * *", "45 23 * * 0", "0 4 1 * *"]
 
 
+def _drop_database(url: str, database: str) -> None:
+    from django.db import connections
+
+    connections.close_all()
+    with psycopg.connect(url, autocommit=True) as server:
+        server.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+
+
 def counter(seen: list[str]):  # type: ignore[no-untyped-def]
     def count(execute, sql, params, many, context):  # type: ignore[no-untyped-def]
         seen.append(sql)
@@ -59,12 +72,20 @@ def main() -> None:
     parser.add_argument("--schedules", type=int, default=10_000, help="due schedules (1..100000)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--repeat", type=int, default=3, help="passes to time (the median is reported)")
+    parser.add_argument("--postgres", metavar="URL", help="run on a scratch database of this PostgreSQL server")
     args = parser.parse_args()
     if not 1 <= args.schedules <= 100_000:
         parser.error("--schedules takes 1 to 100000")
 
     scratch = tempfile.mkdtemp(prefix="bench-dispatch-")
-    os.environ.setdefault("DATABASE_URL", f"sqlite:///{scratch}/bench.sqlite3")
+    if args.postgres:
+        database = f"bench_dispatch_{os.getpid()}"
+        with psycopg.connect(args.postgres, autocommit=True) as server:
+            server.execute(f"CREATE DATABASE {database}")
+        os.environ["DATABASE_URL"] = args.postgres.rsplit("/", 1)[0] + "/" + database
+        atexit.register(_drop_database, args.postgres, database)
+    else:
+        os.environ["DATABASE_URL"] = f"sqlite:///{scratch}/bench.sqlite3"
     os.environ["VAR_DIR"] = scratch
     os.environ.pop("REDIS_URL", None)
     os.environ["LOG_LEVEL"] = "WARNING"
