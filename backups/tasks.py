@@ -50,32 +50,36 @@ def execute_run(run_code: str) -> str:
     log = RunLog()
     log(f"Run {run.code} started ({run.get_trigger_display()}, attempt {run.attempt}).")
     log(f"Source “{source.name}” ({source.get_kind_display()}).")
+    with heartbeat(run_code):  # through retention too: all of it is the run's work
+        status, error_code, message = _work(run, started, log)
+    if not finish(run, status, log.text(), error_code, message):
+        logger.error("run %s had been finished by someone else; its result was not recorded", run.code)
+        return "lost"
+    _audit_finish(run)
+    return error_code or "succeeded"
+
+
+def _work(run: BackupScheduleRun, started: datetime, log: RunLog) -> tuple[str, str, str]:
+    """Back up, then apply retention. Returns (status, error code, message)."""
     try:
-        with heartbeat(run_code):
-            _back_up(run, started, log)
+        _back_up(run, started, log)
     except BackupError as exc:
         log(f"Failed: {exc.code}: {exc.message}")
-        finish(run, RunStatus.FAILED, log.text(), exc.code, exc.message)
-        _audit_finish(run)
-        return exc.code
+        return RunStatus.FAILED, exc.code, exc.message
     except Exception:
         logger.exception("run %s failed unexpectedly", run.code)
         log("Failed: an unexpected error; the server log has the details.")
-        finish(run, RunStatus.FAILED, log.text(), ErrorCode.UNKNOWN, "An unexpected error stopped the backup.")
-        _audit_finish(run)
-        return ErrorCode.UNKNOWN
+        return RunStatus.FAILED, ErrorCode.UNKNOWN, "An unexpected error stopped the backup."
     try:
-        pruned = retention.apply_retention(schedule)
+        pruned = retention.apply_retention(run.schedule)
     except Exception:  # the new set is safe; a retention hiccup must not fail the run
-        logger.exception("retention failed for schedule %s", schedule.code)
+        logger.exception("retention failed for schedule %s", run.schedule.code)
         log("Retention could not run this time; older sets were kept.")
     else:
         if pruned:
-            log(f"Retention (keep last {schedule.keep_last}) removed {len(pruned)} older set(s).")
+            log(f"Retention (keep last {run.schedule.keep_last}) removed {len(pruned)} older set(s).")
     log("Succeeded.")
-    finish(run, RunStatus.SUCCEEDED, log.text())
-    _audit_finish(run)
-    return "succeeded"
+    return RunStatus.SUCCEEDED, "", ""
 
 
 def _back_up(run: BackupScheduleRun, started: datetime, log: RunLog) -> BackupSet:

@@ -33,11 +33,9 @@ from django.db.models import Exists, OuterRef, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime, parse_time
-from django_q.brokers import get_broker
-from django_q.brokers.orm import ORM
 
 from backups.errors import ErrorCode
-from lib.slots import Cadence, next_slot
+from lib.slots import Cadence, InvalidCadence, next_slot
 from scheduling.bulk import insert_rows, update_rows
 from scheduling.heartbeat import HEARTBEAT_SECONDS
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, RunStatus, Trigger
@@ -164,15 +162,15 @@ def fail_abandoned_runs(now: datetime) -> int:
 
 
 def requeue_lost_tasks(now: datetime) -> int:
-    """Push again the tasks of runs queued long ago with a broker outside the database.
+    """Push again the tasks of runs still queued REQUEUE_AFTER after their last push.
 
-    With Redis, a task is pushed right after its run commits; a process that dies in
-    between leaves a queued run with no task. Pushing a task twice is harmless (the
-    run is claimed by compare-and-swap), so runs still queued REQUEUE_AFTER after
-    their last push get another. With the ORM broker run and task commit together.
+    A task can be lost after its run committed: with Redis, by a process dying between
+    commit and push; with either broker, by a cluster killed (OOM, reboot) after it took
+    the task off the queue but before a worker claimed the run, in which case the ORM
+    broker would only redeliver after its 6-hour retry. Meanwhile every slot of the
+    schedule would be skipped as busy. A second task is harmless: the run is claimed
+    by compare-and-swap, so only one delivery executes it.
     """
-    if isinstance(get_broker(), ORM):
-        return 0
     with transaction.atomic():
         stale = list(
             BackupScheduleRun.objects.filter(status=RunStatus.QUEUED, enqueued_at__lt=now - REQUEUE_AFTER).values_list(
@@ -217,7 +215,10 @@ def _due_schedules(now: datetime) -> list[tuple[Any, ...]]:
         texts = {name: Cast(name, TextField()) for name in ("next_run_at", "time_of_day", "anchor_at")}
         columns = [texts.get(name, name) for name in columns]
     queryset = (
-        BackupSchedule.objects.filter(enabled=True, next_run_at__lte=now)
+        # FOR UPDATE on PostgreSQL: an edit committing mid-pass waits, then writes its
+        # own next_run_at, instead of being overwritten by one computed from old fields.
+        BackupSchedule.objects.select_for_update(of=("self",))
+        .filter(enabled=True, next_run_at__lte=now)
         .annotate(busy=Exists(busy))
         .values_list(*columns, "busy")
         .order_by()
@@ -284,6 +285,7 @@ class _Walk:
     newest: datetime | None  # the slot to run now, if any
     following: datetime | None  # the next slot after now
     missed_message: str
+    broken: str = ""  # why this cadence cannot be computed; empty when it can
 
     @property
     def update(self) -> dict[str, datetime | None]:
@@ -315,15 +317,24 @@ def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta) -> _Plan:
         raw_key = (first_raw, kind, _RELEVANT.get(kind, _nothing)(columns))
         walk = by_raw.get(raw_key)
         if walk is None:
-            first_slot = _decode_datetime(first_raw)
-            assert first_slot is not None  # the due query filters next_run_at <= now
-            cadence = _cadence(kind, columns)
-            key = (cadence, first_slot)
-            if key not in walks:
-                walks[key] = _walk(cadence, first_slot, now, grace)
-            walk = by_raw[raw_key] = walks[key]
+            try:
+                first_slot = _decode_datetime(first_raw)
+                assert first_slot is not None  # the due query filters next_run_at <= now
+                cadence = _cadence(kind, columns)
+                key = (cadence, first_slot)
+                if key not in walks:
+                    walks[key] = _walk(cadence, first_slot, now, grace)
+                walk = walks[key]
+            except Exception as exc:  # one broken schedule must not stop every other one
+                logger.exception("schedule %s: its cadence cannot be computed", pk)
+                walk = _broken_walk(first_raw, exc)
+            by_raw[raw_key] = walk
         plan.names[pk] = name[:200]
         plan.next_run_at[pk] = walk.update
+        if walk.broken:
+            slot = _decode_datetime(first_raw) or now
+            plan.runs.append(_row(next(codes), pk, tenant_id, slot, RunStatus.SKIPPED, walk.broken))
+            continue
         if walk.late:
             plan.runs.append(
                 _row(next(codes), pk, tenant_id, walk.late[0], RunStatus.MISSED, walk.missed_message, len(walk.late))
@@ -338,6 +349,18 @@ def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta) -> _Plan:
     return plan
 
 
+def _broken_walk(first_raw: Any, exc: Exception) -> _Walk:
+    detail = str(exc) if isinstance(exc, InvalidCadence) else type(exc).__name__
+    return _Walk(
+        late=[],
+        superseded=[],
+        newest=None,
+        following=None,  # no next run until someone fixes and saves the schedule
+        missed_message="",
+        broken=f"Skipped: this schedule's timing cannot be computed ({detail}). Fix and save it to resume.",
+    )
+
+
 def _walk(cadence: Cadence, first_slot: datetime, now: datetime, grace: timedelta) -> _Walk:
     """Sort the due slots from `first_slot` up to `now`, and find the first slot after `now`."""
     slots = [first_slot]
@@ -346,8 +369,12 @@ def _walk(cadence: Cadence, first_slot: datetime, now: datetime, grace: timedelt
         if len(slots) <= MISSED_COUNT_LIMIT:
             slots.append(following)
             following = next_slot(cadence, following)
-        else:  # far behind: stop counting, jump to the present
-            following = next_slot(cadence, now)
+        else:  # far behind: stop counting, but still take the slots within grace
+            cursor = max(slots[-1], now - grace - timedelta(microseconds=1))
+            following = next_slot(cadence, cursor)
+            while following is not None and following <= now:
+                slots.append(following)
+                following = next_slot(cadence, following)
     late = [slot for slot in slots if now - slot > grace]
     fresh = slots[len(late) :]
     return _Walk(

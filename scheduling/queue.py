@@ -128,7 +128,9 @@ def enqueue_runs(run_codes: Sequence[UUID | str], broker: Broker | None = None) 
         rows = [{"payload": package} for package in packages]
         insert_rows(OrmQ, rows, constants={"key": broker.list_key, "lock": now})
     else:
-        transaction.on_commit(lambda: push_packages(broker, packages))
+        # robust: a Redis hiccup after commit must not turn a created run into an error
+        # page; the run stays queued and the dispatcher pushes its task again later.
+        transaction.on_commit(lambda: push_packages(broker, packages), robust=True)
 
 
 def push_packages(broker: Broker, packages: Sequence[str]) -> None:

@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, Trigger
@@ -82,9 +83,14 @@ def beat(run_code: str, now: datetime) -> bool:
 
 
 def finish(run: BackupScheduleRun, status: str, log: str, error_code: str = "", error_message: str = "") -> bool:
-    """running -> succeeded/failed, and the schedule's last-run summary."""
+    """running -> succeeded/failed, and the schedule's last-run summary.
+
+    Also from failed/WORKER_LOST: if the dispatcher gave the worker up for lost while
+    it was in fact still working, the worker's real result replaces the guess.
+    """
     now = timezone.now()
-    updated = BackupScheduleRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(
+    given_up = Q(status=RunStatus.FAILED, error_code="WORKER_LOST")
+    updated = BackupScheduleRun.objects.filter(Q(status=RunStatus.RUNNING) | given_up, pk=run.pk).update(
         status=status, finished_at=now, log=log, error_code=error_code, error_message=error_message
     )
     if updated:

@@ -16,6 +16,7 @@ from tenants.models import AuditAction
 
 # Changing any of these re-anchors an every-N-hours schedule; other edits keep its grid.
 ANCHOR_FIELDS = ("kind", "every_hours", "time_of_day", "timezone")
+TIMING_FIELDS = (*ANCHOR_FIELDS, "weekdays", "cron", "enabled")
 AUDITED_FIELDS = tuple("source_id" if name == "source" else name for name in EDITABLE_FIELDS)
 
 
@@ -35,12 +36,14 @@ def prepare(schedule: BackupSchedule, before: dict[str, Any] | None, now: dateti
             schedule.anchor_at = default_anchor(schedule.time_of_day, schedule.timezone, now)
     else:
         schedule.anchor_at = None
-    if before is None or any(before.get(f) != getattr(schedule, f) for f in AUDITED_FIELDS):
+    # Only a change of timing moves next_run_at: recomputing it on any edit (a
+    # rename, keep-last) would drop a slot that is due but not dispatched yet.
+    if before is None or any(before.get(f) != getattr(schedule, f) for f in TIMING_FIELDS):
         refresh_next_run(schedule, now)
 
 
 def snapshot(schedule: BackupSchedule) -> dict[str, Any]:
-    return {f: getattr(schedule, f) for f in set(ANCHOR_FIELDS) | set(AUDITED_FIELDS)}
+    return {f: getattr(schedule, f) for f in set(TIMING_FIELDS) | set(AUDITED_FIELDS)}
 
 
 def save_schedule(schedule: BackupSchedule, before: dict[str, Any] | None, actor: Any) -> BackupSchedule:

@@ -156,12 +156,11 @@ def test_a_pass_uses_the_same_number_of_statements_for_10_and_1000_due_schedules
     statements = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
     from django.conf import settings
 
-    # look for abandoned runs; select due; insert runs; insert audit entries; update next_run_at; and
-    expected = 5
-    if "redis" in settings.Q_CLUSTER:
-        expected += 1  # the look for runs whose Redis task may be lost (their tasks go to Redis, not SQL)
-    else:
-        expected += 1  # insert tasks into the ORM broker's table
+    # look for abandoned runs; select due; insert runs; insert audit entries; update next_run_at;
+    # look for runs whose task may be lost; and
+    expected = 6
+    if "redis" not in settings.Q_CLUSTER:
+        expected += 1  # insert tasks into the ORM broker's table (with Redis they go to Redis, not SQL)
     if connection.vendor == "postgresql":
         expected += 1  # the advisory lock
     assert len(statements) == expected, statements
@@ -201,16 +200,15 @@ def test_batch_signed_packages_are_what_django_q2_itself_would_sign(settings) ->
     assert SignedPackage.loads(package) == {"a": 1}
 
 
-def test_a_queued_run_whose_redis_task_was_lost_gets_it_again(
-    schedule, settings, django_capture_on_commit_callbacks
-) -> None:
-    if "redis" not in settings.Q_CLUSTER:
-        # With the ORM broker run and task commit together: nothing can be lost.
-        run_now(schedule, actor=None)
-        assert run_pass(SLOT + timedelta(days=1)).requeued == 0
-        return
-    run = run_now(schedule, actor=None)  # its on_commit push never fires inside this test transaction
-    assert queued_tasks() == []
+def test_a_queued_run_whose_task_was_lost_gets_it_again(schedule, django_capture_on_commit_callbacks) -> None:
+    """Redis: the process died between commit and push. ORM broker: the cluster was
+    killed after taking the task off the queue (it would redeliver only after 6 hours)."""
+    from django_q.models import OrmQ
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run = run_now(schedule, actor=None)
+    queued_tasks()  # taken off the queue by a cluster that then dies
+    OrmQ.objects.all().delete()
     assert run_pass(run.enqueued_at + timedelta(minutes=14)).requeued == 0
     later = run.enqueued_at + timedelta(minutes=16)
     with django_capture_on_commit_callbacks(execute=True):
@@ -219,6 +217,39 @@ def test_a_queued_run_whose_redis_task_was_lost_gets_it_again(
     run.refresh_from_db()
     assert run.enqueued_at == later
     assert run_pass(later + timedelta(minutes=1)).requeued == 0
+
+
+def test_one_broken_schedule_does_not_stop_the_others(schedule, source, tenant) -> None:
+    """Regression: a zone gone from tzdata (or a cron string a croniter upgrade
+    rejects, or a missing anchor) made the whole pass roll back, every minute."""
+    broken = [
+        BackupSchedule.objects.create(tenant=tenant, source=source, name="gone zone", timezone="US/Pacific-New"),
+        BackupSchedule.objects.create(tenant=tenant, source=source, name="bad cron", kind="cron", cron="61 * * * *"),
+        BackupSchedule.objects.create(tenant=tenant, source=source, name="no anchor", kind="every_n_hours"),
+    ]
+    BackupSchedule.objects.update(next_run_at=SLOT)
+    report = run_pass(SLOT + timedelta(seconds=1))
+    assert (report.due, report.created, report.skipped) == (4, 1, 3)
+    assert BackupScheduleRun.objects.get(status=RunStatus.QUEUED).schedule == schedule
+    for item in broken:
+        item.refresh_from_db()
+        assert item.next_run_at is None  # no retry every minute
+        (skip,) = item.runs.all()
+        assert "cannot be computed" in skip.error_message and "Fix and save" in skip.error_message
+
+
+def test_far_behind_still_runs_the_slot_within_grace() -> None:
+    """Regression: past the missed-slot count limit the fresh slot was dropped."""
+    from lib.slots import Cadence
+    from scheduling.dispatch import MISSED_COUNT_LIMIT, _walk
+
+    every_minute = Cadence("cron", "UTC", cron="* * * * *")
+    now = SLOT + timedelta(seconds=30)
+    walk = _walk(every_minute, SLOT - timedelta(minutes=1100), now, timedelta(minutes=5))
+    assert len(walk.late) > MISSED_COUNT_LIMIT
+    assert walk.newest == SLOT
+    assert walk.superseded == [SLOT - timedelta(minutes=m) for m in (4, 3, 2, 1)]  # within 5 min of 01:30:30
+    assert walk.following == SLOT + timedelta(minutes=1)
 
 
 def test_a_run_whose_worker_died_is_failed_and_frees_its_schedule(schedule) -> None:

@@ -221,3 +221,43 @@ def test_a_long_backup_keeps_its_heartbeat_fresh(schedule, monkeypatch) -> None:
     run = run_now(schedule, actor=None)
     assert execute_run(str(run.code)) == "succeeded"
     assert len(set(beats)) >= 2  # it moved while the backup ran
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_heartbeat_survives_a_failed_beat(schedule, monkeypatch) -> None:
+    """Regression: one OperationalError (a locked database, a dropped connection)
+    ended the heartbeat thread, and the live run was later failed as WORKER_LOST."""
+    import time
+
+    from django.db import OperationalError
+
+    from scheduling import heartbeat, runs
+
+    monkeypatch.setattr(heartbeat, "HEARTBEAT_SECONDS", 0.02)
+    calls: list[str] = []
+    real_beat = runs.beat
+
+    def flaky_beat(code, now):
+        calls.append(code)
+        if len(calls) == 1:
+            raise OperationalError("database is locked")
+        return real_beat(code, now)
+
+    monkeypatch.setattr(heartbeat, "beat", flaky_beat)
+    run = run_now(schedule, actor=None)
+    runs.claim(str(run.code), datetime.now(UTC))
+    with heartbeat.heartbeat(str(run.code)):
+        time.sleep(0.3)
+    assert len(calls) >= 3
+
+
+def test_a_worker_given_up_for_lost_still_records_its_real_result(schedule) -> None:
+    from scheduling.runs import claim, finish
+
+    run = run_now(schedule, actor=None)
+    claim(str(run.code), datetime.now(UTC))
+    BackupScheduleRun.objects.filter(pk=run.pk).update(status=RunStatus.FAILED, error_code="WORKER_LOST")
+    assert finish(run, RunStatus.SUCCEEDED, "log")
+    run.refresh_from_db()
+    assert (run.status, run.error_code) == (RunStatus.SUCCEEDED, "")
+    assert not finish(run, RunStatus.FAILED, "again")  # a finished run stays finished

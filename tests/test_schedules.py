@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, time, timedelta
 
 import pytest
 import time_machine
@@ -129,3 +129,26 @@ def test_a_schedule_cannot_use_another_tenants_source(schedule, charlie) -> None
     with pytest.raises(ValidationError) as caught:
         schedule.full_clean()
     assert "source" in caught.value.message_dict
+
+
+def test_an_edit_that_does_not_touch_timing_keeps_a_due_slot(schedule, alice) -> None:
+    """Regression: renaming or changing keep-last recomputed next_run_at from now,
+    dropping a slot that was due but not yet dispatched."""
+    from scheduling.dispatch import run_pass
+    from scheduling.models import BackupScheduleRun
+
+    due = datetime(2026, 11, 24, 1, 30, tzinfo=UTC)
+    BackupSchedule.objects.filter(pk=schedule.pk).update(next_run_at=due)
+    schedule.refresh_from_db()
+    with time_machine.travel(due + timedelta(minutes=2), tick=False):
+        before = snapshot(schedule)
+        schedule.name, schedule.keep_last = "Nightly (shop)", 10
+        save_schedule(schedule, before, actor=alice)
+        assert schedule.next_run_at == due
+        assert run_pass().created == 1
+    assert BackupScheduleRun.objects.get().slot == due
+    with time_machine.travel(due + timedelta(minutes=3), tick=False):
+        before = snapshot(schedule)
+        schedule.time_of_day = time(4, 0)
+        save_schedule(schedule, before, actor=alice)
+    assert schedule.next_run_at == datetime(2026, 11, 24, 3, 0, tzinfo=UTC)  # timing changed: from now
