@@ -101,10 +101,10 @@ def run_pass(now: datetime | None = None) -> PassReport:
     with _gc_paused(), transaction.atomic():
         _take_dispatch_lock()
         report.abandoned = fail_abandoned_runs(now)
+        report.requeued = requeue_lost_tasks(now)
         due = list(_due_schedules(now))
         report.due = len(due)
         if not due:
-            report.requeued = requeue_lost_tasks(now)
             return report
         plan = _plan(due, now, grace)
         inserted = _insert_runs(plan.runs, now)
@@ -112,7 +112,6 @@ def run_pass(now: datetime | None = None) -> PassReport:
         enqueue_runs([row["code"] for row in inserted if row["status"] == RunStatus.QUEUED])
         _audit(inserted, plan, now)
         update_rows(BackupSchedule, plan.next_run_at)
-    report.requeued = requeue_lost_tasks(now)
     for row in inserted:
         status = row["status"]
         if status == RunStatus.QUEUED:
@@ -169,18 +168,17 @@ def requeue_lost_tasks(now: datetime) -> int:
     the task off the queue but before a worker claimed the run, in which case the ORM
     broker would only redeliver after its 6-hour retry. Meanwhile every slot of the
     schedule would be skipped as busy. A second task is harmless: the run is claimed
-    by compare-and-swap, so only one delivery executes it.
+    by compare-and-swap, so only one delivery executes it. Runs in the pass's transaction.
     """
-    with transaction.atomic():
-        stale = list(
-            BackupScheduleRun.objects.filter(status=RunStatus.QUEUED, enqueued_at__lt=now - REQUEUE_AFTER).values_list(
-                "pk", "code"
-            )[:1000]
-        )
-        if not stale:
-            return 0
-        BackupScheduleRun.objects.filter(pk__in=[pk for pk, _ in stale]).update(enqueued_at=now)
-        enqueue_runs([code for _, code in stale])
+    stale = list(
+        BackupScheduleRun.objects.filter(status=RunStatus.QUEUED, enqueued_at__lt=now - REQUEUE_AFTER).values_list(
+            "pk", "code"
+        )[:1000]
+    )
+    if not stale:
+        return 0
+    BackupScheduleRun.objects.filter(pk__in=[pk for pk, _ in stale]).update(enqueued_at=now)
+    enqueue_runs([code for _, code in stale])
     logger.warning("pushed the tasks of %d long-queued runs again", len(stale))
     return len(stale)
 

@@ -181,6 +181,8 @@ class BackupScheduleRun(models.Model):
             models.Index(fields=["tenant", "-created_at"], name="scheduling_run_tenant_time"),
             # Used by a schedule's history, newest first.
             models.Index(fields=["schedule", "-created_at"], name="scheduling_run_schedule_time"),
+            # Used by the dispatcher's look for queued runs whose task may be lost.
+            models.Index(fields=["enqueued_at"], name="scheduling_run_queued", condition=Q(status="queued")),
             # Used by the dispatcher's look for runs whose worker died.
             models.Index(fields=["heartbeat_at"], name="scheduling_run_heartbeat", condition=Q(status="running")),
         ]
