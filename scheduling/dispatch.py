@@ -440,6 +440,8 @@ def _insert_runs(rows: list[dict[str, Any]], now: datetime) -> list[dict[str, An
         "enqueued_at": now,
     }
     returned = insert_rows(BackupScheduleRun, rows, returning=["code"], constants=constants, convert=False)
+    if len(returned) == len(rows):  # the usual case: nothing was there already
+        return list(rows)
     ours = {code.hex if isinstance(code, uuid.UUID) else code for (code,) in returned}
     return [row for row in rows if row["code"] in ours]
 
