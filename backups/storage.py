@@ -105,11 +105,3 @@ def delete(key: str) -> None:
 def open_decompressed(key: str) -> BinaryIO:
     raw = open(path_for(key), "rb")  # noqa: SIM115 - the reader owns and closes it
     return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)  # type: ignore[return-value]
-
-
-def sha256_of(key: str) -> str:
-    digest = hashlib.sha256()
-    with open(path_for(key), "rb") as raw:
-        while chunk := raw.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -192,10 +192,6 @@ class BackupScheduleRun(models.Model):
         return f"{self.schedule.name}: {self.get_trigger_display()} run"
 
     @property
-    def is_active(self) -> bool:
-        return self.status in ACTIVE_STATUSES
-
-    @property
     def duration(self):  # type: ignore[no-untyped-def]
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at

@@ -14,7 +14,7 @@ from django.db import models
 from django.db.models import F, QuerySet
 from django.http import Http404
 
-from tenants.models import Membership, Role, Tenant
+from tenants.models import Role, Tenant
 
 ROLE_RANK: dict[str, int] = {Role.READONLY: 0, Role.OPERATOR: 1, Role.MANAGER: 2, Role.OWNER: 3}
 
@@ -62,9 +62,3 @@ def get_for_member(
     if not role_allows(obj.member_role, min_role):  # type: ignore[attr-defined]
         raise PermissionDenied(f"This needs the {Role(min_role).label} role or higher.")
     return obj
-
-
-def membership_role(user: AnyUser, tenant: Tenant) -> str | None:
-    if not user.is_authenticated:
-        return None
-    return Membership.objects.filter(user=user, tenant=tenant).values_list("role", flat=True).first()

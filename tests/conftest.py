@@ -45,32 +45,30 @@ def tenant(db) -> Tenant:
     return Tenant.objects.create(name="Alice & Co")
 
 
+def member(tenant: Tenant, username: str, role: str) -> User:
+    user = make_user(username)
+    Membership.objects.create(user=user, tenant=tenant, role=role)
+    return user
+
+
 @pytest.fixture
 def alice(tenant: Tenant) -> User:
-    user = make_user("alice")
-    Membership.objects.create(user=user, tenant=tenant, role=Role.OWNER)
-    return user
+    return member(tenant, "alice", Role.OWNER)
 
 
 @pytest.fixture
 def mia(tenant: Tenant) -> User:
-    user = make_user("mia")
-    Membership.objects.create(user=user, tenant=tenant, role=Role.MANAGER)
-    return user
+    return member(tenant, "mia", Role.MANAGER)
 
 
 @pytest.fixture
 def bob(tenant: Tenant) -> User:
-    user = make_user("bob")
-    Membership.objects.create(user=user, tenant=tenant, role=Role.OPERATOR)
-    return user
+    return member(tenant, "bob", Role.OPERATOR)
 
 
 @pytest.fixture
 def rita(tenant: Tenant) -> User:
-    user = make_user("rita")
-    Membership.objects.create(user=user, tenant=tenant, role=Role.READONLY)
-    return user
+    return member(tenant, "rita", Role.READONLY)
 
 
 @pytest.fixture

@@ -169,9 +169,7 @@ def schedule_edit(request: AuthedRequest, code: UUID) -> HttpResponse:
 def schedule_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
     schedule = get_for_member(request.user, BackupSchedule, code, MANAGE)
     tenant = schedule.tenant
-    set_count = BackupSet.objects.filter(tenant=tenant, run__schedule=schedule).count()
-    busy = BackupScheduleRun.objects.filter(tenant=tenant, schedule=schedule, status__in=ACTIVE_STATUSES).exists()
-    if request.method == "POST":
+    if request.method == "POST":  # delete_schedule itself refuses a schedule in use
         try:
             delete_schedule(schedule, request.user)
         except ScheduleInUse as exc:
@@ -185,8 +183,8 @@ def schedule_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
         schedule.member_role,  # type: ignore[attr-defined]
         "schedules",
         schedule=schedule,
-        set_count=set_count,
-        busy=busy,
+        set_count=BackupSet.objects.filter(tenant=tenant, run__schedule=schedule).count(),
+        busy=BackupScheduleRun.objects.filter(tenant=tenant, schedule=schedule, status__in=ACTIVE_STATUSES).exists(),
         run_count=BackupScheduleRun.objects.filter(tenant=tenant, schedule=schedule).count(),
     )
     return render(request, "scheduling/schedule_delete.html", ctx)
