@@ -9,7 +9,7 @@ from django.http import HttpRequest
 
 from backups.engines.sqlite import check_path
 from backups.errors import BackupError
-from backups.models import BackupSet, BackupSource
+from backups.models import BackupItem, BackupSet, BackupSource
 from tenants.audit import record
 from tenants.models import AuditAction
 
@@ -51,19 +51,37 @@ class BackupSourceAdmin(admin.ModelAdmin):
             self.delete_model(request, source)
 
 
+class BackupItemInline(admin.TabularInline):
+    model = BackupItem
+    extra = 0
+    can_delete = False
+    fields = ("label", "status", "size", "sha256", "storage_key", "error_code", "error_message")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
 @admin.register(BackupSet)
 class BackupSetAdmin(admin.ModelAdmin):
-    """Read-only: a set is immutable, and retention alone marks it deleted and removes its file."""
+    """Read-only: a set is immutable, and retention alone marks it deleted and removes its files."""
 
-    list_display = ["storage_key", "tenant", "schedule", "size", "short_sha256", "created_at", "deleted_at"]
-    list_filter = [("deleted_at", admin.EmptyFieldListFilter), "tenant"]
-    search_fields = ["storage_key", "sha256", "=code", "schedule__name"]
+    list_display = [
+        "code",
+        "tenant",
+        "schedule",
+        "status",
+        "size",
+        "pinned",
+        "verify_status",
+        "created_at",
+        "deleted_at",
+    ]
+    list_filter = ["status", "pinned", ("deleted_at", admin.EmptyFieldListFilter), "tenant"]
+    search_fields = ["=code", "schedule__name", "items__sha256", "items__storage_key"]
     list_select_related = ["tenant", "schedule"]
+    inlines = [BackupItemInline]
     actions = None
-
-    @admin.display(description="SHA-256")
-    def short_sha256(self, obj: BackupSet) -> str:
-        return f"{obj.sha256[:12]}…"
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -9,7 +9,23 @@ from tenants.models import Tenant
 
 
 class SourceKind(models.TextChoices):
+    POSTGRES = "postgres", "PostgreSQL"
+    MYSQL = "mysql", "MariaDB / MySQL"
     SQLITE = "sqlite", "SQLite database file"
+    DIRECTORY = "directory", "Folder"
+
+
+# Kinds that connect to a database server; the others read files under the tenant's roots.
+SERVER_KINDS = (SourceKind.POSTGRES, SourceKind.MYSQL)
+
+
+class TlsMode(models.TextChoices):
+    """libpq's sslmode names; the MariaDB engine maps them to its own options."""
+
+    DISABLE = "disable", "Off"
+    PREFER = "prefer", "Use if the server offers it"
+    REQUIRE = "require", "Required (not verified)"
+    VERIFY_FULL = "verify-full", "Required and verified (CA and host name)"
 
 
 class BackupSource(models.Model):
@@ -17,8 +33,25 @@ class BackupSource(models.Model):
     tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="sources")
     name = models.CharField(max_length=200)
     kind = models.CharField(max_length=16, choices=SourceKind.choices, default=SourceKind.SQLITE)
-    path = models.CharField(max_length=1000, help_text="Absolute path of the SQLite file, inside an allowed root.")
+    # File kinds (sqlite, directory): an absolute path inside one of the tenant's file roots.
+    path = models.CharField(
+        max_length=1000, blank=True, help_text="Absolute path of the file or folder, inside an allowed root."
+    )
+    # Server kinds (postgres, mysql).
+    host = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(null=True, blank=True)
+    database = models.CharField(
+        max_length=255, blank=True, help_text="Blank with “all databases”: discovered at run time."
+    )
+    all_databases = models.BooleanField(
+        default=False, help_text="Back up every database of the server (discovered at run time)."
+    )
+    username = models.CharField(max_length=255, blank=True)
+    # Fernet token (backups.secrets); never the plain password. Empty = no password.
+    password_encrypted = models.TextField(blank=True, editable=False)
+    tls_mode = models.CharField(max_length=16, choices=TlsMode.choices, default=TlsMode.PREFER)
     created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["name"]
@@ -37,20 +70,37 @@ class BackupSource(models.Model):
             raise ValidationError({"path": exc.message}) from None
 
 
+class SetStatus(models.TextChoices):
+    COMPLETE = "complete", "Complete"
+    PARTIAL = "partial", "Partial"
+
+
+class VerifyStatus(models.TextChoices):
+    NEVER = "", "Not verified"
+    OK = "ok", "Verified"
+    FAILED = "failed", "Verification failed"
+
+
 class BackupSet(models.Model):
-    """One immutable backup file. Only `deleted_at` ever changes (retention)."""
+    """What one backup run produced: one item per source (or database). Immutable
+    except for `deleted_at` (retention), `pinned` and the verification result."""
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="backup_sets")
     schedule = models.ForeignKey("scheduling.BackupSchedule", models.SET_NULL, null=True, related_name="backup_sets")
     run = models.OneToOneField("scheduling.BackupScheduleRun", models.PROTECT, related_name="backup_set")
-    source = models.ForeignKey(BackupSource, models.SET_NULL, null=True, related_name="backup_sets")
-    storage_key = models.CharField(max_length=500, unique=True)
-    size = models.BigIntegerField(help_text="Bytes stored (compressed).")
-    source_size = models.BigIntegerField(help_text="Bytes read from the source (uncompressed).")
-    sha256 = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=SetStatus.choices, default=SetStatus.COMPLETE)
+    size = models.BigIntegerField(default=0, help_text="Bytes stored (compressed), all items.")
+    source_size = models.BigIntegerField(default=0, help_text="Bytes read from the sources (uncompressed), all items.")
     created_at = models.DateTimeField()
     deleted_at = models.DateTimeField(null=True, blank=True)
+    # Pinned sets are never deleted by retention.
+    pinned = models.BooleanField(default=False)
+    verified_at = models.DateTimeField(null=True, blank=True)
+    verify_status = models.CharField(
+        max_length=16, choices=VerifyStatus.choices, blank=True, default=VerifyStatus.NEVER
+    )
+    verify_message = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -64,4 +114,54 @@ class BackupSet(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.storage_key
+        return f"Backup set {self.created_at:%Y-%m-%d %H:%M} UTC"
+
+
+class ItemStatus(models.TextChoices):
+    OK = "ok", "Stored"
+    FAILED = "failed", "Failed"
+
+
+class BackupItem(models.Model):
+    """One source (or one database of a server) inside a backup set: one stored file."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    backup_set = models.ForeignKey(BackupSet, models.CASCADE, related_name="items")
+    source = models.ForeignKey(BackupSource, models.SET_NULL, null=True, blank=True, related_name="items")
+    kind = models.CharField(max_length=16, choices=SourceKind.choices)
+    # What was backed up, for people: the source's name, plus the database for a server.
+    label = models.CharField(max_length=500)
+    database = models.CharField(max_length=255, blank=True)
+    status = models.CharField(max_length=16, choices=ItemStatus.choices, default=ItemStatus.OK)
+    storage_key = models.CharField(max_length=500, blank=True)
+    size = models.BigIntegerField(default=0, help_text="Bytes stored (compressed).")
+    source_size = models.BigIntegerField(default=0, help_text="Bytes read from the source (uncompressed).")
+    sha256 = models.CharField(max_length=64, blank=True)
+    error_code = models.CharField(max_length=32, blank=True)
+    error_message = models.TextField(blank=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["backup_set", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["storage_key"], name="backups_item_unique_key", condition=~models.Q(storage_key="")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.label
+
+
+class SourceLease(models.Model):
+    """A source is backed up by one run at a time: the run holding its lease.
+
+    The unique source makes taking a lease race-free across workers and nodes."""
+
+    source = models.OneToOneField(BackupSource, models.CASCADE, related_name="lease")
+    run = models.ForeignKey("scheduling.BackupScheduleRun", models.CASCADE, related_name="leases")
+    acquired_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.source} leased by run {self.run_id}"

@@ -32,7 +32,8 @@ def apply_retention(schedule: BackupSchedule) -> list[BackupSet]:
         updated = BackupSet.objects.filter(pk=backup_set.pk, deleted_at__isnull=True).update(deleted_at=now)
         if not updated:
             continue
-        storage.delete(backup_set.storage_key)
+        for key in backup_set.items.exclude(storage_key="").values_list("storage_key", flat=True):
+            storage.delete(key)
         backup_set.deleted_at = now
         record(
             schedule.tenant_id,

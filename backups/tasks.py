@@ -10,7 +10,7 @@ from django.utils import timezone
 from backups import retention
 from backups.engines import sqlite
 from backups.errors import BackupError, ErrorCode
-from backups.models import BackupSet, SourceKind
+from backups.models import BackupItem, BackupSet, SourceKind
 from scheduling.heartbeat import heartbeat
 from scheduling.models import BackupScheduleRun, RunStatus
 from scheduling.runs import claim, finish
@@ -32,9 +32,9 @@ class RunLog:
         return "\n".join(self.lines) + "\n"
 
 
-def storage_key(run: BackupScheduleRun, started: datetime) -> str:
+def storage_key(run: BackupScheduleRun, started: datetime, index: int = 0, suffix: str = ".sqlite3.zst") -> str:
     stamp = started.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{run.tenant.code}/{run.schedule.code}/{stamp}-{run.code}.sqlite3.zst"
+    return f"{run.tenant.code}/{run.schedule.code}/{stamp}-{run.code}-{index}{suffix}"
 
 
 def execute_run(run_code: str) -> str:
@@ -44,12 +44,11 @@ def execute_run(run_code: str) -> str:
         # A second delivery of the same task, or a run canceled meanwhile.
         logger.info("run %s was not queued any more; nothing to do", run_code)
         return "not claimed"
-    run = BackupScheduleRun.objects.select_related("schedule__source", "tenant").get(code=run_code)
-    schedule, source = run.schedule, run.schedule.source
+    run = BackupScheduleRun.objects.select_related("schedule", "tenant").get(code=run_code)
+    schedule = run.schedule
     record(run.tenant_id, AuditAction.RUN_STARTED, run, schedule=str(schedule.code), trigger=run.trigger)
     log = RunLog()
     log(f"Run {run.code} started ({run.get_trigger_display()}, attempt {run.attempt}).")
-    log(f"Source “{source.name}” ({source.get_kind_display()}).")
     with heartbeat(run_code):  # through retention too: all of it is the run's work
         status, error_code, message = _work(run, started, log)
     if not finish(run, status, log.text(), error_code, message):
@@ -83,22 +82,40 @@ def _work(run: BackupScheduleRun, started: datetime, log: RunLog) -> tuple[str, 
 
 
 def _back_up(run: BackupScheduleRun, started: datetime, log: RunLog) -> BackupSet:
-    source = run.schedule.source
-    if source.kind != SourceKind.SQLITE:
-        raise BackupError(ErrorCode.UNKNOWN, f"Source kind {source.kind!r} is not supported.")
-    stored = sqlite.backup(source.path, storage_key(run, started), log)
+    sources = list(run.schedule.sources.order_by("name"))
+    if not sources:
+        raise BackupError(ErrorCode.SOURCE_NOT_FOUND, "This schedule has no source to back up.")
+    stored_files = []
+    for index, source in enumerate(sources):
+        log(f"Source “{source.name}” ({source.get_kind_display()}).")
+        if source.kind != SourceKind.SQLITE:
+            raise BackupError(ErrorCode.UNKNOWN, f"Source kind {source.kind!r} is not supported.")
+        stored = sqlite.backup(source.path, storage_key(run, started, index), log)
+        log(f"Stored {stored.size} bytes (from {stored.source_size}), sha256 {stored.sha256}.")
+        stored_files.append((source, stored))
     backup_set = BackupSet.objects.create(
         tenant_id=run.tenant_id,
         schedule=run.schedule,
         run=run,
-        source=source,
-        storage_key=stored.key,
-        size=stored.size,
-        source_size=stored.source_size,
-        sha256=stored.sha256,
+        size=sum(stored.size for _, stored in stored_files),
+        source_size=sum(stored.source_size for _, stored in stored_files),
         created_at=timezone.now(),
     )
-    log(f"Stored {stored.size} bytes (from {stored.source_size}), sha256 {stored.sha256}.")
+    BackupItem.objects.bulk_create(
+        BackupItem(
+            backup_set=backup_set,
+            source=source,
+            kind=source.kind,
+            label=source.name,
+            storage_key=stored.key,
+            size=stored.size,
+            source_size=stored.source_size,
+            sha256=stored.sha256,
+            started_at=started,
+            finished_at=timezone.now(),
+        )
+        for source, stored in stored_files
+    )
     return backup_set
 
 

@@ -105,7 +105,7 @@ def main() -> None:
     from backups.models import BackupSource
     from lib.slots import default_anchor
     from scheduling.dispatch import run_pass
-    from scheduling.models import BackupSchedule, BackupScheduleRun, ScheduleKind
+    from scheduling.models import BackupSchedule, BackupScheduleRun, ScheduleKind, ScheduleSource
     from tenants.models import AuditLog, Tenant
 
     rng = random.Random(args.seed)
@@ -123,7 +123,6 @@ def main() -> None:
         saved = now - timedelta(days=rng.randrange(365))
         return BackupSchedule(
             tenant=tenants[tenant_index],
-            source=sources[tenant_index],
             name=f"schedule {i}",
             kind=kind,
             timezone=zone,
@@ -135,7 +134,10 @@ def main() -> None:
             next_run_at=now - timedelta(seconds=1),
         )
 
-    BackupSchedule.objects.bulk_create((make(i) for i in range(args.schedules)), batch_size=2000)
+    made = BackupSchedule.objects.bulk_create((make(i) for i in range(args.schedules)), batch_size=2000)
+    ScheduleSource.objects.bulk_create(
+        (ScheduleSource(schedule=s, source=sources[i % len(tenants)]) for i, s in enumerate(made)), batch_size=2000
+    )
     Schedule.objects.bulk_create(
         (
             Schedule(

@@ -92,6 +92,9 @@ def _database() -> dict[str, Any]:
         }
         # A file, not :memory:, so tests can start real second processes against it.
         config["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME") or str(VAR_DIR / "test-db.sqlite3")}
+    elif env_str("TEST_DATABASE_NAME"):
+        # Several test runs against one server (parallel checkouts) each need their own.
+        config["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME")}
     return config
 
 

@@ -7,25 +7,44 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from scheduling.models import EDITABLE_FIELDS, BackupSchedule, BackupScheduleRun
+from scheduling.models import EDITABLE_FIELDS, BackupSchedule, BackupScheduleRun, ScheduleSource
 from scheduling.services import delete_schedule, save_schedule, snapshot
 
 
 class BackupScheduleForm(forms.ModelForm):
     class Meta:
         model = BackupSchedule
-        fields = ["tenant", *EDITABLE_FIELDS]
+        # Sources are edited in the inline (through model).
+        fields = ["tenant", *(f for f in EDITABLE_FIELDS if f != "sources")]
+
+
+class ScheduleSourceFormSet(forms.BaseInlineFormSet):
+    def clean(self) -> None:
+        super().clean()
+        tenant_id = getattr(self.instance, "tenant_id", None)
+        for form in self.forms:
+            source = form.cleaned_data.get("source") if hasattr(form, "cleaned_data") else None
+            if source is not None and tenant_id is not None and source.tenant_id != tenant_id:
+                raise forms.ValidationError("This source belongs to another tenant.")
+
+
+class ScheduleSourceInline(admin.TabularInline):
+    model = ScheduleSource
+    formset = ScheduleSourceFormSet
+    extra = 1
+    raw_id_fields = ["source"]
+    verbose_name = "source"
 
 
 @admin.register(BackupSchedule)
 class BackupScheduleAdmin(admin.ModelAdmin):
     form = BackupScheduleForm
-    list_display = ["name", "tenant", "source", "kind", "enabled", "next_run_at", "last_run_at", "last_status"]
+    list_display = ["name", "tenant", "kind", "enabled", "next_run_at", "last_run_at", "last_status"]
     list_filter = ["kind", "enabled", "last_status", "tenant"]
-    search_fields = ["name", "=code", "tenant__name", "source__name"]
-    list_select_related = ["tenant", "source"]
+    search_fields = ["name", "=code", "tenant__name", "sources__name"]
+    list_select_related = ["tenant"]
     autocomplete_fields = ["tenant"]
-    raw_id_fields = ["source"]
+    inlines = [ScheduleSourceInline]
     readonly_fields = ["code", "anchor_at", "next_run_at", "last_run_at", "last_status", "created_at", "updated_at"]
 
     def save_model(self, request: HttpRequest, obj: BackupSchedule, form: Any, change: bool) -> None:
@@ -45,8 +64,19 @@ class BackupScheduleAdmin(admin.ModelAdmin):
 class BackupScheduleRunAdmin(admin.ModelAdmin):
     """Read-only: runs change state only by compare-and-swap in the dispatcher and the worker."""
 
-    list_display = ["code", "schedule", "tenant", "trigger", "status", "attempt", "slot", "created_at", "finished_at"]
-    list_filter = ["status", "trigger", "tenant"]
+    list_display = [
+        "code",
+        "schedule",
+        "tenant",
+        "operation",
+        "trigger",
+        "status",
+        "attempt",
+        "slot",
+        "created_at",
+        "finished_at",
+    ]
+    list_filter = ["status", "operation", "trigger", "tenant"]
     search_fields = ["=code", "schedule__name", "error_code", "error_message"]
     list_select_related = ["schedule", "tenant"]
     actions = None

@@ -21,12 +21,15 @@ class ScheduleForm(forms.ModelForm):
     class Meta:
         model = BackupSchedule
         fields = list(EDITABLE_FIELDS)
+        widgets = {"sources": forms.CheckboxSelectMultiple}
         labels = {"kind": "Strategy", "every_hours": "Every N hours", "keep_last": "Keep last N backups"}
 
     def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tenant = tenant
-        self.fields["source"].queryset = BackupSource.objects.filter(tenant=tenant)  # type: ignore[attr-defined]
+        # Only this tenant's sources: another tenant's is "not one of the available choices".
+        self.fields["sources"].queryset = BackupSource.objects.filter(tenant=tenant)  # type: ignore[attr-defined]
+        self.fields["sources"].help_text = "One backup set per run holds one item per source."
         self.fields["every_hours"].widget.attrs.update(min=1, max=168)
         self.fields["keep_last"].widget.attrs.update(min=1)
 

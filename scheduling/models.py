@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import time
+from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
 from django.db import models
@@ -9,6 +10,9 @@ from django.db.models import Q
 
 from lib.slots import MAX_EVERY_HOURS, MIN_EVERY_HOURS, Cadence, InvalidCadence, all_zone_names, validate
 from tenants.models import Tenant
+
+if TYPE_CHECKING:
+    from backups.models import BackupSource
 
 
 class ScheduleKind(models.TextChoices):
@@ -23,6 +27,8 @@ class RunStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
     SUCCEEDED = "succeeded", "Succeeded"
+    # Some items of the backup set failed; the set holds the others.
+    PARTIAL = "partial", "Partial"
     FAILED = "failed", "Failed"
     SKIPPED = "skipped", "Skipped"
     MISSED = "missed", "Missed"
@@ -38,10 +44,18 @@ class Trigger(models.TextChoices):
     RETRY = "retry", "Retry"
 
 
+class Operation(models.TextChoices):
+    """What a run does. Verify and restore act on an existing backup set."""
+
+    BACKUP = "backup", "Backup"
+    VERIFY = "verify", "Verify"
+    RESTORE = "restore", "Restore"
+
+
 # What a person edits on a schedule (the admin adds the tenant).
 EDITABLE_FIELDS = (
     "name",
-    "source",
+    "sources",
     "kind",
     "time_of_day",
     "weekdays",
@@ -50,14 +64,25 @@ EDITABLE_FIELDS = (
     "timezone",
     "enabled",
     "keep_last",
+    "keep_daily",
+    "keep_weekly",
+    "keep_monthly",
+    "keep_yearly",
+    "time_limit_minutes",
+    "max_attempts",
 )
+
+MAX_TIME_LIMIT_MINUTES = 24 * 60
+MAX_ATTEMPTS = 10
 
 
 class BackupSchedule(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="schedules")
     name = models.CharField(max_length=200)
-    source = models.ForeignKey("backups.BackupSource", models.PROTECT, related_name="schedules")
+    sources: models.ManyToManyField[BackupSource, ScheduleSource] = models.ManyToManyField(
+        "backups.BackupSource", through="ScheduleSource", related_name="schedules"
+    )
     kind = models.CharField(max_length=16, choices=ScheduleKind.choices, default=ScheduleKind.DAILY)
     time_of_day = models.TimeField(default=time(2, 0))
     weekdays = models.JSONField(default=list, blank=True, help_text="0 = Monday ... 6 = Sunday")
@@ -68,7 +93,17 @@ class BackupSchedule(models.Model):
     anchor_at = models.DateTimeField(null=True, blank=True)
     timezone = models.CharField(max_length=64, default="UTC")
     enabled = models.BooleanField(default=True)
+    # Retention (grandfather-father-son in the schedule's zone): the last N sets, plus
+    # the newest set of each of the last D days / W weeks / M months / Y years.
     keep_last = models.PositiveIntegerField(default=7)
+    keep_daily = models.PositiveIntegerField(default=0)
+    keep_weekly = models.PositiveIntegerField(default=0)
+    keep_monthly = models.PositiveIntegerField(default=0)
+    keep_yearly = models.PositiveIntegerField(default=0)
+    # A dump still going after this long is killed and the run fails as TIMEOUT.
+    time_limit_minutes = models.PositiveIntegerField(default=360)
+    # Attempts in all for a run failing with a retryable error (1 = no automatic retry).
+    max_attempts = models.PositiveSmallIntegerField(default=3)
     next_run_at = models.DateTimeField(null=True, blank=True)
     last_run_at = models.DateTimeField(null=True, blank=True)
     last_status = models.CharField(max_length=16, choices=RunStatus.choices, blank=True)
@@ -83,6 +118,14 @@ class BackupSchedule(models.Model):
                 condition=Q(every_hours__gte=1, every_hours__lte=168), name="scheduling_schedule_every_hours_range"
             ),
             models.CheckConstraint(condition=Q(keep_last__gte=1), name="scheduling_schedule_keep_last_min"),
+            models.CheckConstraint(
+                condition=Q(time_limit_minutes__gte=1, time_limit_minutes__lte=MAX_TIME_LIMIT_MINUTES),
+                name="scheduling_schedule_time_limit_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(max_attempts__gte=1, max_attempts__lte=MAX_ATTEMPTS),
+                name="scheduling_schedule_max_attempts_range",
+            ),
         ]
         indexes = [
             # Used by the dispatcher: enabled schedules whose slot has come.
@@ -112,11 +155,10 @@ class BackupSchedule(models.Model):
                 validate(Cadence("cron", self.timezone, cron=self.cron))
             except InvalidCadence as exc:
                 errors["cron"] = str(exc)
-        if self.source_id and self.tenant_id:
-            from backups.models import BackupSource
-
-            if not BackupSource.objects.filter(pk=self.source_id, tenant_id=self.tenant_id).exists():
-                errors["source"] = "This source belongs to another tenant."
+        if self.time_limit_minutes is not None and not 1 <= self.time_limit_minutes <= MAX_TIME_LIMIT_MINUTES:
+            errors["time_limit_minutes"] = f"The time limit must be between 1 and {MAX_TIME_LIMIT_MINUTES} minutes."
+        if self.max_attempts is not None and not 1 <= self.max_attempts <= MAX_ATTEMPTS:
+            errors["max_attempts"] = f"Attempts must be between 1 and {MAX_ATTEMPTS}."
         if errors:
             raise ValidationError(errors)
 
@@ -133,6 +175,21 @@ class BackupSchedule(models.Model):
         )
 
 
+class ScheduleSource(models.Model):
+    """A source a schedule covers. PROTECT: a source in use cannot be deleted."""
+
+    schedule = models.ForeignKey(BackupSchedule, models.CASCADE, related_name="source_links")
+    source = models.ForeignKey("backups.BackupSource", models.PROTECT, related_name="schedule_links")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["schedule", "source"], name="scheduling_schedule_source_unique"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.schedule_id} covers {self.source_id}"
+
+
 class BackupScheduleRun(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     # db_index=False: the composite indexes below lead with these columns.
@@ -142,6 +199,21 @@ class BackupScheduleRun(models.Model):
     slot = models.DateTimeField(null=True, blank=True)
     trigger = models.CharField(max_length=16, choices=Trigger.choices, default=Trigger.SCHEDULED)
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.QUEUED)
+    # db_default: the dispatcher's bulk insert leaves these columns out.
+    operation = models.CharField(
+        max_length=16, choices=Operation.choices, default=Operation.BACKUP, db_default=Operation.BACKUP
+    )
+    # Verify and restore runs: the set they act on.
+    subject_set = models.ForeignKey(
+        "backups.BackupSet", models.SET_NULL, null=True, blank=True, related_name="operations"
+    )
+    # Restore runs: where to (database name or folder path, overwrite flag). Never a secret.
+    restore_target = models.JSONField(null=True, blank=True)
+    # An automatic retry waits until then (capped exponential backoff with jitter);
+    # the dispatcher pushes its task when it comes.
+    not_before = models.DateTimeField(null=True, blank=True)
+    # Compressed bytes written so far, updated while the run is going.
+    bytes_written = models.BigIntegerField(default=0, db_default=0)
     attempt = models.PositiveSmallIntegerField(default=1)
     retry_of = models.ForeignKey("self", models.SET_NULL, null=True, blank=True, related_name="retries")
     # No index: only a user's deletion looks runs up by it, and every index slows the dispatcher's insert.
@@ -169,11 +241,11 @@ class BackupScheduleRun(models.Model):
             models.UniqueConstraint(
                 fields=["schedule", "slot"], name="scheduling_run_one_per_slot", condition=Q(slot__isnull=False)
             ),
-            # At most one queued-or-running run per schedule, whoever creates it.
+            # At most one queued-or-running backup per schedule, whoever creates it.
             models.UniqueConstraint(
                 fields=["schedule"],
                 name="scheduling_run_one_active",
-                condition=Q(status__in=["queued", "running"]),
+                condition=Q(status__in=["queued", "running"], operation="backup"),
             ),
         ]
         indexes = [
@@ -183,6 +255,12 @@ class BackupScheduleRun(models.Model):
             models.Index(fields=["schedule", "-created_at"], name="scheduling_run_schedule_time"),
             # Used by the dispatcher's look for queued runs whose task may be lost.
             models.Index(fields=["enqueued_at"], name="scheduling_run_queued", condition=Q(status="queued")),
+            # Used by the dispatcher's look for automatic retries whose time has come.
+            models.Index(
+                fields=["not_before"],
+                name="scheduling_run_waiting_retry",
+                condition=Q(status="queued", enqueued_at__isnull=True),
+            ),
             # Used by the dispatcher's look for runs whose worker died.
             models.Index(fields=["heartbeat_at"], name="scheduling_run_heartbeat", condition=Q(status="running")),
         ]

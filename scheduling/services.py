@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
 from django.db.models import ProtectedError
@@ -14,10 +15,14 @@ from scheduling.models import ACTIVE_STATUSES, EDITABLE_FIELDS, BackupSchedule, 
 from tenants.audit import record
 from tenants.models import AuditAction
 
+if TYPE_CHECKING:
+    from backups.models import BackupSource
+
 # Changing any of these re-anchors an every-N-hours schedule; other edits keep its grid.
 ANCHOR_FIELDS = ("kind", "every_hours", "time_of_day", "timezone")
 TIMING_FIELDS = (*ANCHOR_FIELDS, "weekdays", "cron", "enabled")
-AUDITED_FIELDS = tuple("source_id" if name == "source" else name for name in EDITABLE_FIELDS)
+# Sources are a many-to-many field: audited as a sorted list of codes (see source_codes).
+AUDITED_FIELDS = tuple(name for name in EDITABLE_FIELDS if name != "sources")
 
 
 def refresh_next_run(schedule: BackupSchedule, now: datetime | None = None) -> None:
@@ -43,13 +48,30 @@ def prepare(schedule: BackupSchedule, before: dict[str, Any] | None, now: dateti
 
 
 def snapshot(schedule: BackupSchedule) -> dict[str, Any]:
-    return {f: getattr(schedule, f) for f in set(TIMING_FIELDS) | set(AUDITED_FIELDS)}
+    values = {f: getattr(schedule, f) for f in set(TIMING_FIELDS) | set(AUDITED_FIELDS)}
+    values["sources"] = source_names(schedule) if schedule.pk else []
+    return values
 
 
-def save_schedule(schedule: BackupSchedule, before: dict[str, Any] | None, actor: Any) -> BackupSchedule:
-    """Save a validated schedule; `before` is snapshot() of it as loaded, None when new."""
+def source_names(schedule: BackupSchedule) -> list[str]:
+    return sorted(schedule.sources.values_list("name", flat=True))
+
+
+def save_schedule(
+    schedule: BackupSchedule, before: dict[str, Any] | None, actor: Any, sources: Iterable[BackupSource] | None = None
+) -> BackupSchedule:
+    """Save a validated schedule; `before` is snapshot() of it as loaded, None when new.
+
+    `sources` (all of the schedule's tenant, checked here too) replaces the schedule's
+    sources; None leaves them as they are."""
     prepare(schedule, before, timezone.now())
-    schedule.save()
+    with transaction.atomic():
+        schedule.save()
+        if sources is not None:
+            sources = list(sources)
+            if any(source.tenant_id != schedule.tenant_id for source in sources):
+                raise ValueError("a schedule may only cover sources of its own tenant")
+            schedule.sources.set(sources)
     if before is None:
         record(schedule.tenant, AuditAction.SCHEDULE_CREATED, schedule, actor=actor, **_describe(schedule))
     else:
@@ -58,6 +80,8 @@ def save_schedule(schedule: BackupSchedule, before: dict[str, Any] | None, actor
             for f in AUDITED_FIELDS
             if before[f] != getattr(schedule, f)
         }
+        if sources is not None and before.get("sources") != source_names(schedule):
+            changes["sources"] = [before.get("sources"), source_names(schedule)]
         if changes:
             record(schedule.tenant, AuditAction.SCHEDULE_UPDATED, schedule, actor=actor, changes=changes)
     return schedule
@@ -98,7 +122,7 @@ def delete_schedule(schedule: BackupSchedule, actor: Any) -> None:
 
 
 def _describe(schedule: BackupSchedule) -> dict[str, Any]:
-    return {f: _plain(getattr(schedule, f)) for f in AUDITED_FIELDS}
+    return {**{f: _plain(getattr(schedule, f)) for f in AUDITED_FIELDS}, "sources": source_names(schedule)}
 
 
 def _plain(value: Any) -> Any:

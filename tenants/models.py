@@ -18,6 +18,9 @@ class Role(models.TextChoices):
 class Tenant(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     name = models.CharField(max_length=200)
+    # Folders this tenant's file sources (SQLite, folders) may read and restores may
+    # write, each inside the server's SOURCE_ROOTS and no other tenant's. Set by staff.
+    file_roots = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -49,6 +52,8 @@ class AuditAction(models.TextChoices):
     SOURCE_CREATED = "source.created"
     SOURCE_UPDATED = "source.updated"
     SOURCE_DELETED = "source.deleted"
+    SOURCE_TESTED = "source.tested"
+    TENANT_ROOTS_CHANGED = "tenant.roots_changed"
     RUN_CREATED = "run.created"
     RUN_SKIPPED = "run.skipped"
     RUN_MISSED = "run.missed"
@@ -56,7 +61,16 @@ class AuditAction(models.TextChoices):
     RUN_RETRY = "run.retry"
     RUN_STARTED = "run.started"
     RUN_FINISHED = "run.finished"
+    RUN_RETRY_SCHEDULED = "run.retry_scheduled"
     SET_PRUNED = "backup_set.pruned"
+    SET_PINNED = "backup_set.pinned"
+    SET_UNPINNED = "backup_set.unpinned"
+    VERIFY_REQUESTED = "backup_set.verify_requested"
+    SET_VERIFIED = "backup_set.verified"
+    RESTORE_REQUESTED = "backup_set.restore_requested"
+    RESTORE_FINISHED = "backup_set.restored"
+    RETENTION_CHANGED = "schedule.retention_changed"
+    NOTIFICATION_SENT = "notification.sent"
 
 
 class AuditLog(models.Model):
@@ -88,3 +102,40 @@ class AuditLog(models.Model):
     @property
     def actor_label(self) -> str:
         return self.actor.get_username() if self.actor else "system"
+
+
+class NotificationKind(models.TextChoices):
+    RUN_FAILED = "run_failed", "Run failed"
+    RUN_PARTIAL = "run_partial", "Run partly failed"
+    SLOT_MISSED = "slot_missed", "Slot missed"
+    RUN_REQUESTED = "run_requested", "Run now / Retry requested"
+    RESTORE_FINISHED = "restore_finished", "Restore finished"
+
+
+class Notification(models.Model):
+    """An in-app notification for one member of a tenant (the bell)."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="notifications", db_index=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="notifications", db_index=False)
+    kind = models.CharField(max_length=32, choices=NotificationKind.choices)
+    run = models.ForeignKey(
+        "scheduling.BackupScheduleRun", models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
+    message = models.CharField(max_length=500)
+    created_at = models.DateTimeField()
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # Used by the bell: a user's notifications in a tenant, newest first.
+            models.Index(fields=["user", "tenant", "-created_at"], name="tenants_notif_user_time"),
+            # Used by the bell's unread count.
+            models.Index(
+                fields=["user", "tenant"], name="tenants_notif_unread", condition=models.Q(read_at__isnull=True)
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.message

@@ -41,8 +41,8 @@ def make_user(username: str) -> User:
 
 
 @pytest.fixture
-def tenant(db) -> Tenant:
-    return Tenant.objects.create(name="Alice & Co")
+def tenant(db, settings) -> Tenant:
+    return Tenant.objects.create(name="Alice & Co", file_roots=[str(settings.SOURCE_ROOTS[0])])
 
 
 def member(tenant: Tenant, username: str, role: str) -> User:
@@ -96,7 +96,6 @@ def source(tenant: Tenant, settings) -> BackupSource:
 def schedule(tenant: Tenant, source: BackupSource) -> BackupSchedule:
     item = BackupSchedule(
         tenant=tenant,
-        source=source,
         name="Nightly",
         kind=ScheduleKind.DAILY,
         time_of_day=time(2, 30),
@@ -104,4 +103,4 @@ def schedule(tenant: Tenant, source: BackupSource) -> BackupSchedule:
         keep_last=3,
     )
     item.full_clean()
-    return save_schedule(item, None, actor=None)
+    return save_schedule(item, None, actor=None, sources=[source])

@@ -7,6 +7,7 @@ from django.utils import timezone
 from backups.models import BackupSet
 from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus
 from tenants.models import AuditAction, AuditLog
+from tests.helpers import make_stored_set
 
 CHANGELISTS = [
     "/admin/tenants/tenant/",
@@ -29,17 +30,7 @@ def backup_set(schedule) -> BackupSet:
     run = BackupScheduleRun.objects.create(
         tenant=schedule.tenant, schedule=schedule, status=RunStatus.SUCCEEDED, created_at=timezone.now()
     )
-    return BackupSet.objects.create(
-        tenant=schedule.tenant,
-        schedule=schedule,
-        run=run,
-        source=schedule.source,
-        storage_key="k",
-        size=1,
-        source_size=1,
-        sha256="0" * 64,
-        created_at=timezone.now(),
-    )
+    return make_stored_set(schedule, run, sha256="0" * 64, size=1, source_size=1)
 
 
 @pytest.mark.parametrize("url", CHANGELISTS)
@@ -69,10 +60,15 @@ def test_the_audit_log_cannot_be_added_to_or_edited(client, admin_user, schedule
 
 def test_editing_a_schedule_in_the_admin_goes_through_the_service(client, admin_user, schedule) -> None:
     client.force_login(admin_user)
+    link = schedule.source_links.get()
     data = {
         "tenant": schedule.tenant.pk,
         "name": "Nightly",
-        "source": schedule.source.pk,
+        "source_links-TOTAL_FORMS": "1",
+        "source_links-INITIAL_FORMS": "1",
+        "source_links-0-id": link.pk,
+        "source_links-0-schedule": schedule.pk,
+        "source_links-0-source": link.source_id,
         "kind": "daily",
         "time_of_day": "05:45",
         "weekdays": "[]",
@@ -81,6 +77,12 @@ def test_editing_a_schedule_in_the_admin_goes_through_the_service(client, admin_
         "timezone": "Europe/Berlin",
         "enabled": "on",
         "keep_last": "3",
+        "keep_daily": "0",
+        "keep_weekly": "0",
+        "keep_monthly": "0",
+        "keep_yearly": "0",
+        "time_limit_minutes": "60",
+        "max_attempts": "3",
     }
     response = client.post(f"/admin/scheduling/backupschedule/{schedule.pk}/change/", data)
     assert response.status_code == 302
@@ -96,7 +98,9 @@ def test_the_admin_refuses_a_source_of_another_tenant(client, admin_user, schedu
     data = {
         "tenant": charlie.memberships.get().tenant.pk,
         "name": "Moved",
-        "source": schedule.source.pk,
+        "source_links-TOTAL_FORMS": "1",
+        "source_links-INITIAL_FORMS": "0",
+        "source_links-0-source": schedule.sources.get().pk,
         "kind": "daily",
         "time_of_day": "02:30",
         "weekdays": "[]",
@@ -105,6 +109,12 @@ def test_the_admin_refuses_a_source_of_another_tenant(client, admin_user, schedu
         "timezone": "UTC",
         "enabled": "on",
         "keep_last": "3",
+        "keep_daily": "0",
+        "keep_weekly": "0",
+        "keep_monthly": "0",
+        "keep_yearly": "0",
+        "time_limit_minutes": "60",
+        "max_attempts": "3",
     }
     response = client.post("/admin/scheduling/backupschedule/add/", data)
     assert response.status_code == 200

@@ -15,6 +15,7 @@ import time_machine
 from scheduling.clock import OFFSET_SECONDS, seconds_to_next_minute
 from scheduling.models import BackupScheduleRun, RunStatus
 from scheduling.runs import run_now
+from tests.helpers import make_schedule
 from tests.test_dispatch_processes import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,7 +72,6 @@ def test_two_cluster_nodes_execute_each_run_once_even_when_its_task_is_delivered
     from datetime import time as clock_time
 
     from backups.models import BackupSet
-    from scheduling.models import BackupSchedule
     from scheduling.queue import enqueue_runs
     from tenants.models import AuditAction, AuditLog
 
@@ -96,9 +96,7 @@ def test_two_cluster_nodes_execute_each_run_once_even_when_its_task_is_delivered
     try:
         runs = []
         for i in range(6):
-            schedule = BackupSchedule.objects.create(
-                tenant=tenant, source=source, name=f"s{i}", kind="daily", time_of_day=clock_time(3)
-            )
+            schedule = make_schedule(tenant, source, name=f"s{i}", kind="daily", time_of_day=clock_time(3))
             runs.append(run_now(schedule, actor=None))
         enqueue_runs([run.code for run in runs])  # every task a second time, as a redelivery would
         deadline = time.monotonic() + 90

@@ -12,7 +12,7 @@ from scheduling.dispatch import run_pass
 from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, ScheduleKind
 from scheduling.runs import run_now
 from tenants.models import AuditAction, AuditLog
-from tests.helpers import queued_tasks
+from tests.helpers import make_schedule, queued_tasks
 
 
 def utc(*args: int) -> datetime:
@@ -133,7 +133,6 @@ def _many_due(schedule: BackupSchedule, count: int) -> None:
     BackupSchedule.objects.bulk_create(
         BackupSchedule(
             tenant_id=schedule.tenant_id,
-            source_id=schedule.source_id,
             name=f"bulk {i}",
             next_run_at=SLOT,
             **kinds[i % len(kinds)],
@@ -223,9 +222,9 @@ def test_one_broken_schedule_does_not_stop_the_others(schedule, source, tenant) 
     """Regression: a zone gone from tzdata (or a cron string a croniter upgrade
     rejects, or a missing anchor) made the whole pass roll back, every minute."""
     broken = [
-        BackupSchedule.objects.create(tenant=tenant, source=source, name="gone zone", timezone="US/Pacific-New"),
-        BackupSchedule.objects.create(tenant=tenant, source=source, name="bad cron", kind="cron", cron="61 * * * *"),
-        BackupSchedule.objects.create(tenant=tenant, source=source, name="no anchor", kind="every_n_hours"),
+        make_schedule(tenant, source, name="gone zone", timezone="US/Pacific-New"),
+        make_schedule(tenant, source, name="bad cron", kind="cron", cron="61 * * * *"),
+        make_schedule(tenant, source, name="no anchor", kind="every_n_hours"),
     ]
     BackupSchedule.objects.update(next_run_at=SLOT)
     report = run_pass(SLOT + timedelta(seconds=1))

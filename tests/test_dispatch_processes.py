@@ -32,7 +32,6 @@ def test_two_dispatchers_started_at_once_create_each_run_exactly_once(tenant, so
     BackupSchedule.objects.bulk_create(
         BackupSchedule(
             tenant=tenant,
-            source=source,
             name=f"s{i}",
             kind=ScheduleKind.DAILY,
             time_of_day=time(2, 30),

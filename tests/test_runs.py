@@ -16,14 +16,14 @@ from scheduling.dispatch import run_pass
 from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, Trigger
 from scheduling.runs import RunRefused, retry, run_now
 from tenants.models import AuditAction, AuditLog
-from tests.helpers import drain, queued_tasks
+from tests.helpers import drain, make_schedule, queued_tasks
 
 SLOT = datetime(2026, 11, 24, 1, 30, tzinfo=UTC)
 
 
 def restore_to(tmp_path: Path, backup_set: BackupSet) -> Path:
     target = tmp_path / f"restored-{backup_set.code}.sqlite3"
-    with storage.open_decompressed(backup_set.storage_key) as reader, open(target, "wb") as out:
+    with storage.open_decompressed(backup_set.items.get().storage_key) as reader, open(target, "wb") as out:
         while chunk := reader.read(1 << 20):
             out.write(chunk)
     return target
@@ -40,8 +40,8 @@ def test_a_scheduled_slot_becomes_a_verified_restorable_backup(
     assert run.status == RunStatus.SUCCEEDED and run.started_at and run.finished_at
     assert "Snapshot taken with the online backup API" in run.log
     backup_set = run.backup_set
-    stored = storage.path_for(backup_set.storage_key)
-    assert hashlib.sha256(stored.read_bytes()).hexdigest() == backup_set.sha256
+    stored = storage.path_for(backup_set.items.get().storage_key)
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == backup_set.items.get().sha256
     assert backup_set.size == stored.stat().st_size
     restored = restore_to(tmp_path, backup_set)
     with sqlite3.connect(restored) as db:
@@ -64,7 +64,7 @@ def test_a_second_delivery_of_the_same_task_does_nothing(schedule, django_captur
 
 
 def test_the_backup_is_consistent_while_the_source_is_written(schedule, tmp_path) -> None:
-    path = Path(schedule.source.path)
+    path = Path(schedule.sources.get().path)
     with sqlite3.connect(path) as db:
         db.execute("PRAGMA journal_mode=WAL")
         db.executemany("INSERT INTO items (label) VALUES (?)", [("x" * 500,)] * 20000)
@@ -94,21 +94,22 @@ def test_the_backup_is_consistent_while_the_source_is_written(schedule, tmp_path
 
 
 def test_a_missing_source_fails_the_run_with_a_clear_code(schedule) -> None:
-    Path(schedule.source.path).unlink()
+    Path(schedule.sources.get().path).unlink()
     run = run_now(schedule, actor=None)
     assert execute_run(str(run.code)) == "SOURCE_NOT_FOUND"
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
     assert run.error_code == "SOURCE_NOT_FOUND" and "does not exist" in run.error_message
-    assert not Path(schedule.source.path).exists()  # read-only open never creates it
+    assert not Path(schedule.sources.get().path).exists()  # read-only open never creates it
     assert not BackupSet.objects.exists()
 
 
 def test_a_source_outside_the_allowed_roots_is_refused(schedule, tmp_path) -> None:
     outside = tmp_path / "elsewhere.sqlite3"
     sqlite3.connect(outside).close()
-    schedule.source.path = str(tmp_path / "sources" / ".." / "elsewhere.sqlite3")
-    schedule.source.save()
+    source = schedule.sources.get()
+    source.path = str(tmp_path / "sources" / ".." / "elsewhere.sqlite3")
+    source.save()
     run = run_now(schedule, actor=None)
     assert execute_run(str(run.code)) == "PERMISSION_DENIED"
 
@@ -126,7 +127,7 @@ def test_a_crash_mid_write_leaves_no_file_that_looks_complete(schedule, monkeypa
 
 
 def test_retention_keeps_the_newest_n_of_this_schedule_only(schedule, source, tenant) -> None:
-    other = BackupSchedule.objects.create(tenant=tenant, source=source, name="Other", keep_last=1)
+    other = make_schedule(tenant, source, name="Other", keep_last=1)
     other_run = run_now(other, actor=None)
     execute_run(str(other_run.code))
     made = []
@@ -139,7 +140,7 @@ def test_retention_keeps_the_newest_n_of_this_schedule_only(schedule, source, te
     for pruned in made[:2]:
         pruned.refresh_from_db()
         assert pruned.deleted_at is not None
-        assert not storage.path_for(pruned.storage_key).exists()
+        assert not storage.path_for(pruned.items.get().storage_key).exists()
     assert BackupSet.objects.get(run=other_run).deleted_at is None
     assert AuditLog.objects.filter(action=AuditAction.SET_PRUNED).count() == 2
 
@@ -152,11 +153,11 @@ def test_retention_does_not_run_after_a_failed_run(schedule) -> None:
         execute_run(str(run.code))
     assert BackupSet.objects.filter(deleted_at__isnull=True).count() == 1
     newest = BackupSet.objects.get(deleted_at__isnull=True)
-    Path(schedule.source.path).unlink()
+    Path(schedule.sources.get().path).unlink()
     run = run_now(schedule, actor=None)
     assert execute_run(str(run.code)) == "SOURCE_NOT_FOUND"
     newest.refresh_from_db()
-    assert newest.deleted_at is None and storage.path_for(newest.storage_key).exists()
+    assert newest.deleted_at is None and storage.path_for(newest.items.get().storage_key).exists()
 
 
 def test_run_now_is_refused_while_a_run_is_queued_or_running(schedule) -> None:
@@ -170,7 +171,7 @@ def test_run_now_is_refused_while_a_run_is_queued_or_running(schedule) -> None:
 
 
 def test_retry_links_to_the_first_attempt_and_counts_attempts(schedule) -> None:
-    Path(schedule.source.path).unlink()
+    Path(schedule.sources.get().path).unlink()
     first = run_now(schedule, actor=None)
     execute_run(str(first.code))
     first.refresh_from_db()

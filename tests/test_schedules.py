@@ -14,9 +14,9 @@ from tenants.models import AuditAction, AuditLog
 
 
 def new_schedule(tenant, source, **fields) -> BackupSchedule:
-    schedule = BackupSchedule(tenant=tenant, source=source, name=fields.pop("name", "S"), **fields)
+    schedule = BackupSchedule(tenant=tenant, name=fields.pop("name", "S"), **fields)
     schedule.full_clean()
-    return save_schedule(schedule, None, actor=None)
+    return save_schedule(schedule, None, actor=None, sources=[source])
 
 
 @time_machine.travel(datetime(2026, 11, 23, 10, 7, tzinfo=UTC), tick=False)
@@ -53,7 +53,7 @@ def test_every_n_hours_is_anchored_and_edits_of_other_fields_keep_its_grid(tenan
     ],
 )
 def test_bad_input_gets_a_clear_message_and_is_never_saved(tenant, source, fields, field, message) -> None:
-    schedule = BackupSchedule(tenant=tenant, source=source, name="Bad", **fields)
+    schedule = BackupSchedule(tenant=tenant, name="Bad", **fields)
     with pytest.raises(ValidationError) as caught:
         schedule.full_clean()
     assert message in " ".join(caught.value.message_dict[field])
@@ -125,10 +125,9 @@ def test_a_schedule_cannot_use_another_tenants_source(schedule, charlie) -> None
     from backups.models import BackupSource
 
     foreign = BackupSource.objects.create(tenant=charlie.memberships.get().tenant, name="Theirs", path="/x")
-    schedule.source = foreign
-    with pytest.raises(ValidationError) as caught:
-        schedule.full_clean()
-    assert "source" in caught.value.message_dict
+    with pytest.raises(ValueError, match="own tenant"):
+        save_schedule(schedule, snapshot(schedule), actor=None, sources=[foreign])
+    assert list(schedule.sources.all()) != [foreign]
 
 
 def test_an_edit_that_does_not_touch_timing_keeps_a_due_slot(schedule, alice) -> None:

@@ -6,10 +6,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from backups.models import BackupSet
 from scheduling.models import BackupScheduleRun, RunStatus, Trigger
 from scheduling.runs import run_now
 from tenants.models import AuditAction, AuditLog
+from tests.helpers import make_stored_set
 
 
 def make_runs(schedule, count: int, status: str = RunStatus.SUCCEEDED) -> list[BackupScheduleRun]:
@@ -159,17 +159,7 @@ def test_the_detail_shows_the_backup_set(client, rita, schedule) -> None:
     run = BackupScheduleRun.objects.create(
         tenant=schedule.tenant, schedule=schedule, status=RunStatus.SUCCEEDED, created_at=timezone.now()
     )
-    BackupSet.objects.create(
-        tenant=schedule.tenant,
-        schedule=schedule,
-        run=run,
-        source=schedule.source,
-        storage_key="k",
-        size=2048,
-        source_size=4096,
-        sha256="cd" * 32,
-        created_at=timezone.now(),
-    )
+    make_stored_set(schedule, run, sha256="cd" * 32, size=2048, source_size=4096)
     client.force_login(rita)
     response = client.get(f"/runs/{run.code}/")
     assert "cd" * 32 in response.text

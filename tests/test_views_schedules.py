@@ -8,16 +8,17 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from backups.models import BackupSet
-from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, ScheduleKind, Trigger
+from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, ScheduleKind, ScheduleSource, Trigger
 from scheduling.runs import run_now
 from scheduling.views.schedules import describe_cadence
 from tenants.models import AuditAction, AuditLog
+from tests.helpers import make_stored_set
 
 
 def valid_data(source, **changes) -> dict:
     data = {
         "name": "Hourly",
-        "source": source.pk,
+        "sources": [source.pk],
         "kind": ScheduleKind.DAILY,
         "time_of_day": "02:30",
         "cron": "",
@@ -25,6 +26,12 @@ def valid_data(source, **changes) -> dict:
         "timezone": "UTC",
         "enabled": "on",
         "keep_last": "7",
+        "keep_daily": "0",
+        "keep_weekly": "0",
+        "keep_monthly": "0",
+        "keep_yearly": "0",
+        "time_limit_minutes": "360",
+        "max_attempts": "3",
     }
     data.update(changes)
     return data
@@ -34,17 +41,7 @@ def make_backup_set(schedule) -> BackupSet:
     run = BackupScheduleRun.objects.create(
         tenant=schedule.tenant, schedule=schedule, status=RunStatus.SUCCEEDED, created_at=timezone.now()
     )
-    return BackupSet.objects.create(
-        tenant=schedule.tenant,
-        schedule=schedule,
-        run=run,
-        source=schedule.source,
-        storage_key=f"key-{run.code}",
-        size=1234,
-        source_size=5678,
-        sha256="ab" * 32,
-        created_at=timezone.now(),
-    )
+    return make_stored_set(schedule, run)
 
 
 def assert_login_redirect(response) -> None:
@@ -143,10 +140,9 @@ def test_the_list_costs_the_same_queries_for_5_and_50_schedules(client, rita, te
 
     def queries_with(count: int) -> int:
         existing = BackupSchedule.objects.count()
-        BackupSchedule.objects.bulk_create(
+        made = BackupSchedule.objects.bulk_create(
             BackupSchedule(
                 tenant=tenant,
-                source=source,
                 name=f"S{existing + i:03}",
                 kind=[ScheduleKind.DAILY, ScheduleKind.WEEKLY, ScheduleKind.CRON][i % 3],
                 weekdays=[1],
@@ -157,6 +153,7 @@ def test_the_list_costs_the_same_queries_for_5_and_50_schedules(client, rita, te
             )
             for i in range(count - existing)
         )
+        ScheduleSource.objects.bulk_create(ScheduleSource(schedule=s, source=source) for s in made)
         with CaptureQueriesContext(connection) as queries:
             response = client.get(url)
         assert response.status_code == 200
@@ -177,7 +174,7 @@ def test_the_detail_shows_fields_upcoming_slots_history_and_sets(client, rita, s
     assert "Daily at 02:30 (Europe/Berlin)" in response.text
     assert response.context["upcoming"] and len(response.context["upcoming"]) == 5
     assert response.text.count("<li><time") == 5
-    assert backup_set.sha256 in response.text
+    assert backup_set.items.get().sha256 in response.text
     assert "1.2\xa0KB" in response.text
     assert f"/runs/{backup_set.run.code}/" in response.text
 

@@ -58,7 +58,7 @@ def run_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
         "runs",
         run=run,
         schedule=run.schedule,
-        backup_set=BackupSet.objects.filter(tenant=run.tenant, run=run).first(),
+        backup_set=BackupSet.objects.filter(tenant=run.tenant, run=run).prefetch_related("items").first(),
         retryable=run.status in RETRYABLE,
     )
     return render(request, "scheduling/run_detail.html", ctx)

@@ -87,7 +87,7 @@ def _back_to(request: AuthedRequest, default: str) -> str:
 @login_required
 def schedule_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     tenant = get_tenant_for_member(request.user, tenant_code, SEE)
-    queryset = BackupSchedule.objects.filter(tenant=tenant).select_related("source").order_by("name", "id")
+    queryset = BackupSchedule.objects.filter(tenant=tenant).prefetch_related("sources").order_by("name", "id")
     page = paginate(request, queryset, SCHEDULES_PER_PAGE)
     for schedule in page:
         schedule.cadence_text = describe_cadence(schedule)  # type: ignore[attr-defined]
@@ -115,12 +115,14 @@ def schedule_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
     )
     if request.htmx:
         return render(request, "scheduling/schedule_detail.html#history", ctx)
-    ctx["source"] = schedule.source
+    ctx["sources"] = list(schedule.sources.order_by("name"))
     ctx["cadence_text"] = describe_cadence(schedule)
     ctx["upcoming"] = upcoming_slots(schedule, timezone.now())
-    ctx["backup_sets"] = BackupSet.objects.filter(
-        tenant=tenant, schedule=schedule, deleted_at__isnull=True
-    ).select_related("run")
+    ctx["backup_sets"] = (
+        BackupSet.objects.filter(tenant=tenant, schedule=schedule, deleted_at__isnull=True)
+        .select_related("run")
+        .prefetch_related("items")
+    )
     return render(request, "scheduling/schedule_detail.html", ctx)
 
 
@@ -132,7 +134,7 @@ def schedule_create(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     schedule = BackupSchedule(tenant=tenant)
     form = ScheduleForm(request.POST if request.method == "POST" else None, instance=schedule, tenant=tenant)
     if form.is_bound and form.is_valid():
-        save_schedule(form.save(commit=False), None, request.user)
+        save_schedule(form.save(commit=False), None, request.user, sources=form.cleaned_data["sources"])
         messages.success(request, f"Schedule “{schedule.name}” created.")
         return redirect("schedule_detail", code=schedule.code)
     has_sources = tenant.sources.exists()
@@ -148,7 +150,7 @@ def schedule_edit(request: AuthedRequest, code: UUID) -> HttpResponse:
     before, saved_name = snapshot(schedule), schedule.name
     form = ScheduleForm(request.POST if request.method == "POST" else None, instance=schedule, tenant=schedule.tenant)
     if form.is_bound and form.is_valid():
-        save_schedule(form.save(commit=False), before, request.user)
+        save_schedule(form.save(commit=False), before, request.user, sources=form.cleaned_data["sources"])
         messages.success(request, f"Schedule “{schedule.name}” saved.")
         return redirect("schedule_detail", code=schedule.code)
     ctx = tenant_page(

@@ -79,9 +79,9 @@ class Command(BaseCommand):
             )
             for spec in DEMO_SCHEDULES:
                 if not BackupSchedule.objects.filter(tenant=tenant, name=spec["name"]).exists():
-                    schedule = BackupSchedule(tenant=tenant, source=source, **spec)
+                    schedule = BackupSchedule(tenant=tenant, **spec)
                     schedule.full_clean()
-                    save_schedule(schedule, None, actor=None)
+                    save_schedule(schedule, None, actor=None, sources=[source])
         self._save_passwords(passwords)
         self.stdout.write(f"Demo tenant “{tenant.name}” is ready. Log in at http://127.0.0.1:8000/ as:")
         for username, role in DEMO_USERS:
