@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 
 from django.utils import timezone
 
-from backups import retention
-from backups.engines import sqlite
+from backups import retention, storage
+from backups.engines.base import DumpContext
+from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
-from backups.models import BackupItem, BackupSet, SourceKind
+from backups.models import BackupItem, BackupSet
 from scheduling.heartbeat import heartbeat
 from scheduling.models import BackupScheduleRun, RunStatus
 from scheduling.runs import claim, finish
@@ -88,11 +89,13 @@ def _back_up(run: BackupScheduleRun, started: datetime, log: RunLog) -> BackupSe
     stored_files = []
     for index, source in enumerate(sources):
         log(f"Source “{source.name}” ({source.get_kind_display()}).")
-        if source.kind != SourceKind.SQLITE:
-            raise BackupError(ErrorCode.UNKNOWN, f"Source kind {source.kind!r} is not supported.")
-        stored = sqlite.backup(source.path, storage_key(run, started, index), log)
-        log(f"Stored {stored.size} bytes (from {stored.source_size}), sha256 {stored.sha256}.")
-        stored_files.append((source, stored))
+        engine = engine_for(source.kind)
+        ctx = DumpContext(log=log, started_at=started)
+        for target in engine.targets(source, ctx):
+            with engine.dump(source, target, ctx) as stream:
+                stored = storage.store_stream(storage_key(run, started, index, engine.suffix), stream)
+            log(f"Stored {stored.size} bytes (from {stored.source_size}), sha256 {stored.sha256}.")
+            stored_files.append((source, stored))
     backup_set = BackupSet.objects.create(
         tenant_id=run.tenant_id,
         schedule=run.schedule,

@@ -205,20 +205,20 @@ def test_a_long_backup_keeps_its_heartbeat_fresh(schedule, monkeypatch) -> None:
     """The heartbeat thread beats while the backup is busy."""
     import time
 
-    from backups.engines import sqlite as engine
+    from backups.engines.sqlite import SqliteEngine
     from scheduling import heartbeat
 
     monkeypatch.setattr(heartbeat, "HEARTBEAT_SECONDS", 0.05)
     beats: list[datetime] = []
-    real_backup = engine.backup
+    real_dump = SqliteEngine.dump
 
-    def slow_backup(*args, **kwargs):
+    def slow_dump(*args, **kwargs):
         for _ in range(6):
             time.sleep(0.05)
             beats.append(BackupScheduleRun.objects.get(trigger=Trigger.MANUAL).heartbeat_at)
-        return real_backup(*args, **kwargs)
+        return real_dump(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "backup", slow_backup)
+    monkeypatch.setattr(SqliteEngine, "dump", slow_dump)
     run = run_now(schedule, actor=None)
     assert execute_run(str(run.code)) == "succeeded"
     assert len(set(beats)) >= 2  # it moved while the backup ran

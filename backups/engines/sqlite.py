@@ -11,13 +11,19 @@ from __future__ import annotations
 
 import sqlite3
 import tempfile
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 from django.conf import settings
 
+from backups.engines.base import DumpContext, DumpTarget, Engine
+from backups.engines.registry import register
 from backups.errors import BackupError, ErrorCode
-from backups.storage import StoredFile, store_stream
+
+if TYPE_CHECKING:
+    from backups.models import BackupSource
 
 
 def check_path(path: str) -> Path:
@@ -33,28 +39,36 @@ def check_path(path: str) -> Path:
     return resolved
 
 
-def backup(path: str, key: str, log: Callable[[str], None]) -> StoredFile:
-    source_path = check_path(path)
-    if not source_path.is_file():
-        raise BackupError(ErrorCode.SOURCE_NOT_FOUND, f"The SQLite file {source_path} does not exist.")
-    # mode=ro: never create or change the source, even by accident.
-    try:
-        source = sqlite3.connect(f"{source_path.as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise BackupError(ErrorCode.PERMISSION_DENIED, f"Cannot open the SQLite file: {exc}.") from None
-    with tempfile.TemporaryDirectory(prefix="sqlite-backup-") as scratch:
-        snapshot_path = Path(scratch) / "snapshot.sqlite3"
+@register
+class SqliteEngine(Engine):
+    kind = "sqlite"
+    suffix = ".sqlite3.zst"
+
+    @contextmanager
+    def dump(self, source: BackupSource, target: DumpTarget, ctx: DumpContext) -> Iterator[BinaryIO]:
+        source_path = check_path(source.path)
+        if not source_path.is_file():
+            raise BackupError(ErrorCode.SOURCE_NOT_FOUND, f"The SQLite file {source_path} does not exist.")
+        # mode=ro: never create or change the source, even by accident.
         try:
-            snapshot = sqlite3.connect(snapshot_path)
+            connection = sqlite3.connect(f"{source_path.as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise BackupError(ErrorCode.PERMISSION_DENIED, f"Cannot open the SQLite file: {exc}.") from None
+        with tempfile.TemporaryDirectory(prefix="sqlite-backup-") as scratch:
+            snapshot_path = Path(scratch) / "snapshot.sqlite3"
             try:
-                source.backup(snapshot, pages=-1)
-                tables = snapshot.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+                snapshot = sqlite3.connect(snapshot_path)
+                try:
+                    connection.backup(snapshot, pages=-1)
+                    tables = snapshot.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+                finally:
+                    snapshot.close()
+            except sqlite3.DatabaseError as exc:
+                raise BackupError(ErrorCode.UNKNOWN, f"SQLite could not read the source: {exc}.") from None
             finally:
-                snapshot.close()
-        except sqlite3.DatabaseError as exc:
-            raise BackupError(ErrorCode.UNKNOWN, f"SQLite could not read the source: {exc}.") from None
-        finally:
-            source.close()
-        log(f"Snapshot taken with the online backup API: {tables} tables, {snapshot_path.stat().st_size} bytes.")
-        with open(snapshot_path, "rb") as snapshot_file:
-            return store_stream(key, snapshot_file)
+                connection.close()
+            ctx.log(
+                f"Snapshot taken with the online backup API: {tables} tables, {snapshot_path.stat().st_size} bytes."
+            )
+            with open(snapshot_path, "rb") as snapshot_file:
+                yield snapshot_file
