@@ -7,9 +7,9 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from backups.engines.sqlite import check_path
 from backups.errors import BackupError
-from backups.models import BackupItem, BackupSet, BackupSource
+from backups.models import SERVER_KINDS, BackupItem, BackupSet, BackupSource
+from backups.paths import check_source_path
 from tenants.audit import record
 from tenants.models import AuditAction
 
@@ -19,12 +19,16 @@ class BackupSourceForm(forms.ModelForm):
         model = BackupSource
         fields = ["tenant", "name", "kind", "path"]
 
-    def clean_path(self) -> str:
-        # The same rule as the tenant pages: only files under SOURCE_ROOTS.
-        try:
-            return str(check_path(self.cleaned_data["path"].strip()))
-        except BackupError as exc:
-            raise forms.ValidationError(exc.message) from None
+    def clean(self) -> dict[str, Any]:
+        # The same rule as the tenant pages: only paths under the tenant's file roots.
+        cleaned = super().clean() or {}
+        tenant, path = cleaned.get("tenant"), (cleaned.get("path") or "").strip()
+        if tenant is not None and cleaned.get("kind") not in SERVER_KINDS:
+            try:
+                cleaned["path"] = str(check_source_path(path, tenant))
+            except BackupError as exc:
+                self.add_error("path", exc.message)
+        return cleaned
 
 
 @admin.register(BackupSource)

@@ -4,9 +4,9 @@ from typing import Any
 
 from django import forms
 
-from backups.engines.sqlite import check_path
 from backups.errors import BackupError
 from backups.models import BackupSource
+from backups.paths import check_source_path
 from tenants.models import Tenant
 
 
@@ -30,6 +30,6 @@ class SourceForm(forms.ModelForm):
     def clean_path(self) -> str:
         # The engine checks again before every backup; checking here says so at once.
         try:
-            return str(check_path(self.cleaned_data["path"].strip()))
+            return str(check_source_path(self.cleaned_data["path"].strip(), self.tenant))
         except BackupError as exc:
             raise forms.ValidationError(exc.message) from None

@@ -61,11 +61,13 @@ class BackupSource(models.Model):
         return self.name
 
     def clean(self) -> None:
-        from backups.engines.sqlite import check_path
         from backups.errors import BackupError
+        from backups.paths import check_source_path
 
+        if self.kind in SERVER_KINDS or not self.tenant_id:
+            return
         try:
-            check_path(self.path)
+            self.path = str(check_source_path(self.path, self.tenant))
         except BackupError as exc:
             raise ValidationError({"path": exc.message}) from None
 

@@ -10,7 +10,7 @@ import errno
 import hashlib
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,15 +48,19 @@ def path_for(key: str) -> Path:
 class _HashingFile:
     """A file object that hashes and counts what zstd writes through it."""
 
-    def __init__(self, raw: BinaryIO) -> None:
+    def __init__(self, raw: BinaryIO, progress: Callable[[int], None] | None = None) -> None:
         self.raw = raw
         self.digest = hashlib.sha256()
         self.size = 0
+        self.progress = progress
 
     def write(self, data: bytes) -> int:
         self.digest.update(data)
         self.size += len(data)
-        return self.raw.write(data)
+        written = self.raw.write(data)
+        if self.progress is not None:
+            self.progress(self.size)
+        return written
 
 
 @contextmanager
@@ -69,15 +73,17 @@ def _storage_errors() -> Iterator[None]:
         raise BackupError(ErrorCode.UNKNOWN, f"Could not write to backup storage: {exc.strerror}.") from None
 
 
-def store_stream(key: str, source: BinaryIO) -> StoredFile:
-    """Compress `source` into storage under `key`, atomically."""
+def store_stream(key: str, source: BinaryIO, progress: Callable[[int], None] | None = None) -> StoredFile:
+    """Compress `source` into storage under `key`, atomically.
+
+    `progress` is called with the compressed bytes written so far, after each write."""
     final = path_for(key)
     temporary = final.with_name(f".tmp-{uuid.uuid4().hex}-{final.name}")
     with _storage_errors():
         final.parent.mkdir(parents=True, exist_ok=True)
         try:
             with open(temporary, "xb") as raw:
-                hashing = _HashingFile(raw)  # type: ignore[arg-type]
+                hashing = _HashingFile(raw, progress)  # type: ignore[arg-type]
                 compressor = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
                 read, _ = compressor.copy_stream(source, hashing, read_size=CHUNK, write_size=CHUNK)  # type: ignore[arg-type]
                 raw.flush()

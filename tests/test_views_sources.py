@@ -50,7 +50,7 @@ def test_adding_a_source_outside_the_allowed_roots_is_refused(client, mia, tenan
     client.force_login(mia)
     response = client.post(f"/t/{tenant.code}/sources/new/", {"name": "Etc", "kind": "sqlite", "path": "/etc/passwd"})
     assert response.status_code == 200
-    assert "outside the folders this server may back up" in response.text
+    assert "outside the folders this tenant may use" in response.text
     assert not BackupSource.objects.exists()
 
 

@@ -16,27 +16,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from django.conf import settings
-
 from backups.engines.base import DumpContext, DumpTarget, Engine
 from backups.engines.registry import register
 from backups.errors import BackupError, ErrorCode
+from backups.paths import check_source_path
 
 if TYPE_CHECKING:
     from backups.models import BackupSource
-
-
-def check_path(path: str) -> Path:
-    """The resolved source path, if it lies inside an allowed root."""
-    resolved = Path(path).resolve()
-    if not Path(path).is_absolute():
-        raise BackupError(ErrorCode.PERMISSION_DENIED, "The SQLite source path must be absolute.")
-    if not any(root == resolved or root in resolved.parents for root in settings.SOURCE_ROOTS):
-        raise BackupError(
-            ErrorCode.PERMISSION_DENIED,
-            "The SQLite source path is outside the folders this server may back up (SOURCE_ROOTS).",
-        )
-    return resolved
 
 
 @register
@@ -46,7 +32,7 @@ class SqliteEngine(Engine):
 
     @contextmanager
     def dump(self, source: BackupSource, target: DumpTarget, ctx: DumpContext) -> Iterator[BinaryIO]:
-        source_path = check_path(source.path)
+        source_path = check_source_path(source.path, source.tenant)
         if not source_path.is_file():
             raise BackupError(ErrorCode.SOURCE_NOT_FOUND, f"The SQLite file {source_path} does not exist.")
         # mode=ro: never create or change the source, even by accident.

@@ -65,6 +65,11 @@ class Command(BaseCommand):
         passwords = self._load_passwords()
         with transaction.atomic():
             tenant, _ = Tenant.objects.get_or_create(name="Acme")
+            demo_root = Path(settings.SOURCE_ROOTS[0]) / "acme"
+            demo_root.mkdir(parents=True, exist_ok=True)
+            if str(demo_root) not in tenant.file_roots:
+                tenant.file_roots = [*tenant.file_roots, str(demo_root)]
+                tenant.save(update_fields=["file_roots"])
             User = get_user_model()
             for username, role in DEMO_USERS:
                 user = User.objects.filter(username=username).first()
@@ -72,11 +77,14 @@ class Command(BaseCommand):
                     passwords[username] = passwords.get(username) or secrets.token_urlsafe(9)
                     user = User.objects.create_user(username, f"{username}@acme.example", passwords[username])
                 Membership.objects.get_or_create(user=user, tenant=tenant, defaults={"role": role})
-            db_path = Path(settings.SOURCE_ROOTS[0]) / "acme-shop.sqlite3"
+            db_path = demo_root / "acme-shop.sqlite3"
             make_demo_database(db_path)
             source, _ = BackupSource.objects.get_or_create(
                 tenant=tenant, name="Shop database", defaults={"kind": SourceKind.SQLITE, "path": str(db_path)}
             )
+            if source.path != str(db_path):  # seeded before tenants had their own roots
+                source.path = str(db_path)
+                source.save(update_fields=["path"])
             for spec in DEMO_SCHEDULES:
                 if not BackupSchedule.objects.filter(tenant=tenant, name=spec["name"]).exists():
                     schedule = BackupSchedule(tenant=tenant, **spec)
