@@ -177,6 +177,25 @@ def _raise_mapped(error: BaseException | None, root: Path) -> None:
     raise BackupError(ErrorCode.UNKNOWN, f"The folder could not be archived ({type(error).__name__}).")
 
 
+@contextmanager
+def archive_stream(root: Path, ctx: DumpContext) -> Iterator[BinaryIO]:
+    """The tar stream of the (already checked) folder `root`; raises on leaving if the archive failed."""
+    if not os.access(root, os.R_OK | os.X_OK):
+        raise BackupError(ErrorCode.PERMISSION_DENIED, f"Cannot read the folder {root} (permission denied).")
+    read_fd, write_fd = os.pipe()
+    writer = _ArchiveWriter(root, ctx, write_fd)
+    reader = _PipeReader(read_fd, writer)
+    writer.thread.start()
+    try:
+        yield reader  # type: ignore[misc]
+    finally:
+        # Closing our end makes a writer still blocked on the pipe fail and end.
+        reader.close()
+        writer.thread.join()
+    _raise_mapped(writer.error, root)
+    ctx.log(f"Archived {root}: {writer.counts.summary()}.")
+
+
 @register
 class DirectoryEngine(Engine):
     kind = "directory"
@@ -185,20 +204,8 @@ class DirectoryEngine(Engine):
     @contextmanager
     def dump(self, source: BackupSource, target: DumpTarget, ctx: DumpContext) -> Iterator[BinaryIO]:
         root = _existing_folder(source)
-        if not os.access(root, os.R_OK | os.X_OK):
-            raise BackupError(ErrorCode.PERMISSION_DENIED, f"Cannot read the folder {root} (permission denied).")
-        read_fd, write_fd = os.pipe()
-        writer = _ArchiveWriter(root, ctx, write_fd)
-        reader = _PipeReader(read_fd, writer)
-        writer.thread.start()
-        try:
-            yield reader  # type: ignore[misc]
-        finally:
-            # Closing our end makes a writer still blocked on the pipe fail and end.
-            reader.close()
-            writer.thread.join()
-        _raise_mapped(writer.error, root)
-        ctx.log(f"Archived {root}: {writer.counts.summary()}.")
+        with archive_stream(root, ctx) as stream:
+            yield stream
 
     def check_connection(self, source: BackupSource) -> CheckResult:
         try:
