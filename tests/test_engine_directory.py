@@ -213,7 +213,8 @@ def test_a_fifo_in_the_folder_is_skipped_and_logged(folder_source, folder) -> No
     os.mkfifo(folder / "a-pipe")
     stored, lines = back_up(folder_source)
     assert any("Skipped a-pipe" in line for line in lines)
-    assert "a-pipe" not in tarfile.open(fileobj=io.BytesIO(raw_tar(stored.key))).getnames()
+    with tarfile.open(fileobj=io.BytesIO(raw_tar(stored.key))) as archive:
+        assert "a-pipe" not in archive.getnames()
 
 
 def test_a_restore_refuses_an_existing_folder_unless_overwrite_is_confirmed(folder_source, folder) -> None:
