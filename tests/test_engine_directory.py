@@ -195,8 +195,17 @@ def test_an_unreadable_file_fails_the_backup_as_permission_denied() -> None:
 
         result = run_as_nobody(archive) if os.geteuid() == 0 else archive()
         assert result == "PERMISSION_DENIED: Cannot read secret.txt in the folder (permission denied)."
+        # An unreadable subfolder too.
+        os.chmod(base / "secret.txt", 0o644)
+        (base / "private").mkdir(mode=0o700)
+        os.chmod(base / "private", 0o000)
+        result = run_as_nobody(archive) if os.geteuid() == 0 else archive()
+        assert result == "PERMISSION_DENIED: Cannot read private in the folder (permission denied)."
     finally:
         os.chmod(base / "secret.txt", 0o600)
+        if (base / "private").exists():
+            os.chmod(base / "private", 0o700)
+            (base / "private").rmdir()
         for path in base.iterdir():
             path.unlink()
         base.rmdir()
@@ -232,17 +241,26 @@ def test_a_restore_refuses_an_existing_folder_unless_overwrite_is_confirmed(fold
     assert (existing / "keep.txt").read_text() == "mine"  # an overwrite replaces, it does not wipe
 
 
-def test_an_overwrite_never_writes_through_a_symlink_already_in_the_target(folder_source, folder, tmp_path) -> None:
+@pytest.mark.parametrize("planted", ["folder", "file"])
+def test_an_overwrite_never_writes_through_a_symlink_already_in_the_target(
+    folder_source, folder, tmp_path, planted
+) -> None:
     stored, _ = back_up(folder_source)
     outside = tmp_path / "outside"
     outside.mkdir()
+    (outside / "victim.txt").write_text("untouched")
     existing = folder.parent / "existing"
     existing.mkdir()
-    os.symlink(outside, existing / "docs")  # planted: docs/readme.txt would land outside
+    if planted == "folder":  # docs/readme.txt would land in `outside`
+        os.symlink(outside, existing / "docs")
+    else:  # writing docs/readme.txt would write victim.txt
+        (existing / "docs").mkdir()
+        os.symlink(outside / "victim.txt", existing / "docs" / "readme.txt")
     with pytest.raises(BackupError) as caught:
         restore(folder_source, stored.key, RestoreTarget(path=str(existing), overwrite=True))
     assert caught.value.code == ErrorCode.PERMISSION_DENIED
-    assert list(outside.iterdir()) == []
+    assert [p.name for p in outside.iterdir()] == ["victim.txt"]
+    assert (outside / "victim.txt").read_text() == "untouched"
 
 
 def malicious_archive(name: str) -> bytes:
