@@ -12,12 +12,13 @@ The rules are restic's ``forget`` (docs/retention.md has a worked example):
 * The rules are independent (restic, not borg): a set kept by one rule still
   counts for the others, and a set is kept if any rule keeps it.
 * Pinned sets are always kept; a pinned complete set also counts for the rules.
-* Partial sets (some items failed) count for no rule. One is kept while it is not
-  older than the oldest complete set the rules keep, deleted once it is: a
-  partial set within the retention window may be all there is of a source whose
-  other dump failed, and one outside it is older than everything the policy wants.
-  Pins do not stretch that window (else one pinned set from years ago would keep
-  every partial set since). With no complete set at all, every partial set is kept.
+* Incomplete sets (``complete`` false: partial sets, where some items failed, and
+  sets whose verification failed) count for no rule. One is kept while it is not
+  older than the oldest complete set the rules keep, deleted once it is: within
+  the retention window it may hold the only copy of a source whose other dump
+  failed; outside it, it is older than everything the policy wants. Pins do not
+  stretch that window (else one pinned set from years ago would keep every
+  incomplete set since). With no complete set at all, every incomplete set is kept.
 * The newest complete set is never deleted: ``keep_last`` is at least 1.
 
 Sets with the same ``created_at`` are ordered by their position in the input: the
@@ -35,10 +36,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 KeyT = TypeVar("KeyT", bound=Hashable)
 
 PINNED = "pinned"
-PARTIAL_IN_WINDOW = "partial, not older than the oldest kept complete set"
-PARTIAL_ALONE = "partial, no complete set to replace it"
+PARTIAL_IN_WINDOW = "incomplete, not older than the oldest kept complete set"
+PARTIAL_ALONE = "incomplete, no complete set to replace it"
 NOT_KEPT = "kept by no rule"
-PARTIAL_OUTSIDE = "partial, older than the oldest kept complete set"
+PARTIAL_OUTSIDE = "incomplete, older than the oldest kept complete set"
 
 
 class SetInfo(NamedTuple, Generic[KeyT]):
