@@ -66,6 +66,18 @@ def test_the_worked_example_of_the_docs() -> None:
     }
     assert len(decision.deleted) == len(sets) - 6
     assert policy.describe() == "last 2, daily 3, weekly 2, monthly 3"
+    # The same nights with the 25th partial.
+    sets = [(key, when, key != "2026-11-25", pinned) for key, when, _, pinned in sets]
+    decision = select_kept(sets, policy, "Europe/Berlin")
+    assert decision.kept == {
+        "2026-11-26": ("last 2", "daily 2026-11-26", "weekly 2026-W48", "monthly 2026-11"),
+        "2026-11-25": (PARTIAL_IN_WINDOW,),
+        "2026-11-24": ("last 2", "daily 2026-11-24"),
+        "2026-11-23": ("daily 2026-11-23",),
+        "2026-11-22": ("weekly 2026-W47",),
+        "2026-10-31": ("monthly 2026-10",),
+        "2026-09-30": ("monthly 2026-09",),
+    }
 
 
 def test_rules_count_periods_that_have_a_set_not_calendar_periods_from_today() -> None:
