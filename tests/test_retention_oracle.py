@@ -127,9 +127,9 @@ def oracle(sets: list[tuple[int, datetime, bool, bool]], policy: Policy, zone_na
     for key, created_at, is_complete, pinned in sets:
         if not is_complete:
             if not kept_complete_times:
-                kept.setdefault(key, set()).add("partial, no complete set to replace it")
+                kept.setdefault(key, set()).add("incomplete, no complete set to replace it")
             elif any(t <= created_at for t in kept_complete_times):
-                kept.setdefault(key, set()).add("partial, not older than the oldest kept complete set")
+                kept.setdefault(key, set()).add("incomplete, not older than the oldest kept complete set")
         if pinned:
             kept.setdefault(key, set()).add("pinned")
     deleted = {s[0] for s in sets} - set(kept)
