@@ -9,8 +9,8 @@ from django.utils import timezone
 
 from backups.models import BackupSet
 from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, ScheduleKind, ScheduleSource, Trigger
+from scheduling.presentation import describe_cadence
 from scheduling.runs import run_now
-from scheduling.views.schedules import describe_cadence
 from tenants.models import AuditAction, AuditLog
 from tests.helpers import make_stored_set
 
@@ -53,17 +53,23 @@ def assert_login_redirect(response) -> None:
 
 
 def test_a_daily_cadence_reads_with_its_time_and_zone(schedule) -> None:
-    assert describe_cadence(schedule) == "Daily at 02:30 (Europe/Berlin)"
+    assert describe_cadence(schedule) == "At 02:30 every day, Europe/Berlin"
 
 
 def test_a_weekly_cadence_names_its_days() -> None:
-    schedule = BackupSchedule(kind=ScheduleKind.WEEKLY, weekdays=[3, 0], time_of_day=time(3, 0), timezone="UTC")
-    assert describe_cadence(schedule) == "Weekly on Mon, Thu at 03:00 (UTC)"
+    schedule = BackupSchedule(
+        kind=ScheduleKind.WEEKLY, weekdays=[3, 0], time_of_day=time(2, 30), timezone="Europe/Berlin"
+    )
+    assert describe_cadence(schedule) == "At 02:30 on Monday and Thursday, Europe/Berlin"
+    schedule.weekdays = [4, 0, 2]
+    assert describe_cadence(schedule) == "At 02:30 on Monday, Wednesday and Friday, Europe/Berlin"
 
 
 def test_a_cron_cadence_shows_the_expression_and_its_meaning() -> None:
     schedule = BackupSchedule(kind=ScheduleKind.CRON, cron="*/2 * * * *", timezone="UTC")
-    assert describe_cadence(schedule) == "Cron <code>*/2 * * * *</code> (UTC): every 2 minutes"
+    assert describe_cadence(schedule) == "Every 2 minutes, UTC <code>*/2 * * * *</code>"
+    schedule.cron = "30 2 * * 1-5"
+    assert describe_cadence(schedule) == "At 02:30, Monday through Friday, UTC <code>30 2 * * 1-5</code>"
 
 
 def test_a_cron_expression_is_escaped() -> None:
@@ -72,8 +78,10 @@ def test_a_cron_expression_is_escaped() -> None:
 
 
 def test_an_every_n_hours_cadence_says_how_often() -> None:
-    assert describe_cadence(BackupSchedule(kind=ScheduleKind.EVERY_N_HOURS, every_hours=6)) == "Every 6 hours"
-    assert describe_cadence(BackupSchedule(kind=ScheduleKind.EVERY_N_HOURS, every_hours=1)) == "Every hour"
+    schedule = BackupSchedule(kind=ScheduleKind.EVERY_N_HOURS, every_hours=6, time_of_day=time(1, 0), timezone="UTC")
+    assert describe_cadence(schedule) == "Every 6 hours from 01:00, UTC"
+    schedule.every_hours = 1
+    assert describe_cadence(schedule) == "Every hour from 01:00, UTC"
 
 
 # ------------------------------------------------------------------ list
@@ -84,7 +92,7 @@ def test_the_list_shows_schedules_to_a_readonly_member(client, rita, tenant, sch
     response = client.get(f"/t/{tenant.code}/schedules/")
     assert response.status_code == 200
     assert "Nightly" in response.text
-    assert "Daily at 02:30 (Europe/Berlin)" in response.text
+    assert "At 02:30 every day, Europe/Berlin" in response.text
     assert "UTC" in response.text and "(Europe/Berlin)" in response.text
     assert "Never run" in response.text
 
@@ -171,7 +179,7 @@ def test_the_detail_shows_fields_upcoming_slots_history_and_sets(client, rita, s
     client.force_login(rita)
     response = client.get(f"/schedules/{schedule.code}/")
     assert response.status_code == 200
-    assert "Daily at 02:30 (Europe/Berlin)" in response.text
+    assert "At 02:30 every day, Europe/Berlin" in response.text
     assert response.context["upcoming"] and len(response.context["upcoming"]) == 5
     assert response.text.count("<li><time") == 5
     assert backup_set.items.get().sha256 in response.text
