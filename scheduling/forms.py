@@ -80,7 +80,7 @@ class ScheduleForm(TimingFieldsMixin, forms.ModelForm):
         choices=WEEKDAY_CHOICES, coerce=int, required=False, widget=forms.CheckboxSelectMultiple
     )
     time_of_day = forms.TimeField(widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"))
-    timezone = forms.CharField(max_length=64, initial="UTC")
+    timezone = forms.CharField(max_length=64, initial="UTC", label="Time zone")
 
     class Meta:
         model = BackupSchedule
@@ -124,7 +124,7 @@ class TimingForm(TimingFieldsMixin, forms.ModelForm):
         choices=WEEKDAY_CHOICES, coerce=int, required=False, widget=forms.CheckboxSelectMultiple
     )
     time_of_day = forms.TimeField(widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"))
-    timezone = forms.CharField(max_length=64)
+    timezone = forms.CharField(max_length=64, label="Time zone")
 
     class Meta:
         model = BackupSchedule

@@ -788,3 +788,16 @@ def test_a_rejected_submission_shows_an_unneeded_field_that_has_an_error(client,
     assert '<div class="field field-every_hours">' in response.text
     assert '<div class="field field-cron" data-unneeded>' in response.text
     assert "N must be between 1 and 168 hours." in response.text
+
+
+def test_the_preview_of_a_utc_schedule_shows_one_column(client, mia, tenant, source) -> None:
+    client.force_login(mia)
+    response = client.post(f"/t/{tenant.code}/schedules/preview/", valid_data(source, timezone="UTC"))
+    assert len(preview_slots(response.text)) == 5
+    assert response.text.count("<th ") == 1
+
+
+def test_the_detail_run_now_button_posts_with_htmx(client, bob, schedule) -> None:
+    client.force_login(bob)
+    text = client.get(f"/schedules/{schedule.code}/").text
+    assert f'hx-post="/schedules/{schedule.code}/run/" hx-swap="none"' in text
