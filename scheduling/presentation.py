@@ -70,7 +70,7 @@ def relative(instant: datetime | None, now: datetime) -> str:
     if instant is None:
         return ""
     delta = instant - now
-    future = delta >= timedelta(0)
+    future = delta > timedelta(0)  # this very instant has passed, not come
     seconds = abs(delta.total_seconds())
     if seconds < 60:
         return "in under a minute" if future else "just now"

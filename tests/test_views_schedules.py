@@ -552,6 +552,7 @@ def test_relative_times_read_as_the_largest_whole_unit() -> None:
     assert relative(now + timedelta(seconds=20), now) == "in under a minute"
     assert relative(now - timedelta(minutes=5), now) == "5 minutes ago"
     assert relative(now - timedelta(seconds=5), now) == "just now"
+    assert relative(now, now) == "just now"  # was "in under a minute"
     assert relative(None, now) == ""
 
 
@@ -801,3 +802,30 @@ def test_the_detail_run_now_button_posts_with_htmx(client, bob, schedule) -> Non
     client.force_login(bob)
     text = client.get(f"/schedules/{schedule.code}/").text
     assert f'hx-post="/schedules/{schedule.code}/run/" hx-swap="none"' in text
+
+
+def test_the_list_and_the_detail_reject_post(client, mia, tenant, schedule) -> None:
+    client.force_login(mia)
+    assert client.post(f"/t/{tenant.code}/schedules/").status_code == 405
+    assert client.post(f"/schedules/{schedule.code}/").status_code == 405
+
+
+def test_the_form_pages_reject_other_methods(client, mia, tenant, schedule) -> None:
+    client.force_login(mia)
+    assert client.put(f"/t/{tenant.code}/schedules/new/").status_code == 405
+    assert client.put(f"/schedules/{schedule.code}/edit/").status_code == 405
+    assert client.put(f"/schedules/{schedule.code}/delete/").status_code == 405
+    assert BackupSchedule.objects.filter(pk=schedule.pk).exists()
+
+
+def test_a_slot_in_the_past_reads_as_due(client, rita, tenant, schedule) -> None:
+    from datetime import timedelta
+
+    import time_machine
+
+    client.force_login(rita)
+    now = timezone.now()
+    BackupSchedule.objects.filter(pk=schedule.pk).update(next_run_at=now - timedelta(minutes=5))
+    with time_machine.travel(now, tick=False):
+        text = client.get(f"/t/{tenant.code}/schedules/").text
+    assert '<span class="relative">due, 5 minutes ago</span>' in text

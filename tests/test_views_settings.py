@@ -3,6 +3,7 @@ from __future__ import annotations
 from datetime import time
 from zoneinfo import ZoneInfo
 
+import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -71,10 +72,12 @@ def test_a_manager_gets_a_form_per_schedule(client, mia, tenant, schedule, sourc
 
 
 def test_the_status_shows_the_last_result_and_an_active_run(client, rita, tenant, schedule) -> None:
-    BackupSchedule.objects.filter(pk=schedule.pk).update(last_run_at=timezone.now(), last_status=RunStatus.FAILED)
+    now = timezone.now()
+    BackupSchedule.objects.filter(pk=schedule.pk).update(last_run_at=now, last_status=RunStatus.FAILED)
     run_now(schedule, actor=None)
     client.force_login(rita)
-    text = client.get(settings_url(tenant)).text
+    with time_machine.travel(now, tick=False):
+        text = client.get(settings_url(tenant)).text
     assert 'class="badge badge-failed">Failed<' in text
     assert "just now" in text
     assert 'Now: <span class="badge badge-queued">Queued</span>' in text

@@ -15,7 +15,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
 
 from backups.models import BackupSet
@@ -50,7 +50,11 @@ def upcoming_slots(schedule: BackupSchedule, now: datetime) -> list[datetime]:
 def decorate(schedule: BackupSchedule, now: datetime) -> BackupSchedule:
     """What a row or a settings block shows besides the fields (no queries)."""
     schedule.cadence_text = describe_cadence(schedule)  # type: ignore[attr-defined]
-    schedule.next_relative = relative(schedule.next_run_at, now)  # type: ignore[attr-defined]
+    next_in = relative(schedule.next_run_at, now)
+    # A slot in the past is due and waits for the dispatcher (off, or catching up).
+    if schedule.next_run_at is not None and schedule.next_run_at < now:
+        next_in = f"due, {next_in}"
+    schedule.next_relative = next_in  # type: ignore[attr-defined]
     schedule.last_relative = relative(schedule.last_run_at, now)  # type: ignore[attr-defined]
     return schedule
 
@@ -90,6 +94,7 @@ def list_context(request: AuthedRequest, tenant: Tenant) -> dict[str, Any]:
     )
 
 
+@require_safe
 @vary_on_headers("HX-Request")
 @login_required
 def schedule_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
@@ -106,6 +111,7 @@ def bulk_choices(role: str) -> list[tuple[str, str]]:
     return actions_for(role)
 
 
+@require_safe
 @vary_on_headers("HX-Request")
 @login_required
 def schedule_detail(request: AuthedRequest, code: UUID) -> HttpResponse:

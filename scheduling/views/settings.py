@@ -13,7 +13,7 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
 
 from lib.slots import all_zone_names
@@ -78,7 +78,7 @@ def block(schedule: BackupSchedule, form: TimingForm | None, active_status: str 
     return {"schedule": schedule, "form": form, "active": active_status}
 
 
-@require_GET
+@require_safe
 @vary_on_headers("HX-Request")
 @login_required
 def tenant_settings(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
