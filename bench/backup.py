@@ -67,9 +67,7 @@ def drop_database(url: str, name: str) -> None:
 def time_raw(url: str, name: str, scratch: Path) -> tuple[float, int]:
     host, port, user = _server(url)
     target = scratch / "raw.dump.zst"
-    command = (
-        f"set -o pipefail; pg_dump -Fc -Z0 -h {host} -p {port} -U {user} {name} | zstd -3 -q -f -o {target}"
-    )
+    command = f"set -o pipefail; pg_dump -Fc -Z0 -h {host} -p {port} -U {user} {name} | zstd -3 -q -f -o {target}"
     started = time.perf_counter()
     subprocess.run(["bash", "-c", command], check=True)
     elapsed = time.perf_counter() - started
