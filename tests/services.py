@@ -124,8 +124,9 @@ def mariadb_database(prefix: str = "bt") -> Iterator[str]:
 @contextmanager
 def mariadb_user(password: str, grants: str = "", options: str = "", prefix: str = "bt_user") -> Iterator[str]:
     name = unique_name(prefix)
-    mariadb(f"CREATE USER '{name}'@'%' IDENTIFIED BY '{password}' {options}")
-    mariadb(f"CREATE USER '{name}'@'localhost' IDENTIFIED BY '{password}' {options}")
+    literal = password.replace("\\", "\\\\").replace("'", "\\'")
+    mariadb(f"CREATE USER '{name}'@'%' IDENTIFIED BY '{literal}' {options}")
+    mariadb(f"CREATE USER '{name}'@'localhost' IDENTIFIED BY '{literal}' {options}")
     try:
         for grant in filter(None, grants.split(";")):
             mariadb(grant.replace("{user}", name))

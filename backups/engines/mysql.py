@@ -48,10 +48,14 @@ _ERRORS: list[tuple[re.Pattern[str], ErrorCode, str]] = [
     ),
     (
         # 1044: the user exists and logged in, but may not use this database.
-        re.compile(r"\b(1044|1142|1143|1227|1370)\b|command denied|Access denied for user [^\n]* to database", re.I),
+        re.compile(
+            r"\b(1044|1142|1143|1227|1370)\b|command denied|Access denied for user [^\n]* to database"
+            r"|insufficient privileges",
+            re.I,
+        ),
         ErrorCode.PERMISSION_DENIED,
-        "The user lacks a privilege the backup needs (SELECT, SHOW VIEW, TRIGGER, EVENT and LOCK TABLES"
-        " on the database): grant them.",
+        "The user lacks a privilege the backup needs: SELECT, SHOW VIEW, TRIGGER, EVENT and LOCK TABLES"
+        " on the database, and SELECT on mysql.proc for routines another user defined. Grant them.",
     ),
     (
         re.compile(r"\b(1045|1698)\b|Access denied for user", re.I),
@@ -153,7 +157,6 @@ class MysqlEngine(Engine):
             f"user={_option_value(source.username)}",
             f"password={_option_value(password)}",
             "protocol=TCP",  # "localhost" would otherwise mean the Unix socket, not the port
-            f"connect-timeout={CONNECT_TIMEOUT}",
             "default-character-set=utf8mb4",
         ]
         with secret_folder() as folder:
@@ -169,7 +172,7 @@ class MysqlEngine(Engine):
 
     def _client(self, source: BackupSource, sql: str, deadline: float | None, what: str, database: str = "") -> str:
         tool = find_tool("mariadb", "mysql")
-        options = ["--batch", "--skip-column-names", "--execute", sql]
+        options = ["--batch", "--skip-column-names", f"--connect-timeout={CONNECT_TIMEOUT}", "--execute", sql]
         if database:
             options.append(f"--database={database}")
         with self._call(source, tool, options, [], what, deadline) as call:
