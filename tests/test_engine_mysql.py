@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import socket
 import stat
 import subprocess
@@ -32,7 +33,8 @@ from tests.services import (
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db]
 
-SLEEP = "SELECT SLEEP(60)"
+# Unique per run, so cleaning up never ends a colleague's query.
+SLEEP = f"SELECT SLEEP({60 + random.randint(1, 999) / 1000})"
 PASSWORD = 'Sec"ret\\ my;sql #pw'
 
 SCHEMA = r"""
@@ -99,8 +101,7 @@ def make_source(
         port=port,
         username=user,
         database=database,
-        tls_mode="prefer",
-        **fields,
+        **{"tls_mode": "prefer", **fields},
     )
     source.set_password(password)
     source.save()
@@ -369,3 +370,12 @@ def test_check_connection_reports_success_and_failure(tenant, shop_db) -> None:
     with mariadb_user(PASSWORD) as user:
         result = engine.check_connection(make_source(tenant, shop_db, user=user, password="wrong"))
     assert not result.ok and result.error_code == ErrorCode.AUTH_FAILED
+
+
+def test_a_source_that_requires_tls_fails_rather_than_connect_in_plain_text(tenant, shop_db) -> None:
+    if mariadb("SHOW VARIABLES LIKE 'have_ssl'").split()[1] == "YES":
+        pytest.skip("this MariaDB server offers TLS; the test needs one without")
+    for mode in ("require", "verify-full"):
+        source = make_source(tenant, shop_db, tls_mode=mode)
+        error = expect_error(ErrorCode.CONNECTION_FAILED, source, shop_db)
+        assert "TLS" in error.message

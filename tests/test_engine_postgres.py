@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import os
 import socket
 import stat
 import time
@@ -86,8 +85,7 @@ def make_source(tenant, database: str = "", user: str = "postgres", port: int = 
         port=port,
         username=user,
         database=database,
-        tls_mode="disable",
-        **fields,
+        **{"tls_mode": "disable", **fields},
     )
     # The server trusts 127.0.0.1, so this password is never checked; it still travels
     # the whole way (and must never show up anywhere).
@@ -335,10 +333,19 @@ def test_check_connection_reports_success_and_unreadable_tables(tenant, shop_db)
     assert not result.ok and result.error_code == ErrorCode.CONNECTION_FAILED
 
 
-def test_a_worker_pgpassfile_in_the_environment_is_not_used(tenant, shop_db, tmp_path, monkeypatch) -> None:
-    # The worker's own libpq settings must not leak into a tenant's connection.
+def test_the_workers_own_libpq_variables_are_not_used(tenant, shop_db, monkeypatch) -> None:
+    # PGPORT pointing nowhere and another PGDATABASE: the tenant's settings must win.
     monkeypatch.setenv("PGDATABASE", "postgres")
     monkeypatch.setenv("PGPORT", str(closed_port()))
-    stored = back_up(make_source(tenant, shop_db), shop_db)
-    assert stored.size > 0
-    assert os.environ["PGPORT"] != str(PG_PORT)
+    monkeypatch.setenv("PGPASSWORD", "worker-password")
+    log: list[str] = []
+    stored = back_up(make_source(tenant, shop_db), shop_db, context(log=log))
+    with storage.open_decompressed(stored.key) as stream:
+        assert "3 table(s)" in engine_for("postgres").verify_stream(stream, context())
+
+
+def test_a_source_that_requires_tls_fails_rather_than_connect_in_plain_text(tenant, shop_db) -> None:
+    if pg_execute("SHOW ssl") == [("on",)]:
+        pytest.skip("this PostgreSQL server offers TLS; the test needs one without")
+    error = expect_error(ErrorCode.CONNECTION_FAILED, make_source(tenant, shop_db, tls_mode="require"), shop_db)
+    assert "TLS" in error.message

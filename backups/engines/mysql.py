@@ -123,10 +123,13 @@ def _is_mariadb(tool: str) -> bool:
 
 def _tls_options(tool: str, mode: str) -> list[str]:
     if _is_mariadb(tool):
+        # MariaDB's tools have TLS on by default but fall back to plain text when the
+        # server has none, `--ssl` included; only --ssl-verify-server-cert refuses to.
+        # So "required" verifies too: never a silent downgrade to plain text.
         return {
             "disable": ["--skip-ssl"],
             "prefer": [],
-            "require": ["--ssl"],
+            "require": ["--ssl", "--ssl-verify-server-cert"],
             "verify-full": ["--ssl", "--ssl-verify-server-cert"],
         }.get(mode, [])
     return {

@@ -103,14 +103,20 @@ class _Tail:
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.data = bytearray()
+        self.dropped = 0
 
     def add(self, chunk: bytes) -> None:
         self.data += chunk
         if len(self.data) > 2 * self.limit:
+            self.dropped += len(self.data) - self.limit
             del self.data[: len(self.data) - self.limit]
 
     def text(self) -> str:
         return bytes(self.data[-self.limit :]).decode("utf-8", "replace")
+
+    @property
+    def complete(self) -> bool:
+        return self.dropped == 0 and len(self.data) <= self.limit
 
 
 class Process:
@@ -253,10 +259,15 @@ def dump_stream(call: ToolCall) -> Iterator[BinaryIO]:
         raise BackupError(ErrorCode.UNKNOWN, f"The {call.what} was not read to its end.")
 
 
-def run_tool(call: ToolCall, stdin: BinaryIO | None = None, output_limit: int = STDERR_LIMIT) -> str:
+OUTPUT_LIMIT = 16 * 1024 * 1024
+
+
+def run_tool(call: ToolCall, stdin: BinaryIO | None = None, output_limit: int = OUTPUT_LIMIT) -> str:
     """Run a tool to completion, feeding it `stdin` (a stream) if given.
 
-    Returns the tail of its stdout (decoded); raises BackupError if it failed."""
+    Returns its stdout (decoded); raises BackupError if it failed. Output beyond
+    `output_limit` is an error, never cut silently: a cut list of databases would
+    quietly leave databases out of every backup."""
     process = Process(call, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
     stdout = _Tail(output_limit)
     feed_error: list[BaseException] = []
@@ -299,4 +310,6 @@ def run_tool(call: ToolCall, stdin: BinaryIO | None = None, output_limit: int = 
             raise exc
         raise BackupError(ErrorCode.UNKNOWN, f"The backup file could not be read: {exc}.") from None
     process.check(status)
+    if not stdout.complete:
+        raise BackupError(ErrorCode.UNKNOWN, f"The {call.what} printed more than {output_limit} bytes; stopped.")
     return stdout.text()
