@@ -294,15 +294,16 @@ def holding(sql: str, user: str = "root", password: str = "", database: str = ""
     argv += ["--protocol=TCP", "--batch"] + ([f"--database={database}"] if database else [])
     env = {**os.environ, "MYSQL_PWD": password} if password else None
     holder = subprocess.Popen(
-        [*argv, "-e", sql], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
+        [*argv, "-e", sql], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL
     )
     try:
-        for _ in range(200):
-            if mariadb(f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = '{SLEEP}'").strip() != "0":
-                break
+        started = time.monotonic()
+        while mariadb(f"SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO = '{SLEEP}'").strip() == "0":
+            if holder.poll() is not None:
+                pytest.fail(f"the holding connection ended: {holder.stderr.read()!r}")  # type: ignore[union-attr]
+            if time.monotonic() - started > 60:
+                pytest.fail("the holding connection did not start within a minute")
             time.sleep(0.05)
-        else:
-            pytest.fail("the holding connection never started")
         yield
     finally:
         holder.kill()
@@ -324,7 +325,7 @@ def test_a_user_over_max_user_connections_fails_as_throttled(tenant, shop_db) ->
 
 
 def test_a_dump_blocked_by_a_lock_past_the_deadline_is_killed_as_timeout(tenant, shop_db) -> None:
-    with holding("LOCK TABLES customers WRITE; SELECT SLEEP(60)", database=shop_db):
+    with holding(f"LOCK TABLES customers WRITE; {SLEEP}", database=shop_db):
         error = expect_error(ErrorCode.TIMEOUT, make_source(tenant, shop_db), shop_db, context(seconds=1.5))
     assert "time limit" in error.message
 
