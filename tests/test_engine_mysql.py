@@ -380,3 +380,39 @@ def test_a_source_that_requires_tls_fails_rather_than_connect_in_plain_text(tena
         source = make_source(tenant, shop_db, tls_mode=mode)
         error = expect_error(ErrorCode.CONNECTION_FAILED, source, shop_db)
         assert "TLS" in error.message
+
+
+HEADER = b"-- MariaDB dump 10.19  Distrib 10.11.19-MariaDB\n"
+TRAILER = b"\n-- Dump completed\n"
+
+
+def test_the_sql_check_follows_strings_comments_and_delimiters_like_the_client() -> None:
+    # No server needed: the tricky shapes a dump can take, accepted ...
+    good = (
+        HEADER
+        + b"INSERT INTO `t` VALUES (1,'a;b -- c /* d','it''s','back\\\\slash\\';'),\n(2,\"q;\\\"\",NULL);\n"
+        + b"INSERT INTO `t` VALUES (3,'a string\nover two lines;');\n"
+        + b"/*!40101 SET NAMES utf8mb4 */;\n"
+        + b"DELIMITER ;;\n/*!50003 CREATE*/ /*!50003 TRIGGER x BEFORE INSERT ON t FOR EACH ROW SET @a = ';' */;;\n"
+        + b"DELIMITER ;\n"
+        + TRAILER
+    )
+    check = check_sql_dump(io.BytesIO(good))
+    assert (check.statements, check.inserts) == (4, 2)
+    # ... and cut anywhere, refused: for want of the trailer, and even with a trailer
+    # added, unless the cut fell exactly between two statements.
+    for cut in range(len(HEADER), len(good) - len(TRAILER)):
+        with pytest.raises(BackupError):
+            check_sql_dump(io.BytesIO(good[:cut]))
+        prefix = good[:cut]
+        if prefix == HEADER or prefix.rstrip().endswith(b";") or prefix.rsplit(b"\n", 1)[-1].startswith(b"DELIMITER "):
+            continue
+        with pytest.raises(BackupError):
+            check_sql_dump(io.BytesIO(prefix + TRAILER))
+
+
+def test_a_long_unterminated_string_is_refused_without_backtracking() -> None:
+    # Atomic groups in the scanner: this would take exponential time with plain groups.
+    endless = HEADER + b"INSERT INTO `t` VALUES (1,'" + b"ab\\'cd''" * 100_000 + TRAILER
+    with pytest.raises(BackupError, match="ends inside a string"):
+        check_sql_dump(io.BytesIO(endless))

@@ -312,6 +312,13 @@ _DQUOTE = re.compile(rb'(?:[^"\\]+|\\.|"")*', re.S)
 _BACKTICK = re.compile(rb"(?:[^`]+|``)*")
 _WORD = re.compile(rb"\s*(?:/\*M?!\d*)?\s*([A-Za-z]+)")
 _NON_BLANK = re.compile(rb"\S")
+# Inside a statement with the ";" delimiter: everything up to the next token that needs a
+# decision (";", a comment, or a string left open at the end of the line), whole strings
+# included, in one call. Atomic groups (Python 3.11): an unterminated string cannot backtrack.
+_PLAIN_RUN = re.compile(
+    rb"""(?>[^'"`;#/\-]+|'(?>[^'\\]+|\\.|'')*+'|"(?>[^"\\]+|\\.|"")*+"|`(?>[^`]+|``)*+`|-(?!-\s)|/(?!\*))*+""",
+    re.S,
+)
 _DELIMITER_LINE = re.compile(rb"^DELIMITER\s+(\S+)\s*$", re.I)
 
 
@@ -372,6 +379,8 @@ class SqlDumpCheck:
                 position = start.start()
                 if not line.startswith((b"/*", b"-- ", b"--\n", b"--\t", b"--\r", b"#"), position):
                     self._statement_starts(line, position)
+            if self.delimiter == b";":
+                position = _PLAIN_RUN.match(line, position).end()  # type: ignore[union-attr]
             match = self._token.search(line, position)
             if match is None:
                 return
