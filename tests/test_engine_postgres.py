@@ -349,3 +349,41 @@ def test_a_source_that_requires_tls_fails_rather_than_connect_in_plain_text(tena
         pytest.skip("this PostgreSQL server offers TLS; the test needs one without")
     error = expect_error(ErrorCode.CONNECTION_FAILED, make_source(tenant, shop_db, tls_mode="require"), shop_db)
     assert "TLS" in error.message
+
+
+def test_a_schedule_of_a_postgres_source_runs_through_the_queue_and_keeps_the_password_out(
+    tenant, shop_db, django_capture_on_commit_callbacks
+) -> None:
+    from scheduling.models import BackupScheduleRun, RunStatus
+    from scheduling.runs import run_now
+    from tests.helpers import execute, make_schedule, queued_tasks
+
+    source = make_source(tenant, shop_db)
+    schedule = make_schedule(tenant, source, name="Nightly PG", keep_last=3)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_now(schedule, actor=None)
+    (task,) = queued_tasks()
+    assert PASSWORD not in repr(task)  # the task carries the run's code only
+    assert execute(task) == "succeeded"
+    run = BackupScheduleRun.objects.get()
+    assert run.status == RunStatus.SUCCEEDED and PASSWORD not in run.log
+    item = run.backup_set.items.get()
+    with storage.open_decompressed(item.storage_key) as stream:
+        assert "3 table(s)" in engine_for("postgres").verify_stream(stream, context())
+
+
+def test_a_failing_postgres_run_records_the_code_and_no_secret(
+    tenant, shop_db, django_capture_on_commit_callbacks
+) -> None:
+    from scheduling.models import BackupScheduleRun, RunStatus
+    from scheduling.runs import run_now
+    from tests.helpers import drain, make_schedule
+
+    source = make_source(tenant, PASSWORD)  # a database named like the password: the server echoes it
+    schedule = make_schedule(tenant, source, name="Nightly PG", keep_last=3)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_now(schedule, actor=None)
+    assert drain() == [ErrorCode.SOURCE_NOT_FOUND]
+    run = BackupScheduleRun.objects.get()
+    assert run.status == RunStatus.FAILED and run.error_code == ErrorCode.SOURCE_NOT_FOUND
+    assert PASSWORD not in run.log and PASSWORD not in run.error_message

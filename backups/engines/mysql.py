@@ -20,7 +20,15 @@ from functools import lru_cache
 from typing import TYPE_CHECKING, BinaryIO
 
 from backups.engines.base import CheckResult, DumpContext, DumpTarget, Engine, RestoreTarget
-from backups.engines.process import ToolCall, dump_stream, find_tool, run_tool, secret_folder, write_secret_file
+from backups.engines.process import (
+    ToolCall,
+    dump_stream,
+    find_tool,
+    run_tool,
+    scrub,
+    secret_folder,
+    write_secret_file,
+)
 from backups.engines.registry import register
 from backups.errors import BackupError, ErrorCode
 from backups.secrets import SecretError
@@ -83,6 +91,14 @@ _ERRORS: list[tuple[re.Pattern[str], ErrorCode, str]] = [
         "The database server ran out of disk space.",
     ),
 ]
+
+
+def _secrets(source: BackupSource) -> list[str]:
+    """What our own log lines must not show (a database could be named like the password)."""
+    try:
+        return [source.get_password()]
+    except SecretError:
+        return []
 
 
 def map_error(stderr: str) -> tuple[ErrorCode, str]:
@@ -187,7 +203,7 @@ class MysqlEngine(Engine):
         deadline = min(filter(None, [ctx.deadline, time.monotonic() + CHECK_SECONDS]))
         output = self._client(source, "SHOW DATABASES", deadline, "database discovery (mariadb)")
         names = sorted(name for name in output.splitlines() if name and name.lower() not in SYSTEM_SCHEMAS)
-        ctx.log(f"Found {len(names)} database(s) on the server: {', '.join(names) or 'none'}.")
+        ctx.log(scrub(f"Found {len(names)} database(s) on the server: {', '.join(names) or 'none'}.", _secrets(source)))
         if not names:
             raise BackupError(ErrorCode.SOURCE_NOT_FOUND, "The server has no database this user can see.")
         return [DumpTarget(label=f"{source.name} / {name}", database=name) for name in names]
@@ -207,7 +223,7 @@ class MysqlEngine(Engine):
         what = f"mariadb-dump of “{database}”"
         # "--": a database named like an option stays a name.
         with self._call(source, tool, options, ["--", database], what, ctx.deadline) as call:
-            ctx.log(f"{what} on {source.host}:{source.port or DEFAULT_PORT} as {source.username}.")
+            ctx.log(scrub(f"{what} on {source.host}:{source.port or DEFAULT_PORT} as {source.username}.", call.secrets))
             with dump_stream(call) as stream:
                 yield stream
 
@@ -268,7 +284,7 @@ class MysqlEngine(Engine):
         options = ["--batch", "--binary-mode", f"--database={name}"]
         with self._call(source, tool, options, [], f"restore into “{name}” (mariadb)", ctx.deadline) as call:
             run_tool(call, stdin=stream)
-        ctx.log(f"Restored into the database “{name}”.")
+        ctx.log(scrub(f"Restored into the database “{name}”.", _secrets(source)))
         return f"Restored into {'the emptied' if to.overwrite else 'new'} database “{name}”."
 
 

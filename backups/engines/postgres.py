@@ -19,7 +19,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from backups.engines.base import CheckResult, DumpContext, DumpTarget, Engine, RestoreTarget
-from backups.engines.process import ToolCall, dump_stream, find_tool, run_tool, secret_folder, write_secret_file
+from backups.engines.process import (
+    ToolCall,
+    dump_stream,
+    find_tool,
+    run_tool,
+    scrub,
+    secret_folder,
+    write_secret_file,
+)
 from backups.engines.registry import register
 from backups.errors import BackupError, ErrorCode
 from backups.secrets import SecretError
@@ -88,6 +96,14 @@ _ERRORS: list[tuple[re.Pattern[str], ErrorCode, str]] = [
         "The database server ran out of disk space.",
     ),
 ]
+
+
+def _secrets(source: BackupSource) -> list[str]:
+    """What our own log lines must not show (a database could be named like the password)."""
+    try:
+        return [source.get_password()]
+    except SecretError:
+        return []
 
 
 def map_error(stderr: str) -> tuple[ErrorCode, str]:
@@ -176,7 +192,7 @@ class PostgresEngine(Engine):
         deadline = min(filter(None, [ctx.deadline, time.monotonic() + CHECK_SECONDS]))
         output = self._psql(source, DISCOVER_SQL, "postgres", deadline, "database discovery (psql)")
         names = [line for line in output.splitlines() if line]
-        ctx.log(f"Found {len(names)} database(s) on the server: {', '.join(names) or 'none'}.")
+        ctx.log(scrub(f"Found {len(names)} database(s) on the server: {', '.join(names) or 'none'}.", _secrets(source)))
         if not names:
             raise BackupError(ErrorCode.SOURCE_NOT_FOUND, "The server has no database this user can connect to.")
         return [DumpTarget(label=f"{source.name} / {name}", database=name) for name in names]
@@ -187,7 +203,8 @@ class PostgresEngine(Engine):
         argv = [find_tool("pg_dump"), "-w", "--format=custom", "--compress=0"]
         what = f"pg_dump of “{database}”"
         with self._call(source, argv, what, database, ctx.deadline) as call:
-            ctx.log(f"pg_dump of “{database}” on {source.host}:{source.port or DEFAULT_PORT} as {source.username}.")
+            say = f"pg_dump of “{database}” on {source.host}:{source.port or DEFAULT_PORT} as {source.username}."
+            ctx.log(scrub(say, call.secrets))
             with dump_stream(call) as stream:
                 yield stream
 
@@ -261,7 +278,7 @@ class PostgresEngine(Engine):
         argv.append(f"--dbname={_conninfo_dbname(name)}")
         with self._call(source, argv, f"pg_restore into “{name}”", name, deadline) as call:
             run_tool(call, stdin=stream)
-        ctx.log(f"Restored into the {'new' if created else 'existing'} database “{name}”.")
+        ctx.log(scrub(f"Restored into the {'new' if created else 'existing'} database “{name}”.", _secrets(source)))
         return f"Restored into {'new' if created else 'existing'} database “{name}”."
 
     def _create_database(self, source: BackupSource, name: str, overwrite: bool, deadline: float | None) -> bool:
