@@ -416,3 +416,14 @@ def test_a_long_unterminated_string_is_refused_without_backtracking() -> None:
     endless = HEADER + b"INSERT INTO `t` VALUES (1,'" + b"ab\\'cd''" * 100_000 + TRAILER
     with pytest.raises(BackupError, match="ends inside a string"):
         check_sql_dump(io.BytesIO(endless))
+
+
+def test_check_connection_finds_unreadable_routines_and_a_missing_event_privilege(tenant, shop_db) -> None:
+    engine = engine_for("mysql")
+    with mariadb_user(PASSWORD, grants=f"GRANT ALL ON `{shop_db}`.* TO '{{user}}'@'%'") as user:
+        result = engine.check_connection(make_source(tenant, shop_db, user=user, password=PASSWORD))
+    assert not result.ok and result.error_code == ErrorCode.PERMISSION_DENIED and "mysql.proc" in result.message
+    with mariadb_user(PASSWORD, grants=f"GRANT SELECT ON `{shop_db}`.* TO '{{user}}'@'%'") as user:
+        result = engine.check_connection(make_source(tenant, shop_db, user=user, password=PASSWORD))
+    assert not result.ok and result.error_code == ErrorCode.PERMISSION_DENIED
+    assert PASSWORD not in result.message
