@@ -38,7 +38,11 @@ class SourceForm(forms.ModelForm):
             "tls_mode": "TLS",
             "username": "User name",
         }
-        help_texts = {"port": "Blank: 5432 for PostgreSQL, 3306 for MariaDB/MySQL."}
+        help_texts = {
+            "port": "Blank: 5432 for PostgreSQL, 3306 for MariaDB/MySQL.",
+            # backups.engines.mysql: their client cannot insist on TLS without verifying.
+            "tls_mode": "For MariaDB/MySQL, “Required” also verifies the server's certificate.",
+        }
 
     def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
