@@ -39,7 +39,7 @@ def audit_text() -> str:
 
 def test_a_readable_sqlite_file_passes_and_the_test_is_audited(source, alice) -> None:
     result = connection.test_connection(source, alice)
-    assert result.ok and "(1 tables)" in result.message
+    assert result.ok and "1 tables" in result.message
     entry = AuditLog.objects.get(action=AuditAction.SOURCE_TESTED)
     assert entry.actor == alice and entry.details == {"ok": True, "error_code": "", "message": result.message}
 
@@ -62,7 +62,8 @@ def test_a_file_that_is_not_sqlite_fails_with_a_message(source, alice, settings)
     not_sqlite.write_text("just text, and long enough to be read as a header " * 4)
     source.path = str(not_sqlite)
     result = connection.test_connection(source, alice)
-    assert not result.ok and "not a readable SQLite database" in result.message
+    # The wording is the SQLite engine's own once it has a check of its own.
+    assert not result.ok and "not a" in result.message and "SQLite database" in result.message
 
 
 def test_a_kind_without_an_engine_fails_with_a_message(source, alice) -> None:
