@@ -9,12 +9,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, Trigger
+from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.queue import enqueue_runs
 from tenants.audit import record
 from tenants.models import AuditAction
 
-RETRYABLE = (RunStatus.FAILED, RunStatus.CANCELED)
+# What a person may retry by hand (automatic retries: backups.retry).
+RETRYABLE = (RunStatus.FAILED, RunStatus.PARTIAL, RunStatus.CANCELED)
 
 
 class RunRefused(Exception):
@@ -28,8 +29,10 @@ def run_now(schedule: BackupSchedule, actor: Any) -> BackupScheduleRun:
 def retry(run: BackupScheduleRun, actor: Any) -> BackupScheduleRun:
     if run.status not in RETRYABLE:
         raise RunRefused(
-            f"Only failed or canceled runs can be retried; this one is {run.get_status_display().lower()}."
+            f"Only failed, partial or canceled runs can be retried; this one is {run.get_status_display().lower()}."
         )
+    if run.operation != Operation.BACKUP:
+        raise RunRefused("Verify and restore runs are not retried; request a new one from the backup set.")
     first = run.retry_of or run
     return _request(run.schedule, Trigger.RETRY, actor, AuditAction.RUN_RETRY, retry_of=first, attempt=run.attempt + 1)
 
@@ -68,9 +71,11 @@ def _request(
 
 
 def claim(run_code: str, now: datetime) -> bool:
-    """queued -> running. False if someone else (a redelivered task) got it first."""
+    """queued -> running. False if someone else (a redelivered task) got it first,
+    or if the run is an automatic retry whose time has not come yet."""
+    due = Q(not_before__isnull=True) | Q(not_before__lte=now)
     return (
-        BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.QUEUED).update(
+        BackupScheduleRun.objects.filter(due, code=run_code, status=RunStatus.QUEUED).update(
             status=RunStatus.RUNNING, started_at=now, heartbeat_at=now
         )
         == 1
