@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import threading
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+
+import pytest
+from django.db import connection
 
 from backups import leases
 from backups.models import BackupSet, BackupSource, SourceLease
@@ -100,3 +105,48 @@ def test_a_second_acquire_by_the_same_run_keeps_its_leases(schedule, source) -> 
     assert SourceLease.objects.get().run_id == run.pk
     assert leases.release(run) == 1
     assert not SourceLease.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)  # two workers, two connections
+def test_two_workers_on_one_source_back_it_up_once_at_a_time(schedule, source, tenant, monkeypatch) -> None:
+    """A real second worker (thread, own connection) runs while the first is inside its dump."""
+    from backups.engines.sqlite import SqliteEngine
+
+    weekly = make_schedule(tenant, source, name="Weekly full")
+    inside, go_on = threading.Event(), threading.Event()
+    real_dump = SqliteEngine.dump
+
+    @contextmanager
+    def held_dump(self, *args, **kwargs):
+        inside.set()  # the first worker holds its lease now ...
+        go_on.wait(30)  # ... until the second worker has tried
+        with real_dump(self, *args, **kwargs) as stream:
+            yield stream
+
+    monkeypatch.setattr(SqliteEngine, "dump", held_dump)
+    first = run_now(weekly, actor=None)
+    results: list[str] = []
+
+    def first_worker() -> None:
+        try:
+            results.append(execute_run(str(first.code)))
+        finally:
+            connection.close()
+
+    worker = threading.Thread(target=first_worker)
+    worker.start()
+    try:
+        assert inside.wait(30)
+        monkeypatch.setattr(SqliteEngine, "dump", real_dump)
+        second = run_now(schedule, actor=None)
+        assert execute_run(str(second.code)) == "skipped"
+    finally:
+        go_on.set()
+        worker.join()
+    assert results == ["succeeded"]
+    second.refresh_from_db()
+    assert "schedule “Weekly full”" in second.error_message
+    assert not SourceLease.objects.exists()
+    # Once free, the source is backed up by the next run as usual.
+    third = run_now(schedule, actor=None)
+    assert execute_run(str(third.code)) == "succeeded"
