@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, BinaryIO
 
+from django.db import DatabaseError
 from django.utils import timezone
 
 from backups import leases, retention, retry, storage
@@ -113,9 +114,15 @@ class Progress:
 
     def flush(self) -> None:
         self.flushed_at = time.monotonic()
-        BackupScheduleRun.objects.filter(pk=self.run_pk, status=RunStatus.RUNNING).update(
-            bytes_written=self.done + self.current
-        )
+        try:
+            self._write(self.done + self.current)
+        except DatabaseError:
+            # Only a number for pages (a locked SQLite database, a dropped connection):
+            # never a reason to fail the item being written. The next flush tries again.
+            logger.warning("progress of run %s not recorded this time", self.run_pk, exc_info=True)
+
+    def _write(self, written: int) -> None:
+        BackupScheduleRun.objects.filter(pk=self.run_pk, status=RunStatus.RUNNING).update(bytes_written=written)
 
 
 def storage_key(run: BackupScheduleRun, started: datetime, index: int = 0, suffix: str = ".sqlite3.zst") -> str:
@@ -255,8 +262,17 @@ def _backup_run(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outco
             _back_up_source(backup, source)
         backup.progress.flush()
     finally:
-        leases.release(run)
+        _release_leases(run)
     return _conclude(backup)
+
+
+def _release_leases(run: BackupScheduleRun) -> None:
+    try:
+        leases.release(run)
+    except DatabaseError:
+        # Left behind, they are taken over by the next run once this one is finished
+        # (a lease of a run that is not running is stale); the backup itself is fine.
+        logger.warning("could not release the source leases of run %s", run.code, exc_info=True)
 
 
 def _back_up_source(backup: _Backup, source: BackupSource) -> None:

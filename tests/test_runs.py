@@ -484,3 +484,38 @@ def test_a_failed_dump_never_leaves_its_stored_file(schedule, monkeypatch) -> No
     run = run_now(schedule, actor=None)
     assert execute_run(str(run.code)) == "CONNECTION_FAILED"
     assert [p for p in storage.backups_root().rglob("*") if p.is_file()] == []
+
+
+def test_a_failed_progress_update_does_not_fail_the_backup(schedule, monkeypatch) -> None:
+    """Regression: a progress UPDATE hitting a locked database raised inside the
+    item's work and failed a good backup as UNKNOWN."""
+    from django.db import OperationalError
+
+    from backups import tasks
+
+    def locked(self, written):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(tasks, "PROGRESS_SECONDS", 0)
+    monkeypatch.setattr(tasks.Progress, "_write", locked)
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "succeeded"
+
+
+def test_a_partial_run_can_be_retried_by_hand(schedule, settings) -> None:
+    add_source(schedule, "Gone", settings.SOURCE_ROOTS[0] / "gone.sqlite3", rows=0)
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "partial"
+    run.refresh_from_db()
+    again = retry(run, actor=None)
+    assert (again.attempt, again.retry_of, again.trigger) == (2, run, Trigger.RETRY)
+
+
+def test_verify_and_restore_runs_are_not_retried_as_backups(schedule) -> None:
+    from scheduling.models import Operation
+
+    run = run_now(schedule, actor=None)
+    BackupScheduleRun.objects.filter(pk=run.pk).update(status=RunStatus.FAILED, operation=Operation.VERIFY)
+    run.refresh_from_db()
+    with pytest.raises(RunRefused, match="not retried"):
+        retry(run, actor=None)
