@@ -29,7 +29,8 @@ def run_now(schedule: BackupSchedule, actor: Any) -> BackupScheduleRun:
 def retry(run: BackupScheduleRun, actor: Any) -> BackupScheduleRun:
     if run.status not in RETRYABLE:
         raise RunRefused(
-            f"Only failed, partial or canceled runs can be retried; this one is {run.get_status_display().lower()}."
+            "Only failed or canceled runs can be retried (and partial ones, to get their failed items); "
+            f"this one is {run.get_status_display().lower()}."
         )
     if run.operation != Operation.BACKUP:
         raise RunRefused("Verify and restore runs are not retried; request a new one from the backup set.")
@@ -101,5 +102,6 @@ def finish(run: BackupScheduleRun, status: str, log: str, error_code: str = "", 
     if updated:
         run.status, run.finished_at, run.log = status, now, log
         run.error_code, run.error_message = error_code, error_message
-        BackupSchedule.objects.filter(pk=run.schedule_id).update(last_run_at=now, last_status=status)
+        if run.operation == Operation.BACKUP:  # the schedule's summary is about its backups
+            BackupSchedule.objects.filter(pk=run.schedule_id).update(last_run_at=now, last_status=status)
     return updated == 1

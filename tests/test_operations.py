@@ -280,3 +280,12 @@ def test_restore_targets_hold_no_secret(schedule, alice) -> None:
     backup_set = backed_up(schedule)
     run = request_restore(backup_set, alice)
     assert set(run.restore_target["items"][0]) == {"item", "label", "database", "path", "overwrite", "extra"}
+
+
+def test_a_verify_run_does_not_change_the_schedules_last_backup_status(schedule, bob) -> None:
+    backup_set = backed_up(schedule)
+    BackupSchedule.objects.filter(pk=schedule.pk).update(last_status=RunStatus.FAILED)
+    run = request_verify(backup_set, bob)
+    assert execute_run(str(run.code)) == "succeeded"
+    schedule.refresh_from_db()
+    assert schedule.last_status == RunStatus.FAILED
