@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 # bytes_written is written at most this often (one UPDATE), so a fast dump does
 # not turn into a stream of writes while pages can still show it moving.
 PROGRESS_SECONDS = 1.0
+# The clock of deadlines (monotonic: a wall-clock step must not end or extend a dump).
+clock = time.monotonic
 UNEXPECTED_MESSAGE = "An unexpected error stopped the backup; the server log has the details."
 
 
@@ -63,13 +65,14 @@ class Outcome:
 
 def deadline_for(schedule: BackupSchedule) -> float:
     """The monotonic instant past which every dump of this run is stopped (TIMEOUT)."""
-    return time.monotonic() + schedule.time_limit_minutes * 60
+    return clock() + schedule.time_limit_minutes * 60
 
 
 def timeout_error(schedule: BackupSchedule) -> BackupError:
+    minutes = schedule.time_limit_minutes
     return BackupError(
         ErrorCode.TIMEOUT,
-        f"The backup was still going after the schedule's time limit ({schedule.time_limit_minutes} minutes) "
+        f"The backup was still going after the schedule's time limit ({minutes} minute{'' if minutes == 1 else 's'}) "
         "and was stopped.",
     )
 
@@ -86,7 +89,7 @@ class DeadlineReader:
         self.error = error
 
     def read(self, size: int = -1) -> bytes:
-        if self.deadline is not None and time.monotonic() > self.deadline:
+        if self.deadline is not None and clock() > self.deadline:
             raise self.error
         return self.raw.read(size)
 
@@ -302,7 +305,7 @@ def _back_up_target(
     key = storage_key(backup.run, backup.started, len(backup.items), engine.suffix)
     stored = None
     try:
-        if time.monotonic() > backup.deadline:  # an earlier item used the time up
+        if clock() > backup.deadline:  # an earlier item used the time up
             raise timeout
         with engine.dump(source, target, ctx) as stream:
             stored = storage.store_stream(key, DeadlineReader(stream, backup.deadline, timeout), backup.progress)  # type: ignore[arg-type]

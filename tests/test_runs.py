@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -422,30 +423,42 @@ def test_progress_updates_are_throttled(schedule, monkeypatch) -> None:
     assert len(progress) == 1  # only the final one
 
 
-def test_a_backup_past_its_time_limit_fails_as_timeout_and_keeps_nothing(schedule, settings, monkeypatch) -> None:
-    import time
-
+def test_a_dump_running_past_the_time_limit_is_stopped_as_timeout_and_keeps_nothing(
+    schedule, settings, monkeypatch
+) -> None:
+    """The schedule's real limit (1 minute); the deadline clock jumps 61 s while the
+    big source's snapshot is taken, so the stream is stopped at its first read, and
+    the next source is not even started."""
     from backups import tasks
 
     source = schedule.sources.get()
     big_database(Path(source.path), 8)
     add_source(schedule, "Wiki", settings.SOURCE_ROOTS[0] / "wiki.sqlite3")
+    schedule.time_limit_minutes = 1
     schedule.max_attempts = 1
     schedule.save()
-    # Instead of waiting the schedule's minutes: a deadline that has already come.
-    monkeypatch.setattr(tasks, "deadline_for", lambda schedule: time.monotonic())
+    offset = [0.0]
+    monkeypatch.setattr(tasks, "clock", lambda: time.monotonic() + offset[0])
+    real_log = tasks.RunLog.__call__
+
+    def log_and_maybe_jump(self, message: str) -> None:
+        real_log(self, message)
+        if message.startswith("Snapshot taken"):  # the dump of the first source is under way
+            offset[0] += 61
+
+    monkeypatch.setattr(tasks.RunLog, "__call__", log_and_maybe_jump)
     run = run_now(schedule, actor=None)
     assert execute_run(str(run.code)) == "TIMEOUT"
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED
-    assert "time limit (360 minutes)" in run.error_message
+    assert run.error_message.startswith("2 of 2 items failed")
+    assert "time limit (1 minute)" in run.error_message
+    assert run.log.count("Snapshot taken") == 1  # Wiki was never dumped
     assert not BackupSet.objects.exists()
     assert [p for p in storage.backups_root().rglob("*") if p.is_file()] == []
 
 
 def test_the_deadline_reader_stops_a_stream_mid_way_and_no_file_is_left(schedule, tmp_path) -> None:
-    import time
-
     from backups.errors import BackupError
     from backups.tasks import DeadlineReader, timeout_error
 
