@@ -67,6 +67,17 @@ def _request(
                 details["retry_of"] = str(retry_of.code)
             record(schedule.tenant_id, action, run, actor=actor, **details)
     except IntegrityError:
+        pending = (
+            BackupScheduleRun.objects.filter(
+                schedule=schedule, status=RunStatus.QUEUED, trigger=Trigger.RETRY, not_before__isnull=False
+            )
+            .values_list("not_before", flat=True)
+            .first()
+        )
+        if pending is not None:
+            raise RunRefused(
+                f"“{schedule.name}” has an automatic retry pending; it starts after {pending:%Y-%m-%d %H:%M} UTC."
+            ) from None
         raise RunRefused(f"“{schedule.name}” already has a run queued or running; wait for it to finish.") from None
     return run
 

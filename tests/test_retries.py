@@ -195,3 +195,13 @@ def test_a_retry_loses_quietly_to_a_run_created_meanwhile(schedule, timing_out) 
     manual = run_now(schedule, actor=None)
     assert retry.schedule_retry(first) is None
     assert list(BackupScheduleRun.objects.filter(status=RunStatus.QUEUED)) == [manual]
+
+
+def test_run_now_during_a_pending_retry_says_when_it_starts(schedule, timing_out) -> None:
+    from scheduling.runs import RunRefused
+
+    first = fail_first_attempt(schedule)
+    pending = BackupScheduleRun.objects.get(retry_of=first)
+    expected = f"automatic retry pending; it starts after {pending.not_before:%Y-%m-%d %H:%M} UTC"
+    with pytest.raises(RunRefused, match=expected):
+        run_now(schedule, actor=None)
