@@ -29,7 +29,7 @@ from backups.engines.base import DumpContext, DumpTarget, RestoreTarget
 from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
 from backups.models import SERVER_KINDS, BackupItem, BackupSet, ItemStatus, VerifyStatus
-from backups.paths import check_source_path
+from backups.paths import check_restore_target
 from backups.tasks import DeadlineReader, Outcome, RunLog, deadline_for, timeout_error
 from scheduling.models import BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.queue import enqueue_runs
@@ -161,7 +161,7 @@ def _checked_target(item: BackupItem, target: RestoreTarget | None, confirm: str
         if not path.is_absolute():
             path = Path(source.path).parent / path
         try:
-            resolved = check_source_path(str(path), source.tenant)
+            resolved = check_restore_target(str(path), source.tenant)
         except BackupError as exc:
             raise OperationRefused(exc.message) from None
         chosen.path = name = str(resolved)
@@ -231,7 +231,7 @@ def _check_stored_file(item: BackupItem) -> None:
     """The file is there and its bytes are the ones written (sha256)."""
     digest = hashlib.sha256()
     try:
-        with open(storage.path_for(item.storage_key), "rb") as raw:
+        with storage.open_raw(item.storage_key) as raw:
             while chunk := raw.read(CHUNK):
                 digest.update(chunk)
     except FileNotFoundError:
@@ -257,7 +257,8 @@ def perform_verify(run: BackupScheduleRun, log: RunLog) -> Outcome:
             problems.append(f"“{item.label}”: {exc.message}")
             codes.append(exc.code)
         else:
-            log(f"“{item.label}”: {summary}")
+            # Engines log their own summary; the item's line names what it was about.
+            log(f"“{item.label}”: verified ({summary})")
     ok = not problems
     message = (
         f"All {len(items)} stored item(s) verified."
@@ -329,7 +330,7 @@ def perform_restore(run: BackupScheduleRun, log: RunLog) -> Outcome:
             failure = BackupError(ErrorCode.UNKNOWN, f"The stored file does not decompress: {exc}.")
             log(f"“{entry.get('label', '?')}”: restore failed: {failure.message}")
             break
-        log(f"“{item.label}”: {summary}")
+        log(f"“{item.label}”: restored ({summary})")
         done.append(_target_label(entry))
     status = RunStatus.FAILED if failure else RunStatus.SUCCEEDED
     record(run.tenant_id, AuditAction.RESTORE_FINISHED, backup_set, run=str(run.code), status=status, restored=done)

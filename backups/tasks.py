@@ -255,6 +255,7 @@ def _backup_run(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outco
     sources = list(schedule.sources.select_related("tenant").order_by("name", "id"))
     if not sources:
         raise BackupError(ErrorCode.SOURCE_NOT_FOUND, "This schedule has no source to back up.")
+    storage.check_free_space_for(schedule)  # fail early (STORAGE_FULL), before any dump starts
     busy = leases.acquire(run, sources)
     if busy is not None:
         log(busy.reason)

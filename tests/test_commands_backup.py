@@ -42,7 +42,7 @@ def refused(*args: str) -> CommandError:
 
 def test_verify_backup_wait_verifies_in_process(backup_set, bob) -> None:
     out = run_command("verify_backup", str(backup_set.code), "--as", "bob", "--wait")
-    assert "Verification: Verified." in out and "SQLite integrity check passed" in out
+    assert "Verification: Verified." in out and "SQLite integrity check ok" in out
     backup_set.refresh_from_db()
     assert backup_set.verify_status == VerifyStatus.OK
     assert queued_tasks() == []  # nothing left for a cluster
