@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 
@@ -483,6 +484,14 @@ def _drop_database(url: str, database: str) -> None:
         server.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
 
 
+def redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")))
+
+
 def short(count: int) -> str:
     if count >= 1_000_000 and count % 1_000_000 == 0:
         return f"{count // 1_000_000}M"
@@ -525,7 +534,7 @@ def main() -> None:
             with psycopg.connect(args.postgres, autocommit=True, connect_timeout=5) as server:
                 server.execute(f"CREATE DATABASE {database}")
         except psycopg.Error as exc:
-            print(f"bench/ui.py: cannot create a scratch database on {args.postgres}: {exc}", file=sys.stderr)
+            print(f"bench/ui.py: cannot create a scratch database on {redacted(args.postgres)}: {exc}", file=sys.stderr)
             sys.exit(2)
         os.environ["DATABASE_URL"] = args.postgres.rsplit("/", 1)[0] + "/" + database
         atexit.register(_drop_database, args.postgres, database)
