@@ -2,12 +2,15 @@
 
 A path is accepted only when, with every symlink and `..` resolved, it lies inside
 one of the tenant's file roots (Tenant.file_roots), which staff set inside the
-server's SOURCE_ROOTS. So a tenant can never read the server's own files or another
-tenant's, whatever the path says.
+server's SOURCE_ROOTS, and neither lies in nor contains another tenant's root. So a
+tenant can never read or overwrite the server's own files or another tenant's,
+whatever the path says, even if roots were saved overlapping (bypassing
+Tenant.clean) or a symlink on disk changed after they were saved.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from django.conf import settings
@@ -16,21 +19,56 @@ from backups.errors import BackupError, ErrorCode
 from tenants.models import Tenant
 
 
+def server_roots() -> list[Path]:
+    return [Path(root).resolve() for root in settings.SOURCE_ROOTS]
+
+
 def allowed_roots(tenant: Tenant) -> list[Path]:
     """The tenant's roots that still lie inside the server's SOURCE_ROOTS (resolved)."""
-    server_roots = [Path(root).resolve() for root in settings.SOURCE_ROOTS]
+    servers = server_roots()
     roots = []
     for raw in tenant.file_roots or []:
+        if not isinstance(raw, str) or not Path(raw).is_absolute():
+            continue
         root = Path(raw).resolve()
-        if any(_inside(root, server_root) for server_root in server_roots):
+        if any(inside(root, server_root) for server_root in servers):
             roots.append(root)
+    return roots
+
+
+def other_tenants_roots(tenant: Tenant | None) -> list[Path]:
+    """Every other tenant's roots, resolved now (a symlink may have changed since they were saved)."""
+    others = Tenant.objects.all() if tenant is None or tenant.pk is None else Tenant.objects.exclude(pk=tenant.pk)
+    roots = []
+    for file_roots in others.values_list("file_roots", flat=True):
+        for raw in file_roots or []:
+            if isinstance(raw, str) and Path(raw).is_absolute():
+                roots.append(Path(raw).resolve())
     return roots
 
 
 def check_source_path(path: str, tenant: Tenant) -> Path:
     """The resolved path, if it lies inside one of the tenant's roots; else PERMISSION_DENIED."""
-    if not path or not Path(path).is_absolute():
-        raise BackupError(ErrorCode.PERMISSION_DENIED, "The path must be absolute (start with /).")
+    return _check(path, tenant, "path")
+
+
+def check_restore_target(path: str, tenant: Tenant) -> Path:
+    """Like check_source_path, for where a restore writes (the target may not exist yet).
+
+    A root itself is no target: a restore writes a new file or folder inside one."""
+    resolved = _check(path, tenant, "restore target")
+    if resolved in allowed_roots(tenant):
+        raise BackupError(
+            ErrorCode.PERMISSION_DENIED, "A restore cannot replace a whole root folder; choose a path inside it."
+        )
+    return resolved
+
+
+def _check(path: str, tenant: Tenant, what: str) -> Path:
+    if not path or "\x00" in path or not Path(path).is_absolute():
+        raise BackupError(ErrorCode.PERMISSION_DENIED, f"The {what} must be an absolute path (start with /).")
+    # resolve() follows every symlink that exists and folds `..` after it, so the
+    # check sees where the bytes really are (a missing tail is taken literally).
     resolved = Path(path).resolve()
     roots = allowed_roots(tenant)
     if not roots:
@@ -38,13 +76,45 @@ def check_source_path(path: str, tenant: Tenant) -> Path:
             ErrorCode.PERMISSION_DENIED,
             "This tenant has no folder it may back up yet; an administrator sets its file roots.",
         )
-    if not any(_inside(resolved, root) for root in roots):
+    if not any(inside(resolved, root) for root in roots):
         shown = ", ".join(str(root) for root in roots)
         raise BackupError(
-            ErrorCode.PERMISSION_DENIED, f"The path is outside the folders this tenant may use ({shown})."
+            ErrorCode.PERMISSION_DENIED, f"The {what} is outside the folders this tenant may use ({shown})."
         )
+    if any(overlaps(resolved, other) for other in other_tenants_roots(tenant)):
+        raise BackupError(ErrorCode.PERMISSION_DENIED, f"The {what} is (or contains) another tenant's folder.")
     return resolved
 
 
-def _inside(path: Path, root: Path) -> bool:
+def inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
+
+
+def overlaps(a: Path, b: Path) -> bool:
+    return inside(a, b) or inside(b, a)
+
+
+def validate_tenant_roots(tenant: Tenant, raw_roots: Iterable[object]) -> tuple[list[str], list[str]]:
+    """(normalized roots, errors) for Tenant.clean: each root absolute, inside SOURCE_ROOTS,
+    and neither equal to, inside, nor containing another tenant's root."""
+    servers = server_roots()
+    others = other_tenants_roots(tenant)
+    roots: list[str] = []
+    errors: list[str] = []
+    for raw in raw_roots:
+        if not isinstance(raw, str) or not raw.strip():
+            errors.append(f"{raw!r} is not a folder path.")
+            continue
+        if "\x00" in raw or not Path(raw.strip()).is_absolute():
+            errors.append(f"“{raw}” is not an absolute path (it must start with /).")
+            continue
+        # Stored resolved, so what staff see is where the files really are.
+        root = Path(raw.strip()).resolve()
+        if not any(inside(root, server_root) for server_root in servers):
+            shown = ", ".join(str(server_root) for server_root in servers) or "none configured"
+            errors.append(f"“{raw}” is outside the server's source roots ({shown}).")
+        elif any(overlaps(root, other) for other in others):
+            errors.append(f"“{raw}” is, lies in, or contains another tenant's root.")
+        elif str(root) not in roots:
+            roots.append(str(root))
+    return roots, errors

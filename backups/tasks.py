@@ -86,6 +86,7 @@ def _back_up(run: BackupScheduleRun, started: datetime, log: RunLog) -> BackupSe
     sources = list(run.schedule.sources.order_by("name"))
     if not sources:
         raise BackupError(ErrorCode.SOURCE_NOT_FOUND, "This schedule has no source to back up.")
+    storage.check_free_space_for(run.schedule)  # fail early, before any dump starts
     stored_files = []
     for index, source in enumerate(sources):
         log(f"Source “{source.name}” ({source.get_kind_display()}).")

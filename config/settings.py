@@ -119,7 +119,46 @@ STATIC_ROOT = VAR_DIR / "static"
 
 # ---------------------------------------------------------------- backups
 BACKUPS_DIR = Path(env_str("BACKUPS_DIR") or VAR_DIR / "backups")
-# File sources (SQLite) must live under one of these folders.
+# Before a run starts, the local storage must have at least this much free, or the
+# schedule's last set size plus 10% if that is more (backups.storage.estimated_size).
+BACKUPS_MIN_FREE_BYTES = env_int("BACKUPS_MIN_FREE_BYTES", 16 * 1024 * 1024, minimum=0)
+
+
+def _backups_storage() -> dict[str, Any]:
+    """STORAGES["backups"]: a local folder (BACKUPS_DIR) or, with BACKUPS_STORAGE=s3, a bucket."""
+    kind = (env_str("BACKUPS_STORAGE") or "local").strip().lower()
+    if kind == "local":
+        # backups.storage always uses BACKUPS_DIR as a local storage's location.
+        return {"BACKEND": "django.core.files.storage.FileSystemStorage", "OPTIONS": {"location": str(BACKUPS_DIR)}}
+    if kind != "s3":
+        raise ImproperlyConfigured(f"BACKUPS_STORAGE must be local or s3, not {kind!r}")
+    bucket = env_str("BACKUPS_S3_BUCKET")
+    if not bucket:
+        raise ImproperlyConfigured("BACKUPS_S3_BUCKET (or BACKUPS_S3_BUCKET_FILE) must be set with BACKUPS_STORAGE=s3")
+    options: dict[str, Any] = {
+        "bucket_name": bucket,
+        # The prefix every key is stored under ("" = the bucket's top level).
+        "location": (env_str("BACKUPS_S3_PREFIX") or "").strip("/"),
+        "endpoint_url": env_str("BACKUPS_S3_ENDPOINT_URL") or None,
+        "region_name": env_str("BACKUPS_S3_REGION") or None,
+        # Unset = boto3's own chain (instance role, AWS_* variables, ~/.aws).
+        "access_key": env_str("BACKUPS_S3_ACCESS_KEY_ID") or None,
+        "secret_key": env_str("BACKUPS_S3_SECRET_ACCESS_KEY") or None,
+        "default_acl": None,
+        "querystring_auth": True,
+        # Keys are unique per run; never rename on a clash.
+        "file_overwrite": True,
+    }
+    return {"BACKEND": "storages.backends.s3.S3Storage", "OPTIONS": options}
+
+
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "backups": _backups_storage(),
+}
+# File sources (SQLite files, folders) must live under one of these folders; staff give
+# each tenant its own roots inside them (Tenant.file_roots).
 SOURCE_ROOTS = [
     Path(p).resolve() for p in (env_str("SOURCE_ROOTS") or str(VAR_DIR / "sources")).split(",") if p.strip()
 ]

@@ -5,24 +5,97 @@ from typing import Any
 from django import forms
 
 from backups.models import BackupSource
-from scheduling.models import EDITABLE_FIELDS, BackupSchedule
+from scheduling.models import EDITABLE_FIELDS, BackupSchedule, ScheduleKind
 from tenants.models import Tenant
 
 WEEKDAY_CHOICES = [(0, "Mon"), (1, "Tue"), (2, "Wed"), (3, "Thu"), (4, "Fri"), (5, "Sat"), (6, "Sun")]
 
+# Which strategy uses which timing field. The form shows only these (without
+# JavaScript it shows all, each with a hint naming the strategies that use it).
+FIELDS_BY_KIND: dict[str, frozenset[str]] = {
+    "time_of_day": frozenset({ScheduleKind.DAILY, ScheduleKind.WEEKLY, ScheduleKind.EVERY_N_HOURS}),
+    "weekdays": frozenset({ScheduleKind.WEEKLY}),
+    "cron": frozenset({ScheduleKind.CRON}),
+    "every_hours": frozenset({ScheduleKind.EVERY_N_HOURS}),
+    "timezone": frozenset({ScheduleKind.DAILY, ScheduleKind.WEEKLY, ScheduleKind.CRON, ScheduleKind.EVERY_N_HOURS}),
+}
+TIMING_FIELDS = ("kind", *FIELDS_BY_KIND)
+TIMING_HINTS = {
+    "time_of_day": "Daily, Weekly; Every N hours counts from this time.",
+    "weekdays": "Weekly only.",
+    "cron": "Cron expression only: minute hour day-of-month month day-of-week, e.g. 30 2 * * 1-5.",
+    "every_hours": "Every N hours only, 1 to 168.",
+    "timezone": "IANA name, e.g. Europe/Berlin. Not used when disabled.",
+}
 
-class ScheduleForm(forms.ModelForm):
+
+def needed_fields(kind: str) -> frozenset[str]:
+    return frozenset(name for name, kinds in FIELDS_BY_KIND.items() if kind in kinds)
+
+
+class TimingFieldsMixin:
+    """The timing fields' widgets and hints, shared by the full form and a settings block."""
+
+    fields: dict[str, forms.Field]
+
+    def setup_timing(self) -> None:
+        for name, hint in TIMING_HINTS.items():
+            if name in self.fields:
+                self.fields[name].help_text = hint
+        if "every_hours" in self.fields:
+            self.fields["every_hours"].widget.attrs.update(min=1, max=168)
+        # A searchable zone list: <input list> plus one <datalist id="tz-names"> on the page.
+        self.fields["timezone"].widget.attrs.update(list="tz-names", autocomplete="off", spellcheck="false")
+
+    @property
+    def timing_id(self) -> str:
+        """The id of the element holding the timing fields (one per form on a page)."""
+        return f"timing-{getattr(self, 'prefix', None) or 'fields'}"
+
+    def swap_fields_on_change(self, url: str) -> None:
+        """With htmx, a change of strategy fetches the fields it needs from `url`."""
+        self.fields["kind"].widget.attrs.update(
+            {
+                "hx-post": url,
+                "hx-trigger": "change",
+                "hx-target": f"#{self.timing_id}",
+                "hx-swap": "outerHTML",
+                "hx-include": "closest form",
+            }
+        )
+
+    def kind_value(self) -> str:
+        value = self["kind"].value()  # type: ignore[index]
+        return value if value in ScheduleKind.values else ScheduleKind.DAILY
+
+    def timing_fields(self) -> list[tuple[forms.BoundField, bool]]:
+        """Each timing field and whether the chosen strategy needs it (a field with an error always shows)."""
+        needed = needed_fields(self.kind_value())
+        bound = [self[name] for name in FIELDS_BY_KIND if name in self.fields]  # type: ignore[index]
+        return [(field, field.name in needed or bool(field.errors)) for field in bound]
+
+
+class ScheduleForm(TimingFieldsMixin, forms.ModelForm):
     weekdays = forms.TypedMultipleChoiceField(
         choices=WEEKDAY_CHOICES, coerce=int, required=False, widget=forms.CheckboxSelectMultiple
     )
     time_of_day = forms.TimeField(widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"))
-    timezone = forms.CharField(max_length=64, initial="UTC", help_text="IANA name, e.g. Europe/Berlin")
+    timezone = forms.CharField(max_length=64, initial="UTC", label="Time zone")
 
     class Meta:
         model = BackupSchedule
         fields = list(EDITABLE_FIELDS)
         widgets = {"sources": forms.CheckboxSelectMultiple}
-        labels = {"kind": "Strategy", "every_hours": "Every N hours", "keep_last": "Keep last N backups"}
+        labels = {
+            "kind": "Strategy",
+            "every_hours": "Every N hours",
+            "keep_last": "Keep last N backups",
+            "keep_daily": "Keep daily (days)",
+            "keep_weekly": "Keep weekly (weeks)",
+            "keep_monthly": "Keep monthly (months)",
+            "keep_yearly": "Keep yearly (years)",
+            "time_limit_minutes": "Time limit (minutes)",
+        }
 
     def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -30,8 +103,10 @@ class ScheduleForm(forms.ModelForm):
         # Only this tenant's sources: another tenant's is "not one of the available choices".
         self.fields["sources"].queryset = BackupSource.objects.filter(tenant=tenant)  # type: ignore[attr-defined]
         self.fields["sources"].help_text = "One backup set per run holds one item per source."
-        self.fields["every_hours"].widget.attrs.update(min=1, max=168)
         self.fields["keep_last"].widget.attrs.update(min=1)
+        for name in ("keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"):
+            self.fields[name].widget.attrs.update(min=0)
+        self.setup_timing()
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
@@ -39,3 +114,33 @@ class ScheduleForm(forms.ModelForm):
         if clash.exists():
             raise forms.ValidationError("Another schedule of this tenant already has this name.")
         return name
+
+
+class TimingForm(TimingFieldsMixin, forms.ModelForm):
+    """A settings-page block: only when a schedule runs. Prefixed by the schedule's code
+    so several blocks on one page keep distinct ids."""
+
+    weekdays = forms.TypedMultipleChoiceField(
+        choices=WEEKDAY_CHOICES, coerce=int, required=False, widget=forms.CheckboxSelectMultiple
+    )
+    time_of_day = forms.TimeField(widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"))
+    timezone = forms.CharField(max_length=64, label="Time zone")
+
+    class Meta:
+        model = BackupSchedule
+        fields = list(TIMING_FIELDS)
+        labels = {"kind": "Strategy", "every_hours": "Every N hours"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.setup_timing()
+
+
+def unbound_copy(form: forms.ModelForm, **kwargs: Any) -> Any:
+    """The same form unbound, showing the posted timing values as initial values.
+
+    Used when the strategy changes: the fields for the new strategy appear without
+    the errors a half-filled form would have (those show on the preview and on save).
+    """
+    initial = {name: form[name].data for name in TIMING_FIELDS if name in form.fields}
+    return type(form)(initial=initial, **kwargs)

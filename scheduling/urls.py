@@ -1,16 +1,22 @@
 from django.urls import path
 
-from scheduling.views import runs, schedules
+from scheduling.views import bulk, runs, schedules, settings
 
 urlpatterns = [
     path("t/<uuid:tenant_code>/schedules/", schedules.schedule_list, name="schedules"),
     path("t/<uuid:tenant_code>/schedules/new/", schedules.schedule_create, name="schedule_create"),
+    path("t/<uuid:tenant_code>/schedules/bulk/", bulk.schedule_bulk, name="schedule_bulk"),
+    path("t/<uuid:tenant_code>/schedules/preview/", schedules.schedule_preview, name="schedule_preview"),
+    path("t/<uuid:tenant_code>/schedules/fields/", schedules.schedule_form_fields, name="schedule_form_fields"),
+    path("t/<uuid:tenant_code>/settings/", settings.tenant_settings, name="tenant_settings"),
     path("t/<uuid:tenant_code>/runs/", runs.run_list, name="runs"),
     path("schedules/<uuid:code>/", schedules.schedule_detail, name="schedule_detail"),
     path("schedules/<uuid:code>/edit/", schedules.schedule_edit, name="schedule_edit"),
     path("schedules/<uuid:code>/delete/", schedules.schedule_delete, name="schedule_delete"),
     path("schedules/<uuid:code>/toggle/", schedules.schedule_toggle, name="schedule_toggle"),
     path("schedules/<uuid:code>/run/", schedules.schedule_run_now, name="schedule_run_now"),
+    path("schedules/<uuid:code>/settings/", settings.schedule_settings_save, name="schedule_settings_save"),
+    path("schedules/<uuid:code>/settings/fields/", settings.schedule_settings_fields, name="schedule_settings_fields"),
     path("runs/<uuid:code>/", runs.run_detail, name="run_detail"),
     path("runs/<uuid:code>/retry/", runs.run_retry, name="run_retry"),
 ]

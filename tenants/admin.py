@@ -2,10 +2,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
-from tenants.models import AuditLog, Membership, Tenant
+from tenants.audit import record
+from tenants.models import AuditAction, AuditLog, Membership, Tenant
 
 
 class MembershipInline(admin.TabularInline):
@@ -14,12 +16,46 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
+class FileRootsField(forms.CharField):
+    """Tenant.file_roots as one absolute path per line (Tenant.clean checks them)."""
+
+    widget = forms.Textarea(attrs={"rows": 4, "cols": 80})
+
+    def prepare_value(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return "\n".join(str(item) for item in value)
+        return value
+
+    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+        text = super().to_python(value) or ""
+        return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+class TenantAdminForm(forms.ModelForm):
+    file_roots = FileRootsField(
+        required=False,
+        help_text="Folders this tenant's file sources may read and restores may write, one absolute path per line."
+        " Each must lie inside the server's SOURCE_ROOTS and must not be, lie in or contain another tenant's.",
+    )
+
+    class Meta:
+        model = Tenant
+        fields = ["name", "file_roots"]
+
+
 @admin.register(Tenant)
 class TenantAdmin(admin.ModelAdmin):
+    form = TenantAdminForm
     list_display = ["name", "code", "created_at"]
     search_fields = ["name", "=code"]
     readonly_fields = ["code", "created_at"]
     inlines = [MembershipInline]
+
+    def save_model(self, request: HttpRequest, obj: Tenant, form: forms.ModelForm, change: bool) -> None:
+        before = list(form.initial.get("file_roots") or []) if change else []
+        super().save_model(request, obj, form, change)
+        if list(obj.file_roots) != before:
+            record(obj, AuditAction.TENANT_ROOTS_CHANGED, obj, actor=request.user, before=before, after=obj.file_roots)
 
 
 @admin.register(Membership)

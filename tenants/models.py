@@ -3,7 +3,8 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
-from django.db import models
+from django.core.exceptions import ValidationError
+from django.db import connection, models
 
 
 class Role(models.TextChoices):
@@ -28,6 +29,32 @@ class Tenant(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    def clean(self) -> None:
+        """Each file root absolute, inside the server's SOURCE_ROOTS, and neither equal to,
+        inside, nor containing another tenant's root: one tenant never reaches another's files."""
+        from backups.paths import validate_tenant_roots
+
+        if not isinstance(self.file_roots, list):
+            raise ValidationError({"file_roots": "A list of absolute folder paths."})
+        _lock_file_roots()
+        roots, errors = validate_tenant_roots(self, self.file_roots)
+        if errors:
+            raise ValidationError({"file_roots": errors})
+        self.file_roots = roots
+
+
+# Any fixed number: the key of the advisory lock that serializes root checks.
+_ROOTS_LOCK_KEY = 0x7E0A_2007
+
+
+def _lock_file_roots() -> None:
+    """Serialize root validation with the save that follows (the admin wraps both in one
+    transaction): two tenants saved at once could otherwise each pass the overlap check.
+    SQLite already serializes writing transactions (BEGIN IMMEDIATE)."""
+    if connection.vendor == "postgresql" and connection.in_atomic_block:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [_ROOTS_LOCK_KEY])
 
 
 class Membership(models.Model):

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from datetime import time
 
 import pytest
@@ -9,8 +10,8 @@ from django.utils import timezone
 
 from backups.models import BackupSet
 from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, ScheduleKind, ScheduleSource, Trigger
+from scheduling.presentation import describe_cadence
 from scheduling.runs import run_now
-from scheduling.views.schedules import describe_cadence
 from tenants.models import AuditAction, AuditLog
 from tests.helpers import make_stored_set
 
@@ -44,6 +45,13 @@ def make_backup_set(schedule) -> BackupSet:
     return make_stored_set(schedule, run)
 
 
+def preview_slots(html: str) -> list:
+    """The instants a preview lists (its <time datetime> values)."""
+    from datetime import datetime
+
+    return [datetime.fromisoformat(value) for value in re.findall(r'<time datetime="([^"]+)">', html)]
+
+
 def assert_login_redirect(response) -> None:
     assert response.status_code == 302
     assert response.url.startswith("/accounts/login/")
@@ -53,17 +61,23 @@ def assert_login_redirect(response) -> None:
 
 
 def test_a_daily_cadence_reads_with_its_time_and_zone(schedule) -> None:
-    assert describe_cadence(schedule) == "Daily at 02:30 (Europe/Berlin)"
+    assert describe_cadence(schedule) == "At 02:30 every day, Europe/Berlin"
 
 
 def test_a_weekly_cadence_names_its_days() -> None:
-    schedule = BackupSchedule(kind=ScheduleKind.WEEKLY, weekdays=[3, 0], time_of_day=time(3, 0), timezone="UTC")
-    assert describe_cadence(schedule) == "Weekly on Mon, Thu at 03:00 (UTC)"
+    schedule = BackupSchedule(
+        kind=ScheduleKind.WEEKLY, weekdays=[3, 0], time_of_day=time(2, 30), timezone="Europe/Berlin"
+    )
+    assert describe_cadence(schedule) == "At 02:30 on Monday and Thursday, Europe/Berlin"
+    schedule.weekdays = [4, 0, 2]
+    assert describe_cadence(schedule) == "At 02:30 on Monday, Wednesday and Friday, Europe/Berlin"
 
 
 def test_a_cron_cadence_shows_the_expression_and_its_meaning() -> None:
     schedule = BackupSchedule(kind=ScheduleKind.CRON, cron="*/2 * * * *", timezone="UTC")
-    assert describe_cadence(schedule) == "Cron <code>*/2 * * * *</code> (UTC): every 2 minutes"
+    assert describe_cadence(schedule) == "Every 2 minutes, UTC <code>*/2 * * * *</code>"
+    schedule.cron = "30 2 * * 1-5"
+    assert describe_cadence(schedule) == "At 02:30, Monday through Friday, UTC <code>30 2 * * 1-5</code>"
 
 
 def test_a_cron_expression_is_escaped() -> None:
@@ -72,8 +86,10 @@ def test_a_cron_expression_is_escaped() -> None:
 
 
 def test_an_every_n_hours_cadence_says_how_often() -> None:
-    assert describe_cadence(BackupSchedule(kind=ScheduleKind.EVERY_N_HOURS, every_hours=6)) == "Every 6 hours"
-    assert describe_cadence(BackupSchedule(kind=ScheduleKind.EVERY_N_HOURS, every_hours=1)) == "Every hour"
+    schedule = BackupSchedule(kind=ScheduleKind.EVERY_N_HOURS, every_hours=6, time_of_day=time(1, 0), timezone="UTC")
+    assert describe_cadence(schedule) == "Every 6 hours from 01:00, UTC"
+    schedule.every_hours = 1
+    assert describe_cadence(schedule) == "Every hour from 01:00, UTC"
 
 
 # ------------------------------------------------------------------ list
@@ -84,7 +100,7 @@ def test_the_list_shows_schedules_to_a_readonly_member(client, rita, tenant, sch
     response = client.get(f"/t/{tenant.code}/schedules/")
     assert response.status_code == 200
     assert "Nightly" in response.text
-    assert "Daily at 02:30 (Europe/Berlin)" in response.text
+    assert "At 02:30 every day, Europe/Berlin" in response.text
     assert "UTC" in response.text and "(Europe/Berlin)" in response.text
     assert "Never run" in response.text
 
@@ -171,7 +187,7 @@ def test_the_detail_shows_fields_upcoming_slots_history_and_sets(client, rita, s
     client.force_login(rita)
     response = client.get(f"/schedules/{schedule.code}/")
     assert response.status_code == 200
-    assert "Daily at 02:30 (Europe/Berlin)" in response.text
+    assert "At 02:30 every day, Europe/Berlin" in response.text
     assert response.context["upcoming"] and len(response.context["upcoming"]) == 5
     assert response.text.count("<li><time") == 5
     assert backup_set.items.get().sha256 in response.text
@@ -519,3 +535,297 @@ def test_run_now_rejects_get(client, bob, schedule) -> None:
 def test_run_now_requires_login(client, schedule) -> None:
     assert_login_redirect(client.post(f"/schedules/{schedule.code}/run/"))
     assert not BackupScheduleRun.objects.exists()
+
+
+# ------------------------------------------------------------------ presentation helpers
+
+
+def test_relative_times_read_as_the_largest_whole_unit() -> None:
+    from datetime import timedelta
+
+    from scheduling.presentation import relative
+
+    now = timezone.now()
+    assert relative(now + timedelta(hours=3, minutes=59), now) == "in 3 hours"
+    assert relative(now + timedelta(minutes=1), now) == "in 1 minute"
+    assert relative(now + timedelta(days=2, hours=5), now) == "in 2 days"
+    assert relative(now + timedelta(seconds=20), now) == "in under a minute"
+    assert relative(now - timedelta(minutes=5), now) == "5 minutes ago"
+    assert relative(now - timedelta(seconds=5), now) == "just now"
+    assert relative(now, now) == "just now"  # was "in under a minute"
+    assert relative(None, now) == ""
+
+
+# ------------------------------------------------------------------ list: zones, htmx
+
+
+def test_the_list_shows_the_next_run_in_the_viewers_zone_too(client, rita, tenant, schedule) -> None:
+    client.force_login(rita)
+    client.cookies["tz"] = "America/New_York"
+    text = client.get(f"/t/{tenant.code}/schedules/").text
+    assert "(America/New_York, your time)" in text
+    assert "(Europe/Berlin)" in text
+    assert '<span class="relative">in ' in text
+
+
+def test_the_list_ignores_a_viewer_zone_that_does_not_exist(client, rita, tenant, schedule) -> None:
+    client.force_login(rita)
+    client.cookies["tz"] = "Mars/Olympus"
+    response = client.get(f"/t/{tenant.code}/schedules/")
+    assert response.status_code == 200
+    assert "Mars/Olympus" not in response.text
+    assert "(UTC, your time)" in response.text
+
+
+def test_the_list_answers_htmx_with_the_list_alone(client, rita, tenant, schedule) -> None:
+    client.force_login(rita)
+    response = client.get(f"/t/{tenant.code}/schedules/?page=1", headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert "<html" not in response.text
+    assert response.text.lstrip().startswith('<div id="schedule-list">')
+    assert "Nightly" in response.text
+    assert "HX-Request" in response["Vary"]
+
+
+def test_the_list_offers_bulk_actions_by_role(client, rita, bob, mia, tenant, schedule) -> None:
+    url = f"/t/{tenant.code}/schedules/"
+    client.force_login(rita)
+    assert 'id="bulk-form"' not in client.get(url).text
+    client.force_login(bob)
+    text = client.get(url).text
+    assert '<option value="run">Run now</option>' in text and 'value="delete"' not in text
+    client.force_login(mia)
+    text = client.get(url).text
+    assert all(f'<option value="{action}">' in text for action in ("run", "enable", "disable", "delete"))
+
+
+def test_toggling_with_htmx_redraws_the_row_and_shows_a_toast(client, mia, schedule, tenant) -> None:
+    client.force_login(mia)
+    response = client.post(
+        f"/schedules/{schedule.code}/toggle/",
+        {"enabled": "0", "next": f"/t/{tenant.code}/schedules/"},
+        headers={"HX-Request": "true"},
+    )
+    assert response.status_code == 200
+    assert "<html" not in response.text
+    assert response.text.lstrip().startswith(f'<tr id="row-{schedule.code}">')
+    assert ">Enable</button>" in response.text
+    assert 'hx-swap-oob="innerHTML:#messages"' in response.text
+    assert "Schedule “Nightly” is disabled." in response.text
+    schedule.refresh_from_db()
+    assert not schedule.enabled
+
+
+def test_run_now_with_htmx_answers_with_a_toast(client, bob, schedule) -> None:
+    client.force_login(bob)
+    response = client.post(f"/schedules/{schedule.code}/run/", headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert 'hx-swap-oob="innerHTML:#messages"' in response.text
+    assert "Run of “Nightly” queued." in response.text
+    assert BackupScheduleRun.objects.count() == 1
+    again = client.post(f"/schedules/{schedule.code}/run/", headers={"HX-Request": "true"})
+    assert "already has a run queued or running" in again.text
+    assert "message-error" in again.text
+    assert BackupScheduleRun.objects.count() == 1
+
+
+def test_run_now_without_htmx_goes_back_to_the_page_it_came_from(client, bob, schedule, tenant) -> None:
+    client.force_login(bob)
+    response = client.post(f"/schedules/{schedule.code}/run/", {"next": f"/t/{tenant.code}/settings/"})
+    assert response.status_code == 302
+    assert response.url == f"/t/{tenant.code}/settings/"
+
+
+# ------------------------------------------------------------------ form: strategy fields, preview
+
+
+def test_the_form_shows_every_timing_field_with_a_hint_and_marks_the_unneeded(client, mia, tenant, source) -> None:
+    client.force_login(mia)
+    text = client.get(f"/t/{tenant.code}/schedules/new/").text
+    for name in ("time_of_day", "weekdays", "cron", "every_hours", "timezone"):
+        assert f"field-{name}" in text
+    assert "Cron expression only:" in text and "Weekly only." in text
+    assert '<div class="field field-cron" data-unneeded>' in text
+    assert '<div class="field field-time_of_day">' in text
+    assert '<datalist id="tz-names">' in text and '<option value="Europe/Berlin">' in text
+    assert 'list="tz-names"' in text
+    assert f'hx-post="/t/{tenant.code}/schedules/fields/"' in text
+    assert f'hx-post="/t/{tenant.code}/schedules/preview/"' in text
+    for name in ("keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "time_limit_minutes", "max_attempts"):
+        assert f'name="{name}"' in text
+
+
+def test_the_form_page_previews_the_saved_values(client, mia, schedule) -> None:
+    client.force_login(mia)
+    response = client.get(f"/schedules/{schedule.code}/edit/")
+    slots = response.context["preview"]["slots"]
+    assert len(slots) == 5
+    assert slots[0] == schedule.next_run_at
+    assert f'hx-post="/t/{schedule.tenant.code}/schedules/preview/?schedule={schedule.code}"' in response.text
+
+
+def test_changing_the_strategy_returns_its_fields_without_errors(client, mia, tenant, source) -> None:
+    client.force_login(mia)
+    data = valid_data(source, kind="cron", cron="", time_of_day="04:45")
+    response = client.post(f"/t/{tenant.code}/schedules/fields/", data, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert "<html" not in response.text
+    assert response.text.lstrip().startswith('<div id="timing-fields"')
+    assert '<div class="field field-cron">' in response.text
+    assert '<div class="field field-time_of_day" data-unneeded>' in response.text
+    assert 'value="04:45"' in response.text  # what was typed survives the swap
+    assert "errorlist" not in response.text
+
+
+def test_the_preview_lists_the_next_five_runs_in_the_zone_and_utc(client, mia, tenant, source) -> None:
+    client.force_login(mia)
+    data = valid_data(source, kind="weekly", weekdays=["0", "3"], time_of_day="02:30", timezone="Europe/Berlin")
+    response = client.post(f"/t/{tenant.code}/schedules/preview/", data, headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert "<html" not in response.text
+    slots = preview_slots(response.text)
+    assert len(slots) == 5
+    from zoneinfo import ZoneInfo
+
+    berlin = [slot.astimezone(ZoneInfo("Europe/Berlin")) for slot in slots]
+    assert all(local.weekday() in (0, 3) and (local.hour, local.minute) == (2, 30) for local in berlin)
+    assert response.text.count("<tr>") == 6  # the head and five slots
+    assert "Europe/Berlin</th>" in response.text and "UTC</th>" in response.text
+    assert not BackupSchedule.objects.exists()  # a preview never saves
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"kind": "cron", "cron": "61 * * * *"}, "Invalid cron expression"),
+        ({"kind": "cron", "cron": "every day"}, "A cron expression has five fields"),
+        ({"kind": "cron", "cron": "0 0 31 2 *"}, "never matches a real date"),
+        ({"timezone": "Mars/Olympus"}, "Unknown time zone"),
+        ({"kind": "every_n_hours", "every_hours": "0"}, "N must be between 1 and 168 hours."),
+        ({"kind": "weekly"}, "Pick at least one weekday"),
+        ({"time_of_day": "25:99"}, "Enter a valid time."),
+        ({"kind": "nonsense"}, "Select a valid choice"),
+    ],
+)
+def test_the_preview_shows_invalid_values_inline_not_a_500(client, mia, tenant, source, changes, message) -> None:
+    client.force_login(mia)
+    response = client.post(
+        f"/t/{tenant.code}/schedules/preview/", valid_data(source, **changes), headers={"HX-Request": "true"}
+    )
+    assert response.status_code == 200
+    assert 'class="preview-errors"' in response.text
+    assert message in response.text
+    assert "<table" not in response.text
+
+
+def test_the_preview_ignores_errors_of_fields_that_do_not_time_runs(client, mia, tenant, source) -> None:
+    client.force_login(mia)
+    response = client.post(f"/t/{tenant.code}/schedules/preview/", valid_data(source, name="", keep_last="0"))
+    assert len(preview_slots(response.text)) == 5
+
+
+def test_the_preview_of_a_disabled_strategy_says_it_runs_only_on_demand(client, mia, tenant, source) -> None:
+    client.force_login(mia)
+    response = client.post(f"/t/{tenant.code}/schedules/preview/", valid_data(source, kind="disabled"))
+    assert "runs only when someone presses Run now" in response.text
+
+
+def test_the_preview_of_an_edit_keeps_the_every_n_hours_grid(client, mia, tenant, source) -> None:
+    from datetime import timedelta
+
+    from scheduling.services import save_schedule
+
+    item = BackupSchedule(tenant=tenant, name="Sixes", kind=ScheduleKind.EVERY_N_HOURS, every_hours=6)
+    save_schedule(item, None, actor=None, sources=[source])
+    # An old anchor at an odd minute: a preview that re-anchored would land elsewhere.
+    anchor = timezone.now().replace(second=0, microsecond=0) - timedelta(days=30, minutes=17)
+    BackupSchedule.objects.filter(pk=item.pk).update(anchor_at=anchor)
+    client.force_login(mia)
+    data = valid_data(source, name="Sixes (renamed)", kind="every_n_hours", every_hours="6", time_of_day="02:00")
+    response = client.post(f"/t/{tenant.code}/schedules/preview/?schedule={item.code}", data)
+    slots = preview_slots(response.text)
+    assert len(slots) == 5
+    assert all((slot - anchor) % timedelta(hours=6) == timedelta(0) for slot in slots)
+    item.refresh_from_db()
+    assert item.name == "Sixes" and item.anchor_at == anchor
+
+
+def test_the_preview_requires_manager(client, bob, tenant, source) -> None:
+    client.force_login(bob)
+    assert client.post(f"/t/{tenant.code}/schedules/preview/", valid_data(source)).status_code == 403
+    assert client.post(f"/t/{tenant.code}/schedules/fields/", valid_data(source)).status_code == 403
+
+
+def test_the_preview_checks_ownership(client, charlie, tenant, source, schedule) -> None:
+    client.force_login(charlie)
+    assert client.post(f"/t/{tenant.code}/schedules/preview/", valid_data(source)).status_code == 404
+    assert client.post(f"/t/{tenant.code}/schedules/fields/", valid_data(source)).status_code == 404
+    own = charlie.memberships.get().tenant
+    # Charlie's own tenant, Alice's schedule: still not found.
+    url = f"/t/{own.code}/schedules/preview/?schedule={schedule.code}"
+    assert client.post(url, valid_data(source)).status_code == 404
+
+
+def test_the_preview_refuses_a_malformed_schedule_code(client, mia, tenant, source) -> None:
+    client.force_login(mia)
+    assert client.post(f"/t/{tenant.code}/schedules/preview/?schedule=nope", valid_data(source)).status_code == 404
+
+
+def test_the_preview_rejects_get(client, mia, tenant) -> None:
+    client.force_login(mia)
+    assert client.get(f"/t/{tenant.code}/schedules/preview/").status_code == 405
+    assert client.get(f"/t/{tenant.code}/schedules/fields/").status_code == 405
+
+
+def test_the_preview_requires_login(client, tenant, source) -> None:
+    assert_login_redirect(client.post(f"/t/{tenant.code}/schedules/preview/", valid_data(source)))
+    assert_login_redirect(client.post(f"/t/{tenant.code}/schedules/fields/", valid_data(source)))
+
+
+def test_a_rejected_submission_shows_an_unneeded_field_that_has_an_error(client, mia, tenant, source) -> None:
+    client.force_login(mia)
+    # A daily schedule does not use N, but a bad N is still refused: its field must not stay hidden.
+    response = client.post(f"/t/{tenant.code}/schedules/new/", valid_data(source, kind="daily", every_hours="0"))
+    assert '<div class="field field-every_hours">' in response.text
+    assert '<div class="field field-cron" data-unneeded>' in response.text
+    assert "N must be between 1 and 168 hours." in response.text
+
+
+def test_the_preview_of_a_utc_schedule_shows_one_column(client, mia, tenant, source) -> None:
+    client.force_login(mia)
+    response = client.post(f"/t/{tenant.code}/schedules/preview/", valid_data(source, timezone="UTC"))
+    assert len(preview_slots(response.text)) == 5
+    assert response.text.count("<th ") == 1
+
+
+def test_the_detail_run_now_button_posts_with_htmx(client, bob, schedule) -> None:
+    client.force_login(bob)
+    text = client.get(f"/schedules/{schedule.code}/").text
+    assert f'hx-post="/schedules/{schedule.code}/run/" hx-swap="none"' in text
+
+
+def test_the_list_and_the_detail_reject_post(client, mia, tenant, schedule) -> None:
+    client.force_login(mia)
+    assert client.post(f"/t/{tenant.code}/schedules/").status_code == 405
+    assert client.post(f"/schedules/{schedule.code}/").status_code == 405
+
+
+def test_the_form_pages_reject_other_methods(client, mia, tenant, schedule) -> None:
+    client.force_login(mia)
+    assert client.put(f"/t/{tenant.code}/schedules/new/").status_code == 405
+    assert client.put(f"/schedules/{schedule.code}/edit/").status_code == 405
+    assert client.put(f"/schedules/{schedule.code}/delete/").status_code == 405
+    assert BackupSchedule.objects.filter(pk=schedule.pk).exists()
+
+
+def test_a_slot_in_the_past_reads_as_due(client, rita, tenant, schedule) -> None:
+    from datetime import timedelta
+
+    import time_machine
+
+    client.force_login(rita)
+    now = timezone.now()
+    BackupSchedule.objects.filter(pk=schedule.pk).update(next_run_at=now - timedelta(minutes=5))
+    with time_machine.travel(now, tick=False):
+        text = client.get(f"/t/{tenant.code}/schedules/").text
+    assert '<span class="relative">due, 5 minutes ago</span>' in text

@@ -1,69 +1,40 @@
-"""Schedule pages: a tenant's list, one schedule's detail, and one small view per action."""
+"""Schedule pages: a tenant's list, one schedule's detail, the form with its live preview,
+and one small view per action."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from functools import lru_cache
+from typing import Any
 from uuid import UUID
 
-from cron_descriptor import ExpressionDescriptor, Options
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.http import HttpResponse
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.html import format_html
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.utils.safestring import SafeString, mark_safe
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
 
 from backups.models import BackupSet
-from lib.slots import InvalidCadence, upcoming, validate
-from scheduling.forms import WEEKDAY_CHOICES, ScheduleForm
+from lib.slots import InvalidCadence, all_zone_names, upcoming, validate
+from scheduling.forms import TIMING_FIELDS, ScheduleForm, unbound_copy
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, ScheduleKind
+from scheduling.presentation import describe_cadence, relative, viewer_zone
 from scheduling.runs import RunRefused
 from scheduling.runs import run_now as request_run
-from scheduling.services import ScheduleInUse, delete_schedule, save_schedule, set_enabled, snapshot
+from scheduling.services import ScheduleInUse, delete_schedule, prepare, save_schedule, set_enabled, snapshot
 from tenants.access import MANAGE, RUN, SEE, get_for_member, get_tenant_for_member
+from tenants.models import Tenant
 from tenants.views import AuthedRequest, paginate, tenant_page
+
+__all__ = ["describe_cadence"]  # re-exported: older callers import it from here
 
 SCHEDULES_PER_PAGE = 100
 HISTORY_PER_PAGE = 20
 UPCOMING_COUNT = 5
-WEEKDAY_NAMES = dict(WEEKDAY_CHOICES)
-
-
-def describe_cadence(schedule: BackupSchedule) -> SafeString:
-    """The cadence in words, e.g. "Weekly on Mon, Thu at 03:00 (Europe/Berlin)"."""
-    tz, at = schedule.timezone, schedule.time_of_day.strftime("%H:%M")
-    if schedule.kind == ScheduleKind.DAILY:
-        return format_html("Daily at {} ({})", at, tz)
-    if schedule.kind == ScheduleKind.WEEKLY:
-        days = ", ".join(WEEKDAY_NAMES[day] for day in sorted(schedule.weekdays or []) if day in WEEKDAY_NAMES)
-        return format_html("Weekly on {} at {} ({})", days, at, tz)
-    if schedule.kind == ScheduleKind.CRON:
-        words = _cron_in_words(schedule.cron)
-        if words:
-            return format_html("Cron <code>{}</code> ({}): {}", schedule.cron, tz, words)
-        return format_html("Cron <code>{}</code> ({})", schedule.cron, tz)
-    if schedule.kind == ScheduleKind.EVERY_N_HOURS:
-        if schedule.every_hours == 1:
-            return mark_safe("Every hour")
-        return format_html("Every {} hours", schedule.every_hours)
-    return mark_safe("Never by itself (Run now only)")
-
-
-@lru_cache(maxsize=1024)
-def _cron_in_words(expression: str) -> str:
-    options = Options()
-    options.use_24hour_time_format = True
-    try:
-        words = ExpressionDescriptor(expression, options).get_description()
-    except Exception:  # a description is a nicety; the expression itself is shown anyway
-        return ""
-    return words[:1].lower() + words[1:]
 
 
 def upcoming_slots(schedule: BackupSchedule, now: datetime) -> list[datetime]:
@@ -76,7 +47,19 @@ def upcoming_slots(schedule: BackupSchedule, now: datetime) -> list[datetime]:
     return upcoming(schedule.cadence, now, UPCOMING_COUNT)
 
 
-def _back_to(request: AuthedRequest, default: str) -> str:
+def decorate(schedule: BackupSchedule, now: datetime) -> BackupSchedule:
+    """What a row or a settings block shows besides the fields (no queries)."""
+    schedule.cadence_text = describe_cadence(schedule)  # type: ignore[attr-defined]
+    next_in = relative(schedule.next_run_at, now)
+    # A slot in the past is due and waits for the dispatcher (off, or catching up).
+    if schedule.next_run_at is not None and schedule.next_run_at < now:
+        next_in = f"due, {next_in}"
+    schedule.next_relative = next_in  # type: ignore[attr-defined]
+    schedule.last_relative = relative(schedule.last_run_at, now)  # type: ignore[attr-defined]
+    return schedule
+
+
+def back_to(request: AuthedRequest, default: str) -> str:
     """The page a button came from (a `next` field), if it is one of ours."""
     target = request.POST.get("next", "")
     if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
@@ -84,17 +67,51 @@ def _back_to(request: AuthedRequest, default: str) -> str:
     return default
 
 
+def toast(request: AuthedRequest, body: str = "") -> HttpResponse:
+    """An htmx answer: `body` for the target, plus the pending messages swapped into #messages."""
+    fragment = render_to_string("scheduling/schedule_toast.html", request=request)
+    return HttpResponse(body + fragment)
+
+
+def list_context(request: AuthedRequest, tenant: Tenant) -> dict[str, Any]:
+    queryset = BackupSchedule.objects.filter(tenant=tenant).prefetch_related("sources").order_by("name", "id")
+    page = paginate(request, queryset, SCHEDULES_PER_PAGE)
+    now = timezone.now()
+    for schedule in page:
+        decorate(schedule, now)
+    list_url = reverse("schedules", args=[tenant.code])
+    role = tenant.member_role  # type: ignore[attr-defined]
+    return tenant_page(
+        request,
+        tenant,
+        role,
+        "schedules",
+        page=page,
+        viewer_tz=viewer_zone(request),
+        bulk_actions=bulk_choices(role),
+        # Where a row's buttons come back to: this page of the list (a bulk POST redraws it too).
+        next_url=request.get_full_path() if request.path == list_url else list_url,
+    )
+
+
+@require_safe
+@vary_on_headers("HX-Request")
 @login_required
 def schedule_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     tenant = get_tenant_for_member(request.user, tenant_code, SEE)
-    queryset = BackupSchedule.objects.filter(tenant=tenant).prefetch_related("sources").order_by("name", "id")
-    page = paginate(request, queryset, SCHEDULES_PER_PAGE)
-    for schedule in page:
-        schedule.cadence_text = describe_cadence(schedule)  # type: ignore[attr-defined]
-    ctx = tenant_page(request, tenant, tenant.member_role, "schedules", page=page)  # type: ignore[attr-defined]
+    ctx = list_context(request, tenant)
+    if request.htmx:
+        return render(request, "scheduling/schedules.html#list", ctx)
     return render(request, "scheduling/schedules.html", ctx)
 
 
+def bulk_choices(role: str) -> list[tuple[str, str]]:
+    from scheduling.views.bulk import actions_for  # bulk imports this module
+
+    return actions_for(role)
+
+
+@require_safe
 @vary_on_headers("HX-Request")
 @login_required
 def schedule_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
@@ -126,6 +143,23 @@ def schedule_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
     return render(request, "scheduling/schedule_detail.html", ctx)
 
 
+def form_page(request: AuthedRequest, tenant: Tenant, role: str, form: ScheduleForm, **extra: Any) -> dict[str, Any]:
+    schedule = extra.get("schedule")
+    query = f"?schedule={schedule.code}" if schedule else ""
+    form.swap_fields_on_change(reverse("schedule_form_fields", args=[tenant.code]) + query)
+    return tenant_page(
+        request,
+        tenant,
+        role,
+        "schedules",
+        form=form,
+        zone_names=sorted(all_zone_names()),
+        preview_url=reverse("schedule_preview", args=[tenant.code]) + query,
+        preview=preview_of(form, extra.pop("before", None)),
+        **extra,
+    )
+
+
 @require_http_methods(["GET", "POST"])
 @login_required
 def schedule_create(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
@@ -137,8 +171,8 @@ def schedule_create(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
         save_schedule(form.save(commit=False), None, request.user, sources=form.cleaned_data["sources"])
         messages.success(request, f"Schedule “{schedule.name}” created.")
         return redirect("schedule_detail", code=schedule.code)
-    has_sources = tenant.sources.exists()
-    ctx = tenant_page(request, tenant, tenant.member_role, "schedules", form=form, has_sources=has_sources)  # type: ignore[attr-defined]
+    role = tenant.member_role  # type: ignore[attr-defined]
+    ctx = form_page(request, tenant, role, form, has_sources=tenant.sources.exists())
     return render(request, "scheduling/schedule_form.html", ctx)
 
 
@@ -153,17 +187,68 @@ def schedule_edit(request: AuthedRequest, code: UUID) -> HttpResponse:
         save_schedule(form.save(commit=False), before, request.user, sources=form.cleaned_data["sources"])
         messages.success(request, f"Schedule “{schedule.name}” saved.")
         return redirect("schedule_detail", code=schedule.code)
-    ctx = tenant_page(
-        request,
-        schedule.tenant,
-        schedule.member_role,  # type: ignore[attr-defined]
-        "schedules",
-        form=form,
-        schedule=schedule,
-        saved_name=saved_name,
-        has_sources=True,
+    role = schedule.member_role  # type: ignore[attr-defined]
+    ctx = form_page(
+        request, schedule.tenant, role, form, schedule=schedule, saved_name=saved_name, has_sources=True, before=before
     )
     return render(request, "scheduling/schedule_form.html", ctx)
+
+
+def preview_of(form: ScheduleForm, before: dict[str, Any] | None) -> dict[str, Any]:
+    """The next slots of the form's unsaved values, or the timing fields' errors.
+
+    The slots come from the same code that saving uses (services.prepare sets the
+    anchor of an every-N-hours schedule, lib.slots counts), so the preview cannot
+    disagree with what the dispatcher will do.
+    """
+    if form.is_bound:  # unbound: the saved values (or the defaults) are in the instance already
+        form.is_valid()
+        errors = [(form[name].label, form.errors[name]) for name in TIMING_FIELDS if name in form.errors]
+        if errors:
+            return {"errors": errors}
+    schedule = form.instance  # the form's values are in it, unsaved
+    if schedule.kind == ScheduleKind.DISABLED:
+        return {"slots": [], "note": "Disabled: this schedule runs only when someone presses Run now."}
+    now = timezone.now()
+    prepare(schedule, before, now)
+    slots = upcoming(schedule.cadence, now, UPCOMING_COUNT)
+    note = "" if schedule.enabled else "The schedule is not enabled: these slots apply once it is."
+    return {"slots": slots, "tz": schedule.timezone, "note": note or ("" if slots else "No slot in the next 5 years.")}
+
+
+def _form_for_partial(request: AuthedRequest, tenant_code: UUID) -> tuple[ScheduleForm, dict[str, Any] | None, Tenant]:
+    """The unsaved form of the create or edit page (`?schedule=<code>` for an edit)."""
+    tenant = get_tenant_for_member(request.user, tenant_code, MANAGE)
+    code = request.GET.get("schedule")
+    if code:
+        try:
+            schedule = get_for_member(request.user, BackupSchedule, UUID(code), MANAGE)
+        except ValueError:
+            raise Http404 from None
+        if schedule.tenant_id != tenant.pk:
+            raise Http404
+        before: dict[str, Any] | None = snapshot(schedule)
+    else:
+        schedule, before = BackupSchedule(tenant=tenant), None
+    return ScheduleForm(request.POST, instance=schedule, tenant=tenant), before, tenant
+
+
+@require_POST
+@login_required
+def schedule_preview(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
+    """The live preview: posted as the user types (htmx), never saves."""
+    form, before, tenant = _form_for_partial(request, tenant_code)
+    return render(request, "scheduling/schedule_form.html#preview", {"preview": preview_of(form, before)})
+
+
+@require_POST
+@login_required
+def schedule_form_fields(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
+    """The timing fields for the chosen strategy (htmx swaps them when the strategy changes)."""
+    bound, _, tenant = _form_for_partial(request, tenant_code)
+    form = unbound_copy(bound, instance=bound.instance, tenant=tenant)
+    form.swap_fields_on_change(request.get_full_path())
+    return render(request, "scheduling/schedule_form.html#timing", {"form": form})
 
 
 @require_http_methods(["GET", "POST"])
@@ -202,7 +287,20 @@ def schedule_toggle(request: AuthedRequest, code: UUID) -> HttpResponse:
     if enabled != schedule.enabled:
         set_enabled(schedule, enabled, request.user)
     messages.success(request, f"Schedule “{schedule.name}” is {'enabled' if enabled else 'disabled'}.")
-    return redirect(_back_to(request, reverse("schedule_detail", args=[schedule.code])))
+    if request.htmx:  # the list's row, redrawn in its new state
+        role = schedule.member_role  # type: ignore[attr-defined]
+        ctx = tenant_page(
+            request,
+            schedule.tenant,
+            role,
+            "schedules",
+            schedule=decorate(schedule, timezone.now()),
+            viewer_tz=viewer_zone(request),
+            bulk_actions=bulk_choices(role),
+            next_url=back_to(request, reverse("schedules", args=[schedule.tenant.code])),
+        )
+        return toast(request, render_to_string("scheduling/schedules.html#row", ctx, request=request))
+    return redirect(back_to(request, reverse("schedule_detail", args=[schedule.code])))
 
 
 @require_POST
@@ -215,4 +313,6 @@ def schedule_run_now(request: AuthedRequest, code: UUID) -> HttpResponse:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"Run of “{schedule.name}” queued.")
-    return redirect(_back_to(request, reverse("schedule_detail", args=[schedule.code])))
+    if request.htmx:  # the button stays where it is; only the toast appears
+        return toast(request)
+    return redirect(back_to(request, reverse("schedule_detail", args=[schedule.code])))

@@ -1,0 +1,87 @@
+"""How schedules read on a page: the cadence in words, instants relative to now, the viewer's zone.
+
+No queries here: the list and the settings page call these once per schedule, so
+anything that touched the database would make their query count grow with the list.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from functools import lru_cache
+
+from cron_descriptor import ExpressionDescriptor, Options
+from django.http import HttpRequest
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+
+from lib.slots import all_zone_names
+from scheduling.models import BackupSchedule, ScheduleKind
+
+DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+# Set by static/js/schedules.js from Intl.DateTimeFormat; read only if it names a real zone.
+TZ_COOKIE = "tz"
+
+
+def join_words(words: list[str]) -> str:
+    """["a", "b", "c"] -> "a, b and c"."""
+    if len(words) <= 1:
+        return "".join(words)
+    return f"{', '.join(words[:-1])} and {words[-1]}"
+
+
+def describe_cadence(schedule: BackupSchedule) -> SafeString:
+    """The cadence in words, e.g. "At 02:30 on Monday and Thursday, Europe/Berlin"."""
+    tz, at = schedule.timezone, schedule.time_of_day.strftime("%H:%M")
+    if schedule.kind == ScheduleKind.DAILY:
+        return format_html("At {} every day, {}", at, tz)
+    if schedule.kind == ScheduleKind.WEEKLY:
+        days = [DAY_NAMES[day] for day in sorted(set(schedule.weekdays or [])) if day in range(7)]
+        if len(days) == 7:
+            return format_html("At {} every day, {}", at, tz)
+        return format_html("At {} on {}, {}", at, join_words(days) or "no day", tz)
+    if schedule.kind == ScheduleKind.CRON:
+        words = cron_in_words(schedule.cron)
+        if words:
+            return format_html("{}, {} <code>{}</code>", words, tz, schedule.cron)
+        return format_html("Cron <code>{}</code>, {}", schedule.cron, tz)
+    if schedule.kind == ScheduleKind.EVERY_N_HOURS:
+        if schedule.every_hours == 1:
+            return format_html("Every hour from {}, {}", at, tz)
+        return format_html("Every {} hours from {}, {}", schedule.every_hours, at, tz)
+    return format_html("{}", "Never by itself (Run now only)")
+
+
+@lru_cache(maxsize=1024)
+def cron_in_words(expression: str) -> str:
+    options = Options()
+    options.use_24hour_time_format = True
+    try:
+        return ExpressionDescriptor(expression, options).get_description()
+    except Exception:  # a description is a nicety; the expression itself is shown anyway
+        return ""
+
+
+def _amount(count: int, unit: str) -> str:
+    return f"{count} {unit}" if count == 1 else f"{count} {unit}s"
+
+
+def relative(instant: datetime | None, now: datetime) -> str:
+    """ "in 3 hours", "5 minutes ago", "now": the largest whole unit, rounded down."""
+    if instant is None:
+        return ""
+    delta = instant - now
+    future = delta > timedelta(0)  # this very instant has passed, not come
+    seconds = abs(delta.total_seconds())
+    if seconds < 60:
+        return "in under a minute" if future else "just now"
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            text = _amount(int(seconds // size), unit)
+            break
+    return f"in {text}" if future else f"{text} ago"
+
+
+def viewer_zone(request: HttpRequest) -> str:
+    """The browser's zone (a cookie set by schedules.js), UTC when absent or not a real zone."""
+    name = request.COOKIES.get(TZ_COOKIE, "")
+    return name if name in all_zone_names() else "UTC"

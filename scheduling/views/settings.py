@@ -1,0 +1,141 @@
+"""The tenant's Settings page: one block per schedule with its timing, a Run now button
+and a status area that refreshes itself (htmx polling)."""
+
+from __future__ import annotations
+
+from typing import Any
+from uuid import UUID
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.views.decorators.http import require_POST, require_safe
+from django.views.decorators.vary import vary_on_headers
+
+from lib.slots import all_zone_names
+from scheduling.forms import TimingForm, unbound_copy
+from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun
+from scheduling.services import save_schedule, snapshot
+from scheduling.views.schedules import decorate, toast
+from tenants.access import MANAGE, SEE, get_for_member, get_tenant_for_member, role_allows
+from tenants.models import Tenant
+from tenants.views import AuthedRequest, paginate, tenant_page
+
+BLOCKS_PER_PAGE = 50
+# How often the status areas refresh themselves (seconds).
+POLL_SECONDS = 10
+
+
+def prefix_for(schedule: BackupSchedule) -> str:
+    """Several blocks share the page: each form's ids and names carry the schedule's code."""
+    return f"s{schedule.code.hex}"
+
+
+def timing_form(schedule: BackupSchedule, data: Any = None) -> TimingForm:
+    form = TimingForm(data, instance=schedule, prefix=prefix_for(schedule))
+    form.swap_fields_on_change(reverse("schedule_settings_fields", args=[schedule.code]))
+    return form
+
+
+def settings_context(request: AuthedRequest, tenant: Tenant, bound: TimingForm | None = None) -> dict[str, Any]:
+    """Every block of one page. Queries: the schedules, and one for their active runs."""
+    role = tenant.member_role  # type: ignore[attr-defined]
+    can_manage = role_allows(role, MANAGE)
+    page = paginate(request, BackupSchedule.objects.filter(tenant=tenant).order_by("name", "id"), BLOCKS_PER_PAGE)
+    active = dict(
+        BackupScheduleRun.objects.filter(
+            tenant=tenant, schedule__in=[s.pk for s in page], status__in=ACTIVE_STATUSES
+        ).values_list("schedule_id", "status")
+    )
+    now = timezone.now()
+    blocks = []
+    for schedule in page:
+        decorate(schedule, now)
+        form = None
+        if bound is not None and bound.instance.pk == schedule.pk:
+            form = bound
+        elif can_manage:
+            form = timing_form(schedule)
+        blocks.append(block(schedule, form, active.get(schedule.pk)))
+    return tenant_page(
+        request,
+        tenant,
+        role,
+        "settings",
+        page=page,
+        blocks=blocks,
+        poll_seconds=POLL_SECONDS,
+        settings_url=reverse("tenant_settings", args=[tenant.code]),
+        zone_names=sorted(all_zone_names()) if can_manage else [],
+    )
+
+
+def block(schedule: BackupSchedule, form: TimingForm | None, active_status: str | None) -> dict[str, Any]:
+    return {"schedule": schedule, "form": form, "active": active_status}
+
+
+@require_safe
+@vary_on_headers("HX-Request")
+@login_required
+def tenant_settings(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
+    tenant = get_tenant_for_member(request.user, tenant_code, SEE)
+    ctx = settings_context(request, tenant)
+    if request.htmx and request.GET.get("part") == "status":  # the poll: every status area, out of band
+        return render(request, "scheduling/settings.html#statuses", ctx)
+    return render(request, "scheduling/settings.html", ctx)
+
+
+@require_POST
+@login_required
+def schedule_settings_save(request: AuthedRequest, code: UUID) -> HttpResponse:
+    """Save one block: the schedule's timing, through the same service as the full form."""
+    schedule = get_for_member(request.user, BackupSchedule, code, MANAGE)
+    tenant = schedule.tenant
+    before = snapshot(schedule)
+    form = timing_form(schedule, request.POST)
+    if form.is_valid():
+        save_schedule(form.save(commit=False), before, request.user)
+        messages.success(request, f"Schedule “{schedule.name}” saved.")
+        if not request.htmx:
+            return redirect("tenant_settings", tenant_code=tenant.code)
+        return _block_answer(request, schedule, timing_form(schedule))
+    if request.htmx:  # the block with its errors; the saved values stay in the header and status
+        fresh = BackupSchedule.objects.get(pk=schedule.pk)
+        fresh.member_role = schedule.member_role  # type: ignore[attr-defined]
+        form.instance = fresh
+        return _block_answer(request, fresh, form)
+    tenant.member_role = schedule.member_role  # type: ignore[attr-defined]
+    return render(request, "scheduling/settings.html", settings_context(request, tenant, bound=form))
+
+
+def _block_answer(request: AuthedRequest, schedule: BackupSchedule, form: TimingForm) -> HttpResponse:
+    role = schedule.member_role  # type: ignore[attr-defined]
+    active = (
+        BackupScheduleRun.objects.filter(tenant=schedule.tenant, schedule=schedule, status__in=ACTIVE_STATUSES)
+        .values_list("status", flat=True)
+        .first()
+    )
+    ctx = tenant_page(
+        request,
+        schedule.tenant,
+        role,
+        "settings",
+        block=block(decorate(schedule, timezone.now()), form, active),
+        settings_url=reverse("tenant_settings", args=[schedule.tenant.code]),
+        poll_seconds=POLL_SECONDS,
+    )
+    return toast(request, render_to_string("scheduling/settings.html#block", ctx, request=request))
+
+
+@require_POST
+@login_required
+def schedule_settings_fields(request: AuthedRequest, code: UUID) -> HttpResponse:
+    """A block's timing fields for the chosen strategy (htmx, on a change of strategy); saves nothing."""
+    schedule = get_for_member(request.user, BackupSchedule, code, MANAGE)
+    form = unbound_copy(timing_form(schedule, request.POST), instance=schedule, prefix=prefix_for(schedule))
+    form.swap_fields_on_change(request.path)
+    return render(request, "scheduling/settings.html#fields", {"form": form, "schedule": schedule})

@@ -1,0 +1,30 @@
+// Progressive enhancements for the schedule pages; every page works without this file.
+(function () {
+  "use strict";
+  // Fields a strategy does not use are hidden only when scripts run (see schedules.css).
+  document.documentElement.classList.add("js");
+
+  // The viewer's time zone, for "your time" next to each schedule's own zone.
+  try {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    if (zone && document.cookie.indexOf("tz=" + encodeURIComponent(zone)) === -1) {
+      document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; samesite=lax";
+    }
+  } catch (e) {
+    // No Intl support: the server shows UTC.
+  }
+
+  // "Select all" for bulk actions, shown only when it can work.
+  function wireSelectAll(root) {
+    root.querySelectorAll("input.select-all").forEach(function (box) {
+      box.hidden = false;
+      box.addEventListener("change", function () {
+        document.querySelectorAll('input[name="schedules"][form="bulk-form"]').forEach(function (pick) {
+          pick.checked = box.checked;
+        });
+      });
+    });
+  }
+  document.addEventListener("DOMContentLoaded", function () { wireSelectAll(document); });
+  document.addEventListener("htmx:afterSettle", function (event) { wireSelectAll(event.target); });
+})();
