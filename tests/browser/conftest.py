@@ -42,7 +42,9 @@ def _missing_browser(reason: str) -> None:
 def browser() -> Iterator:
     if not os.access(CHROMIUM, os.X_OK):
         _missing_browser(f"no chromium at {CHROMIUM}")
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
 
     # Playwright's sync API marks its event loop as running in this thread between
     # calls, and Django then refuses ORM calls from the test ("async context").

@@ -1,5 +1,5 @@
-"""Run now in a browser, executed by a real cluster (`manage.py runcluster`), watched on the
-runs page without a reload: queued -> running -> succeeded.
+"""Run now in a browser, executed by a real cluster (`manage.py runcluster`), watched without a
+reload on the page that polls (the tenant's Settings page): queued -> running -> succeeded.
 
 The source is held under an exclusive SQLite lock while the run starts, so the real
 SQLite engine waits inside its backup and the run stays `running` until the test lets
@@ -9,6 +9,7 @@ go: each state is seen for sure, whatever the machine's speed.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -86,64 +87,50 @@ def status_of_newest_run(page):  # type: ignore[no-untyped-def]
     return table.get_by_role("row").nth(1).get_by_role("cell").nth(2)
 
 
-def refresh_runs(page) -> None:  # type: ignore[no-untyped-def]
-    """Ask for the runs table again without leaving the page: the filter form is an htmx
-    form that swaps only the table. (When the runs page polls by itself, this only
-    makes the next look come sooner.)"""
-    page.get_by_role("button", name="Filter").click()
-
-
-def wait_for_status(page, label: str, timeout_ms: int = CLUSTER_TIMEOUT_MS) -> None:  # type: ignore[no-untyped-def]
-    deadline_polls = timeout_ms // 500
-    for _ in range(deadline_polls):
-        refresh_runs(page)
-        try:
-            expect(status_of_newest_run(page)).to_have_text(label, timeout=500)
-            return
-        except AssertionError:
-            continue
-    expect(status_of_newest_run(page)).to_have_text(label, timeout=1)
-
-
-def test_run_now_goes_queued_running_succeeded_on_the_runs_page_without_a_reload(
-    page, bob, tenant, source, schedule, settings
+def test_run_now_goes_queued_running_succeeded_on_the_settings_page_without_a_reload(
+    page, bob, tenant, source, schedule, settings, monkeypatch
 ) -> None:
-    log_in(page, bob)
-    page.goto(f"/schedules/{schedule.code}/")
-    with locked(Path(source.path)) as release:
-        page.get_by_role("button", name="Run now", exact=True).click()
-        expect(page.get_by_role("status").filter(has_text="queued")).to_contain_text("Run of “Nightly” queued.")
-        history = page.get_by_role("region", name="History")
-        expect(history.get_by_role("row").nth(1)).to_contain_text("Queued")
-        expect(history.get_by_role("row").nth(1)).to_contain_text(f"Run now by {bob.username}")
+    """The tenant's Settings page polls its status areas; Run now there is an htmx button.
+    The whole way, press included, happens on one page load."""
+    import scheduling.views.settings as settings_views
 
-        page.get_by_role("link", name="Runs", exact=True).click()
-        expect(status_of_newest_run(page)).to_have_text("Queued")
-        page.evaluate("window.__stillTheSamePage = true")
-        swaps: list[str] = []
-        page.on("request", lambda r: swaps.append(r.url) if r.headers.get("hx-request") == "true" else None)
+    monkeypatch.setattr(settings_views, "POLL_SECONDS", 1)  # the page's poll, sooner than its 10 s
+    log_in(page, bob)
+    page.goto(f"/t/{tenant.code}/settings/")
+    block = page.get_by_role("region", name="Nightly")
+    expect(block.get_by_role("definition").first).to_contain_text("Never run")
+    page.evaluate("window.__stillTheSamePage = true")
+
+    with locked(Path(source.path)) as release:
+        block.get_by_role("button", name="Run Nightly now").click()
+        expect(page.get_by_role("status").filter(has_text="queued")).to_contain_text("Run of “Nightly” queued.")
+        expect(block.get_by_text(re.compile(r"Now:\s*Queued"))).to_be_visible()
+        screenshot(page, "settings-queued")
 
         with cluster(settings) as output:
             try:
-                wait_for_status(page, "Running")
-                screenshot(page, "runs-running")
+                expect(block.get_by_text(re.compile(r"Now:\s*Running"))).to_be_visible(timeout=CLUSTER_TIMEOUT_MS)
+                screenshot(page, "settings-running")
                 run = BackupScheduleRun.objects.get(schedule=schedule)
                 assert run.status == RunStatus.RUNNING  # held by the lock, not finished behind our back
                 release()
-                wait_for_status(page, "Succeeded")
+                expect(block.get_by_role("definition").first).to_contain_text("Succeeded", timeout=CLUSTER_TIMEOUT_MS)
+                expect(block.get_by_text(re.compile(r"Now:"))).to_have_count(0)
             except AssertionError as exc:
                 raise AssertionError(f"{exc}\ncluster output:\n{output()}") from None
-        assert page.evaluate("window.__stillTheSamePage === true"), "the runs page was reloaded"
-        assert swaps, "the table was never refreshed by htmx"
-    screenshot(page, "runs-succeeded")
+    assert page.evaluate("window.__stillTheSamePage === true"), "the page was reloaded"
+    screenshot(page, "settings-succeeded")
 
     run = BackupScheduleRun.objects.get(schedule=schedule)
     assert (run.status, run.trigger, run.requested_by) == (RunStatus.SUCCEEDED, "manual", bob)
     assert run.backup_set.size > 0
 
-    # The run's log, one click away.
+    # On the runs page, and its log one click away.
+    page.get_by_role("link", name="Runs", exact=True).click()
+    expect(status_of_newest_run(page)).to_have_text("Succeeded")
     status_of_newest_run(page).locator("xpath=..").get_by_role("link").first.click()
     log = page.get_by_role("region", name="Log")
     expect(log).to_contain_text("Snapshot taken with the online backup API")
     expect(log).to_contain_text("Succeeded.")
     expect(page.get_by_role("listitem").filter(has_text="SHA-256")).to_contain_text(run.backup_set.items.get().sha256)
+    screenshot(page, "run-succeeded")
