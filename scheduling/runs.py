@@ -82,6 +82,20 @@ def _request(
     return run
 
 
+RETRY_CANCELED_MESSAGE = "Canceled: the schedule was disabled before this automatic retry started."
+
+
+def cancel_pending_retries(schedule: BackupSchedule) -> int:
+    """Cancel the automatic retries still waiting for their time (no task pushed yet).
+
+    A person who disables a schedule means "no more backups from it"; a retry
+    starting an hour later would surprise them. Compare-and-swap: one the dispatcher
+    released meanwhile has a task and runs as a requested run would."""
+    return BackupScheduleRun.objects.filter(
+        schedule=schedule, status=RunStatus.QUEUED, enqueued_at__isnull=True, not_before__isnull=False
+    ).update(status=RunStatus.CANCELED, finished_at=timezone.now(), error_message=RETRY_CANCELED_MESSAGE)
+
+
 def claim(run_code: str, now: datetime) -> bool:
     """queued -> running. False if someone else (a redelivered task) got it first,
     or if the run is an automatic retry whose time has not come yet."""

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from lib.slots import default_anchor, next_slot
 from scheduling.models import ACTIVE_STATUSES, EDITABLE_FIELDS, BackupSchedule, ScheduleKind
+from scheduling.runs import cancel_pending_retries
 from tenants.audit import record
 from tenants.models import AuditAction
 
@@ -84,6 +85,8 @@ def save_schedule(
             changes["sources"] = [before.get("sources"), source_names(schedule)]
         if changes:
             record(schedule.tenant, AuditAction.SCHEDULE_UPDATED, schedule, actor=actor, changes=changes)
+    if not schedule.enabled or schedule.kind == ScheduleKind.DISABLED:
+        cancel_pending_retries(schedule)
     return schedule
 
 
@@ -92,7 +95,8 @@ def set_enabled(schedule: BackupSchedule, enabled: bool, actor: Any) -> None:
     refresh_next_run(schedule)
     schedule.save(update_fields=["enabled", "next_run_at", "updated_at"])
     action = AuditAction.SCHEDULE_ENABLED if enabled else AuditAction.SCHEDULE_DISABLED
-    record(schedule.tenant, action, schedule, actor=actor)
+    canceled = 0 if enabled else cancel_pending_retries(schedule)
+    record(schedule.tenant, action, schedule, actor=actor, **({"retries_canceled": canceled} if canceled else {}))
 
 
 class ScheduleInUse(Exception):

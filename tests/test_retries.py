@@ -205,3 +205,20 @@ def test_run_now_during_a_pending_retry_says_when_it_starts(schedule, timing_out
     expected = f"automatic retry pending; it starts after {pending.not_before:%Y-%m-%d %H:%M} UTC"
     with pytest.raises(RunRefused, match=expected):
         run_now(schedule, actor=None)
+
+
+def test_disabling_the_schedule_cancels_its_pending_automatic_retry(
+    schedule, timing_out, django_capture_on_commit_callbacks
+) -> None:
+    from scheduling.runs import RETRY_CANCELED_MESSAGE
+    from scheduling.services import set_enabled
+
+    first = fail_first_attempt(schedule)
+    second = BackupScheduleRun.objects.get(retry_of=first)
+    set_enabled(schedule, False, actor=None)
+    second.refresh_from_db()
+    assert second.status == RunStatus.CANCELED and second.error_message == RETRY_CANCELED_MESSAGE
+    with django_capture_on_commit_callbacks(execute=True):
+        assert run_pass(second.not_before).retries == 0
+    assert queued_tasks() == []
+    assert AuditLog.objects.get(action=AuditAction.SCHEDULE_DISABLED).details == {"retries_canceled": 1}
