@@ -1,56 +1,194 @@
-"""Run pages: a tenant's runs, one run with its log, and Retry."""
+"""Run pages: a tenant's runs (every operation, filtered and sorted), one run with its
+log, and Retry."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
 from uuid import UUID
 
+from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import DurationField, ExpressionWrapper, F, OrderBy, Q, QuerySet
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from backups.models import BackupSet
-from scheduling.models import BackupScheduleRun, RunStatus
+from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.runs import RETRYABLE, RunRefused, retry
 from tenants.access import RUN, SEE, get_for_member, get_tenant_for_member
-from tenants.views import AuthedRequest, paginate, tenant_page
+from tenants.views import AuthedRequest, ListFilterForm, listing_template, tenant_page, window
 
 RUNS_PER_PAGE = 50
+# How often the browser asks again while a shown run is queued or running (htmx `every`).
+POLL_SECONDS = 3
+# The log viewer shows the end of a very long log; the whole log stays in the database.
+LOG_TAIL_CHARS = 200_000
+
+# Each sort with its tie-break, so equal values keep one order from page to page.
+_DURATION = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+SORTS: dict[str, tuple[str, list[OrderBy | str]]] = {
+    # Both along scheduling_run_tenant_time (or scheduling_run_schedule_time with a schedule).
+    "-created": ("Newest first", ["-created_at", "-id"]),
+    "created": ("Oldest first", ["created_at", "id"]),
+    # The others sort the filtered rows: narrow by schedule or dates for a huge history.
+    "-started": ("Started, latest first", [F("started_at").desc(nulls_last=True), "-id"]),
+    "started": ("Started, earliest first", [F("started_at").asc(nulls_last=True), "id"]),
+    "-duration": ("Longest first", [F("run_duration").desc(nulls_last=True), "-id"]),
+    "duration": ("Shortest first", [F("run_duration").asc(nulls_last=True), "id"]),
+    "status": ("Status A–Z", ["status", "-created_at", "-id"]),
+    "-status": ("Status Z–A", ["-status", "-created_at", "-id"]),
+}
+DEFAULT_SORT = "-created"
+FILTERS = ("schedule", "status", "trigger", "operation", "date_from", "date_to")
+# Column heads that sort: the column, its key.
+SORTABLE_COLUMNS = {"created": "created", "started": "started", "duration": "duration", "status": "status"}
 
 
+class RunFilterForm(ListFilterForm):
+    schedule = forms.ChoiceField(required=False, label="Schedule")
+    status = forms.ChoiceField(required=False, label="Status", choices=[("", "Any status"), *RunStatus.choices])
+    trigger = forms.ChoiceField(required=False, label="Trigger", choices=[("", "Any trigger"), *Trigger.choices])
+    operation = forms.ChoiceField(
+        required=False, label="Operation", choices=[("", "Any operation"), *Operation.choices]
+    )
+    sort = forms.ChoiceField(required=False, label="Sort", choices=[(key, label) for key, (label, _) in SORTS.items()])
+
+    def __init__(self, *args: Any, schedules: list[BackupSchedule], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.schedules = {str(schedule.code): schedule for schedule in schedules}
+        field = self.fields["schedule"]
+        assert isinstance(field, forms.ChoiceField)
+        field.choices = [("", "Any schedule")] + [(code, s.name) for code, s in self.schedules.items()]
+
+    def clean_schedule(self) -> str:
+        # A ChoiceField compares strings: accept any spelling of the UUID.
+        value = self.data.get("schedule", "")
+        if not value:
+            return ""
+        try:
+            code = str(UUID(value))
+        except ValueError:
+            raise forms.ValidationError("That is not a schedule of this tenant.") from None
+        if code not in self.schedules:
+            raise forms.ValidationError("That is not a schedule of this tenant.")
+        return code
+
+
+def filtered_runs(tenant_id: int, form: RunFilterForm) -> QuerySet[BackupScheduleRun]:
+    schedule_code = form.value("schedule")
+    if schedule_code:
+        # The schedule is this tenant's (the form only knows the tenant's schedules), and
+        # a run's tenant is its schedule's: filtering by schedule alone lets the planner
+        # walk scheduling_run_schedule_time instead of the whole tenant's runs.
+        runs = BackupScheduleRun.objects.filter(schedule=form.schedules[schedule_code])
+    else:
+        # Along scheduling_run_tenant_time.
+        runs = BackupScheduleRun.objects.filter(tenant_id=tenant_id)
+    for name in ("status", "trigger", "operation"):
+        if value := form.value(name):
+            runs = runs.filter(**{name: value})
+    lower, upper = form.date_bounds()
+    if lower:
+        runs = runs.filter(created_at__gte=lower)
+    if upper:
+        runs = runs.filter(created_at__lt=upper)
+    sort = form.value("sort") or DEFAULT_SORT
+    if sort.lstrip("-") == "duration":
+        runs = runs.annotate(run_duration=_DURATION)
+    # The log can be megabytes: the list never loads it.
+    return (
+        runs.select_related("schedule", "requested_by")
+        .defer("log", "restore_target", "schedule__cron", "schedule__weekdays")
+        .order_by(*SORTS[sort][1])
+    )
+
+
+@require_GET
 @vary_on_headers("HX-Request")
 @login_required
 def run_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     tenant = get_tenant_for_member(request.user, tenant_code, SEE)
-    # Newest first along scheduling_run_tenant_time; the joins keep it one query per page.
-    queryset = (
-        BackupScheduleRun.objects.filter(tenant=tenant)
-        .select_related("schedule", "requested_by")
-        .order_by("-created_at", "-id")
-    )
-    status = request.GET.get("status", "")
-    if status in RunStatus.values:
-        queryset = queryset.filter(status=status)
-    else:
-        status = ""
+    schedules = list(BackupSchedule.objects.filter(tenant=tenant).only("code", "name").order_by("name"))
+    form = RunFilterForm(request.GET, schedules=schedules)
+    form.is_valid()
+    page = window(filtered_runs(tenant.pk, form), form.value("page") or 1, RUNS_PER_PAGE)
+    for run in page:
+        run.duration_text = duration_text(run.duration)  # type: ignore[attr-defined]
+    sort = form.value("sort") or DEFAULT_SORT
     ctx = tenant_page(
         request,
         tenant,
         tenant.member_role,  # type: ignore[attr-defined]
         "runs",
-        page=paginate(request, queryset, RUNS_PER_PAGE),
-        status=status,
-        statuses=RunStatus.choices,
+        page=page,
+        form=form,
+        problems=form.problems(),
+        filtered=any(
+            form.value(name) for name in ("schedule", "status", "trigger", "operation", "date_from", "date_to")
+        ),
+        sort=sort,
+        sort_label=SORTS[sort][0],
+        columns=_column_sorts(sort),
+        # Poll only while something shown can still change.
+        poll=any(run.status in ACTIVE_STATUSES for run in page),
+        poll_seconds=POLL_SECONDS,
     )
-    template = "scheduling/runs.html#run-table" if request.htmx else "scheduling/runs.html"
-    return render(request, template, ctx)
+    return render(request, listing_template(request, "scheduling/runs.html", "run-table"), ctx)
 
 
+def duration_text(value: timedelta | None) -> str:
+    """ "2 h 05 min", "3 min 07 s", "12 s", "0.4 s": what a person reads at a glance."""
+    if value is None:
+        return ""
+    seconds = value.total_seconds()
+    if seconds < 10:
+        return f"{max(seconds, 0):.1f} s"
+    whole = int(seconds)
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02} min"
+    if minutes:
+        return f"{minutes} min {secs:02} s"
+    return f"{secs} s"
+
+
+def _column_sorts(sort: str) -> dict[str, dict[str, str]]:
+    """For each sortable column: the sort its head link asks for, and its aria-sort state."""
+    out = {}
+    for column, key in SORTABLE_COLUMNS.items():
+        if sort == key:
+            out[column] = {"next": f"-{key}", "aria": "ascending"}
+        elif sort == f"-{key}":
+            out[column] = {"next": key, "aria": "descending"}
+        else:
+            # A first click shows the newest / longest / latest first; status reads A–Z.
+            out[column] = {"next": key if key == "status" else f"-{key}", "aria": ""}
+    return out
+
+
+@require_GET
+@vary_on_headers("HX-Request")
 @login_required
 def run_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
     run = get_for_member(request.user, BackupScheduleRun, code, SEE)
+    active = run.status in ACTIVE_STATUSES
+    if request.htmx and not request.htmx.boosted:
+        # The poll of a queued or running run: only what changes.
+        ctx = {"run": run, "active": active, "poll_seconds": POLL_SECONDS, **_log_context(run)}
+        ctx["backup_set"] = _backup_set(run)
+        return render(request, "scheduling/run_detail.html#live", ctx)
+    first_id = run.retry_of_id or run.pk
+    # The attempts chain: Retry always points at the first run (scheduling.runs.retry).
+    attempts = list(
+        BackupScheduleRun.objects.filter(Q(pk=first_id) | Q(retry_of_id=first_id), tenant_id=run.tenant_id)
+        .only("code", "status", "attempt", "created_at", "trigger", "retry_of_id")
+        .order_by("attempt", "created_at", "id")
+    )
     ctx = tenant_page(
         request,
         run.tenant,
@@ -58,10 +196,25 @@ def run_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
         "runs",
         run=run,
         schedule=run.schedule,
-        backup_set=BackupSet.objects.filter(tenant=run.tenant, run=run).prefetch_related("items").first(),
+        backup_set=_backup_set(run),
+        subject_set=run.subject_set,
+        attempts=attempts if len(attempts) > 1 else [],
         retryable=run.status in RETRYABLE,
+        active=active,
+        poll_seconds=POLL_SECONDS,
+        **_log_context(run),
     )
     return render(request, "scheduling/run_detail.html", ctx)
+
+
+def _backup_set(run: BackupScheduleRun) -> BackupSet | None:
+    return BackupSet.objects.filter(tenant_id=run.tenant_id, run=run).prefetch_related("items").first()
+
+
+def _log_context(run: BackupScheduleRun) -> dict[str, Any]:
+    log = run.log
+    cut = len(log) > LOG_TAIL_CHARS
+    return {"log_text": log[-LOG_TAIL_CHARS:] if cut else log, "log_cut": cut, "log_size": len(log)}
 
 
 @require_POST
