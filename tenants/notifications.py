@@ -84,9 +84,10 @@ def _send_after_commit(
     addressed = [user for user in recipients if user.email]
     if not addressed or not settings.EMAIL_NOTIFICATIONS:
         return
-    prefix = settings.EMAIL_SUBJECT_PREFIX
+    # Names are people's text: a line break in a header would be refused (BadHeaderError).
+    subject = " ".join(f"{settings.EMAIL_SUBJECT_PREFIX}{subject}".split())
     messages = [
-        EmailMessage(subject=f"{prefix}{subject}", body=body, to=[user.email], from_email=settings.DEFAULT_FROM_EMAIL)
+        EmailMessage(subject=subject, body=body, to=[user.email], from_email=settings.DEFAULT_FROM_EMAIL)
         for user in addressed
     ]
     names = [user.get_username() for user in addressed]
@@ -123,7 +124,7 @@ def notify_run_finished(run: BackupScheduleRun) -> int:
     """
     what = _run_words(run)
     link = reverse("run_detail", args=[run.code])
-    error = f" {run.error_code}: {run.error_message}".rstrip(": ") if (run.error_code or run.error_message) else ""
+    error = ": ".join(part for part in (run.error_code, run.error_message) if part)
     if run.status == RunStatus.FAILED:
         kind, headline = NotificationKind.RUN_FAILED, f"{what} failed."
     elif run.status == RunStatus.PARTIAL:
@@ -136,19 +137,22 @@ def notify_run_finished(run: BackupScheduleRun) -> int:
     if kind == NotificationKind.RESTORE_FINISHED:
         users = [user for user, role in members if role in MANAGING_ROLES or user.pk == run.requested_by_id]
         return _create(run.tenant_id, users, kind, headline, run.pk)
-    made = _create(run.tenant_id, [user for user, _ in members], kind, f"{headline}{error}", run.pk)
+    message = f"{headline} {error}" if error else headline
+    made = _create(run.tenant_id, [user for user, _ in members], kind, message, run.pk)
     body = "\n".join(
         [
             headline,
             "",
+            f"Tenant: {run.tenant.name}",
             f"Schedule: {run.schedule.name}",
             f"Attempt: {run.attempt}",
-            f"Error: {run.error_code or '—'} {run.error_message}".rstrip(),
+            f"Error: {error or '—'}",
             "",
             f"Details and log: {site_url(link)}",
         ]
     )
-    _send_after_commit(run.tenant_id, _managers(members), headline, body + "\n", run, kind)
+    subject = f"{run.tenant.name}: {headline}"
+    _send_after_commit(run.tenant_id, _managers(members), subject, body + "\n", run, kind)
     return made
 
 
@@ -186,19 +190,17 @@ def notify_slots_missed(tenant_id: int, run_ids: Iterable[int | str | UUID]) -> 
     made = _create(
         tenant_id, [user for user, _ in members], NotificationKind.SLOT_MISSED, headline, single.pk if single else None
     )
+    tenant = Tenant.objects.only("code", "name").get(pk=tenant_id)
     if single is not None:
         link = reverse("run_detail", args=[single.code])
     else:
-        link = reverse("runs", args=[_tenant_code(tenant_id)]) + "?status=missed"
-    lines = [headline, ""]
+        link = reverse("runs", args=[tenant.code]) + "?status=missed"
+    lines = [headline, "", f"Tenant: {tenant.name}"]
     lines += [f"- {run.schedule.name}: {run.error_message or 'missed'}" for run in runs]
     lines += ["", f"Details: {site_url(link)}", ""]
-    _send_after_commit(tenant_id, _managers(members), headline, "\n".join(lines), single, NotificationKind.SLOT_MISSED)
+    subject = f"{tenant.name}: {headline}"
+    _send_after_commit(tenant_id, _managers(members), subject, "\n".join(lines), single, NotificationKind.SLOT_MISSED)
     return made
-
-
-def _tenant_code(tenant_id: int) -> UUID:
-    return Tenant.objects.values_list("code", flat=True).get(pk=tenant_id)
 
 
 # ------------------------------------------------------------------ requests

@@ -49,7 +49,8 @@ SORTABLE_COLUMNS = {"created": "created", "started": "started", "duration": "dur
 
 
 class RunFilterForm(ListFilterForm):
-    schedule = forms.ChoiceField(required=False, label="Schedule")
+    # Checked against the tenant's schedules in clean_schedule (and offered as a select).
+    schedule = forms.CharField(required=False, label="Schedule", widget=forms.Select)
     status = forms.ChoiceField(required=False, label="Status", choices=[("", "Any status"), *RunStatus.choices])
     trigger = forms.ChoiceField(required=False, label="Trigger", choices=[("", "Any trigger"), *Trigger.choices])
     operation = forms.ChoiceField(
@@ -60,13 +61,13 @@ class RunFilterForm(ListFilterForm):
     def __init__(self, *args: Any, schedules: list[BackupSchedule], **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.schedules = {str(schedule.code): schedule for schedule in schedules}
-        field = self.fields["schedule"]
-        assert isinstance(field, forms.ChoiceField)
-        field.choices = [("", "Any schedule")] + [(code, s.name) for code, s in self.schedules.items()]
+        widget = self.fields["schedule"].widget
+        assert isinstance(widget, forms.Select)
+        widget.choices = [("", "Any schedule")] + [(code, s.name) for code, s in self.schedules.items()]
 
     def clean_schedule(self) -> str:
-        # A ChoiceField compares strings: accept any spelling of the UUID.
-        value = self.data.get("schedule", "")
+        # Any spelling of the UUID; an unknown one is named, not a 404 (it is only a filter).
+        value = self.cleaned_data.get("schedule", "").strip()
         if not value:
             return ""
         try:
