@@ -6,6 +6,7 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.db.models import QuerySet
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -15,10 +16,20 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from tenants.access import SEE, get_for_member, get_tenant_for_member
-from tenants.models import Notification
+from tenants.models import Notification, Tenant
 from tenants.views import UNREAD_CAP, AuthedRequest, ListFilterForm, listing_template, tenant_page, unread_count, window
 
 NOTIFICATIONS_PER_PAGE = 30
+
+
+def _mine(request: AuthedRequest, tenant: Tenant) -> QuerySet[Notification]:
+    # Along tenants_notif_user_time; only the user's own.
+    return (
+        Notification.objects.filter(user=request.user, tenant=tenant)
+        .select_related("run")
+        .only("code", "kind", "message", "created_at", "read_at", "run__code")
+        .order_by("-created_at", "-id")
+    )
 
 
 @require_GET
@@ -27,14 +38,7 @@ NOTIFICATIONS_PER_PAGE = 30
 def notification_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     tenant = get_tenant_for_member(request.user, tenant_code, SEE)
     form = ListFilterForm(request.GET)
-    # Along tenants_notif_user_time; only the user's own.
-    items = (
-        Notification.objects.filter(user=request.user, tenant=tenant)
-        .select_related("run")
-        .only("code", "kind", "message", "created_at", "read_at", "run__code")
-        .order_by("-created_at", "-id")
-    )
-    page = window(items, form.value("page") or 1, NOTIFICATIONS_PER_PAGE)
+    page = window(_mine(request, tenant), form.value("page") or 1, NOTIFICATIONS_PER_PAGE)
     ctx = tenant_page(request, tenant, tenant.member_role, "notifications", page=page)  # type: ignore[attr-defined]
     return render(request, listing_template(request, "notifications/list.html", "items"), ctx)
 
@@ -75,4 +79,10 @@ def notification_read_all(request: AuthedRequest, tenant_code: UUID) -> HttpResp
         read_at=timezone.now()
     )
     messages.success(request, f"Marked {marked} notification{'' if marked == 1 else 's'} read.")
+    if request.htmx:
+        # The list again, the bell without a count, and the message as a toast.
+        ctx = tenant_page(request, tenant, tenant.member_role, "notifications")  # type: ignore[attr-defined]
+        ctx["page"] = window(_mine(request, tenant), 1, NOTIFICATIONS_PER_PAGE)
+        ctx["oob"] = True
+        return render(request, "notifications/read_all.html", ctx)
     return _back(request, tenant.code)
