@@ -155,6 +155,23 @@ class ListFilterForm(forms.Form):
         self.is_valid()  # validates once; invalid fields are left out of cleaned_data
         return self.cleaned_data.get(name)
 
+    def current(self) -> dict[str, str]:
+        """Each filter's value in force, as the form controls show it ("" when off)."""
+        out = {}
+        for name in self.fields:
+            value = self.value(name)
+            out[name] = "" if value is None else value.isoformat() if isinstance(value, date) else str(value)
+        return out
+
+    def choices(self) -> dict[str, list[tuple[str, str]]]:
+        """Each select's options (rendered by includes/filter_select.html, not by the widget)."""
+        out = {}
+        for name, form_field in self.fields.items():
+            widget = form_field.widget
+            if isinstance(widget, forms.Select):
+                out[name] = [(str(value), str(label)) for value, label in widget.choices]
+        return out
+
     def date_bounds(self) -> tuple[datetime | None, datetime | None]:
         """[from 00:00 UTC, the day after `to` 00:00 UTC): a half-open range the time indexes can use."""
         start: date | None = self.value("date_from")
@@ -240,6 +257,8 @@ def audit_log(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
         form=form,
         problems=form.problems(),
         filtered=filtered,
+        current=form.current(),
+        choices=form.choices(),
     )
     return render(request, listing_template(request, "tenants/audit_log.html", "entries"), ctx)
 

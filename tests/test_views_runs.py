@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from scheduling.models import BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.runs import run_now
+from scheduling.views import runs as runs_view
 from scheduling.views.runs import LOG_TAIL_CHARS, RunFilterForm, duration_text, filtered_runs
 from tenants.models import AuditAction, AuditLog
 from tests.helpers import make_schedule, make_stored_set
@@ -241,6 +242,33 @@ def test_sorts_by_each_column_with_a_stable_tie_break(client, rita, tenant, sche
     assert order("-status") == ["run 2", "run 0", "run 3", "run 1"]
 
 
+def test_a_sort_no_index_serves_looks_at_the_newest_runs_only_and_says_so(
+    client, rita, tenant, schedule, monkeypatch
+) -> None:
+    monkeypatch.setattr(runs_view, "SORT_WINDOW", 3)
+    for i, seconds in enumerate([500, 10, 20, 30, 40]):  # the oldest ran longest
+        created = datetime(2026, 3, 1 + i, 2, 30, tzinfo=UTC)
+        BackupScheduleRun.objects.create(
+            tenant=tenant,
+            schedule=schedule,
+            status=RunStatus.SUCCEEDED,
+            created_at=created,
+            started_at=created,
+            finished_at=created + timedelta(seconds=seconds),
+            error_message=f"run {i}",
+        )
+    client.force_login(rita)
+    cut = client.get(f"/t/{tenant.code}/runs/?sort=-duration")
+    assert shown(cut) == ["run 4", "run 3", "run 2"]
+    assert "among the newest 3" in cut.text
+    # Narrowed to fewer runs than the window: all of them, and no note.
+    narrow = client.get(f"/t/{tenant.code}/runs/?sort=-duration&date_from=2026-03-04")
+    assert shown(narrow) == ["run 4", "run 3"]
+    assert "among the newest" not in narrow.text
+    newest_first = client.get(f"/t/{tenant.code}/runs/?sort=-created")
+    assert len(shown(newest_first)) == 5 and "among the newest" not in newest_first.text
+
+
 def test_the_sorted_column_says_so_to_screen_readers(client, rita, tenant, schedule) -> None:
     make_runs(schedule, 1)
     client.force_login(rita)
@@ -367,12 +395,12 @@ def _plan(queryset) -> str:
     return queryset.explain()
 
 
-def test_the_list_walks_the_tenant_time_index_and_the_schedule_index(tenant, schedule) -> None:
+def test_the_list_walks_the_tenant_time_status_and_schedule_indexes(tenant, schedule) -> None:
     schedules = [schedule]
     plain = RunFilterForm({}, schedules=schedules)
     assert "scheduling_run_tenant_time" in _plan(filtered_runs(tenant.pk, plain)[:51])
     with_status = RunFilterForm({"status": "failed", "date_from": "2026-01-01"}, schedules=schedules)
-    assert "scheduling_run_tenant_time" in _plan(filtered_runs(tenant.pk, with_status)[:51])
+    assert "scheduling_run_tenant_status" in _plan(filtered_runs(tenant.pk, with_status)[:51])
     by_schedule = RunFilterForm({"schedule": str(schedule.code)}, schedules=schedules)
     assert "scheduling_run_schedule_time" in _plan(filtered_runs(tenant.pk, by_schedule)[:51])
 
