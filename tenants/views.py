@@ -195,7 +195,7 @@ def home(request: AuthedRequest) -> HttpResponse:
         return redirect("schedules", tenant_code=tenants[0].code)
     for tenant in tenants:
         tenant.role_label = Role(tenant.member_role).label  # type: ignore[attr-defined]
-    return render(request, "tenants/home.html", {"tenants": tenants, "my_tenants": tenants})
+    return render(request, "tenants/home.html", {"tenants": tenants})
 
 
 # ------------------------------------------------------------------ audit log

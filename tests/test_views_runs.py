@@ -395,8 +395,16 @@ def _plan(queryset) -> str:
     return queryset.explain()
 
 
-def test_the_list_walks_the_tenant_time_status_and_schedule_indexes(tenant, schedule) -> None:
-    schedules = [schedule]
+def test_the_list_walks_the_tenant_time_status_and_schedule_indexes(tenant, schedule, source) -> None:
+    # Enough rows, of several statuses and schedules, for PostgreSQL's planner to weigh.
+    other = make_schedule(tenant, source, name="Weekly")
+    make_runs(schedule, 1500)
+    make_runs(other, 1500, start=timezone.now() - timedelta(days=3))
+    make_runs(schedule, 20, status=RunStatus.FAILED, start=timezone.now() - timedelta(days=5))
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE scheduling_backupschedulerun")
+    schedules = [schedule, other]
     plain = RunFilterForm({}, schedules=schedules)
     assert "scheduling_run_tenant_time" in _plan(filtered_runs(tenant.pk, plain)[:51])
     with_status = RunFilterForm({"status": "failed", "date_from": "2026-01-01"}, schedules=schedules)

@@ -155,9 +155,7 @@ def run_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
         problems=form.problems(),
         current=form.current(),
         choices=form.choices(),
-        filtered=any(
-            form.value(name) for name in ("schedule", "status", "trigger", "operation", "date_from", "date_to")
-        ),
+        filtered=any(form.value(name) for name in FILTERS),
         sort=sort,
         sort_label=SORTS[sort][0],
         sort_window=SORT_WINDOW if window_is_cut(tenant.pk, form) else None,
@@ -176,7 +174,7 @@ _ZERO = UUID(int=0)
 
 
 def _url_prefix(name: str) -> str:
-    """ "/runs/" for run_detail: the URL of a code-only route, up to the code."""
+    """The URL of a route taking only a code, up to the code: "/runs/" for run_detail."""
     url = reverse(name, args=[_ZERO])
     return url[: url.index(str(_ZERO))]
 
@@ -195,7 +193,7 @@ def _utc_text(value: datetime | None) -> str:
 
 
 def duration_text(value: timedelta | None) -> str:
-    """ "2 h 05 min", "3 min 07 s", "12 s", "0.4 s": what a person reads at a glance."""
+    """A duration as a person reads it at a glance: "2 h 05 min", "3 min 07 s", "12 s", "0.4 s"."""
     if value is None:
         return ""
     seconds = value.total_seconds()
@@ -266,9 +264,15 @@ def _backup_set(run: BackupScheduleRun) -> BackupSet | None:
 
 
 def _log_context(run: BackupScheduleRun) -> dict[str, Any]:
+    """What the live part shows besides the run: the log's tail and the duration in words."""
     log = run.log
     cut = len(log) > LOG_TAIL_CHARS
-    return {"log_text": log[-LOG_TAIL_CHARS:] if cut else log, "log_cut": cut, "log_size": len(log)}
+    return {
+        "log_text": log[-LOG_TAIL_CHARS:] if cut else log,
+        "log_cut": cut,
+        "log_size": len(log),
+        "duration_text": duration_text(run.duration),
+    }
 
 
 @require_POST
