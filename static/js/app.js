@@ -47,6 +47,17 @@
     });
   });
 
+  // ---------------------------------------------------------------- filters
+  // A filter form sends every field; leave the empty ones out so the pushed URL
+  // (the back button, a shared link) reads ?status=failed, not ?schedule=&status=failed&...
+  document.addEventListener("htmx:configRequest", function (event) {
+    if (event.detail.verb !== "get" || !event.detail.elt.matches("form.filters")) return;
+    var params = event.detail.parameters;
+    var empty = [];
+    for (var key in params) { if (params[key] === "") empty.push(key); }
+    empty.forEach(function (key) { delete params[key]; });
+  });
+
   document.addEventListener("DOMContentLoaded", function () {
     armToasts();
     var log = document.getElementById("run-log");
