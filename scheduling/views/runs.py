@@ -10,7 +10,7 @@ from uuid import UUID
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import DurationField, ExpressionWrapper, F, OrderBy, Q, QuerySet
+from django.db.models import F, FloatField, Func, OrderBy, Q, QuerySet
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
@@ -30,8 +30,27 @@ POLL_SECONDS = 3
 # The log viewer shows the end of a very long log; the whole log stays in the database.
 LOG_TAIL_CHARS = 200_000
 
+
 # Each sort with its tie-break, so equal values keep one order from page to page.
-_DURATION = ExpressionWrapper(F("finished_at") - F("started_at"), output_field=DurationField())
+class RunSeconds(Func):
+    """finished_at - started_at in seconds (NULL until both are set), for sorting.
+
+    Django's own datetime subtraction calls a Python function per row on SQLite,
+    which made sorting 5,000 rows take ~60 ms; julianday() is native."""
+
+    template = "EXTRACT(EPOCH FROM (%(expressions)s))"
+    arg_joiner = " - "
+    output_field = FloatField()
+
+    def __init__(self) -> None:
+        super().__init__(F("finished_at"), F("started_at"))
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
+        return super().as_sql(
+            compiler, connection, template="((julianday(%(expressions)s)) * 86400.0)", arg_joiner=") - julianday("
+        )
+
+
 SORTS: dict[str, tuple[str, list[OrderBy | str]]] = {
     # Both along scheduling_run_tenant_time (or scheduling_run_schedule_time with a schedule).
     "-created": ("Newest first", ["-created_at", "-id"]),
@@ -116,7 +135,7 @@ def filtered_runs(tenant_id: int, form: RunFilterForm) -> QuerySet[BackupSchedul
         newest = runs.order_by("-created_at", "-id").values("pk")[:SORT_WINDOW]
         runs = BackupScheduleRun.objects.filter(pk__in=newest)
     if sort.lstrip("-") == "duration":
-        runs = runs.annotate(run_duration=_DURATION)
+        runs = runs.annotate(run_duration=RunSeconds())
     # The log can be megabytes: the list never loads it.
     return (
         runs.select_related("schedule", "requested_by")
