@@ -20,7 +20,24 @@
     toast.addEventListener("focusout", start);
     start();
   }
-  function armToasts() { document.querySelectorAll(".toast").forEach(armToast); }
+  // Plain <p class="message"> swapped into #messages by other templates become toasts too.
+  function adoptMessage(message) {
+    message.classList.add("toast");
+    message.classList.forEach(function (name) {
+      if (name.indexOf("message-") === 0) message.classList.add("toast-" + name.slice(8));
+    });
+    if (!message.classList.contains("message-error")) message.dataset.dismissAfter = "8000";
+    var close = document.createElement("button");
+    close.type = "button";
+    close.className = "toast-close";
+    close.setAttribute("aria-label", "Dismiss message");
+    close.textContent = "×";
+    message.appendChild(close);
+  }
+  function armToasts() {
+    document.querySelectorAll("#messages > .message:not(.toast)").forEach(adoptMessage);
+    document.querySelectorAll(".toast").forEach(armToast);
+  }
 
   // ---------------------------------------------------------------- run log
   // Follow a running run's log: stay at the bottom if the reader was at the bottom.
