@@ -224,7 +224,25 @@ if REDIS_URL:
 else:
     Q_CLUSTER["orm"] = "default"
 
-EMAIL_BACKEND = "django.core.mail.backends.console.EmailBackend"
+# ---------------------------------------------------------------- e-mail
+# Failed, partial and missed backups are mailed to the tenant's managers and owners
+# (tenants/notifications.py). Development prints mail on the console; production sets
+# EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend and the EMAIL_HOST_* values.
+EMAIL_BACKEND = env_str("EMAIL_BACKEND") or "django.core.mail.backends.console.EmailBackend"
+EMAIL_HOST = env_str("EMAIL_HOST") or "localhost"
+EMAIL_PORT = env_int("EMAIL_PORT", 25, minimum=1)
+EMAIL_HOST_USER = env_str("EMAIL_HOST_USER") or ""
+EMAIL_HOST_PASSWORD = env_str("EMAIL_HOST_PASSWORD") or ""  # or EMAIL_HOST_PASSWORD_FILE
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", False)
+EMAIL_USE_SSL = env_bool("EMAIL_USE_SSL", False)
+if EMAIL_USE_TLS and EMAIL_USE_SSL:
+    raise ImproperlyConfigured("EMAIL_USE_TLS and EMAIL_USE_SSL cannot both be true")
+EMAIL_TIMEOUT = env_int("EMAIL_TIMEOUT", 20, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL") or "backups@localhost"
+EMAIL_SUBJECT_PREFIX = env_str("EMAIL_SUBJECT_PREFIX", "[Backups] ") or ""
+EMAIL_NOTIFICATIONS = env_bool("EMAIL_NOTIFICATIONS", True)
+# Where links in e-mails point: this server as its users reach it.
+SITE_URL = env_str("SITE_URL") or "http://127.0.0.1:8000"
 
 LOGGING = {
     "version": 1,

@@ -253,6 +253,9 @@ class BackupScheduleRun(models.Model):
             models.Index(fields=["tenant", "-created_at"], name="scheduling_run_tenant_time"),
             # Used by a schedule's history, newest first.
             models.Index(fields=["schedule", "-created_at"], name="scheduling_run_schedule_time"),
+            # Used by the runs page's status filter, newest first (scheduling/views/runs.py):
+            # without it "failed runs" walks the tenant's whole history to find a few.
+            models.Index(fields=["tenant", "status", "-created_at"], name="scheduling_run_tenant_status"),
             # Used by the dispatcher's look for queued runs whose task may be lost.
             models.Index(fields=["enqueued_at"], name="scheduling_run_queued", condition=Q(status="queued")),
             # Used by the dispatcher's look for automatic retries whose time has come.

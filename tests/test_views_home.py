@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import pytest
+from django.urls import include, path
+
 from tenants.models import Membership, Role, Tenant
 from tests.conftest import PASSWORD, make_user
 
@@ -71,3 +74,96 @@ def test_pages_show_a_logout_form_and_a_csrf_header_for_htmx(client, alice, tena
     assert 'action="/accounts/logout/"' in response.text
     assert 'hx-headers=\'{"x-csrftoken": "' in response.text
     assert "/static/django_htmx/htmx-2" in response.text
+
+
+# ------------------------------------------------------------------ header: switcher, nav, toasts
+
+
+def _tenant_settings(request, tenant_code):  # stands in for the colleague's Settings page
+    from django.http import HttpResponse
+
+    return HttpResponse("settings")
+
+
+urlpatterns = [
+    path("t/<uuid:tenant_code>/settings/", _tenant_settings, name="tenant_settings"),
+    path("", include("config.urls")),
+]
+
+
+def test_the_header_switches_tenants_keeping_the_section(client, alice, tenant) -> None:
+    other = Tenant.objects.create(name="Zeta Ltd")
+    Membership.objects.create(user=alice, tenant=other, role=Role.READONLY)
+    client.force_login(alice)
+    text = client.get(f"/t/{tenant.code}/runs/").text
+    switcher = text[text.index('class="menu tenant-switcher"') : text.index("</details>")]
+    assert f'href="/t/{other.code}/runs/"' in switcher
+    assert f'href="/t/{tenant.code}/runs/" aria-current="true"' in switcher
+    assert 'href="/"' in switcher  # all tenants
+    audit = client.get(f"/t/{tenant.code}/audit/").text
+    assert f'href="/t/{other.code}/audit/"' in audit
+
+
+def test_a_member_of_one_tenant_sees_no_switcher(client, alice, tenant) -> None:
+    client.force_login(alice)
+    text = client.get(f"/t/{tenant.code}/runs/").text
+    assert "tenant-switcher" not in text and "Alice &amp; Co" in text
+
+
+def test_the_switcher_costs_one_query_for_2_or_12_tenants(client, alice, tenant) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(alice)
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            client.get(f"/t/{tenant.code}/runs/")
+        return len(queries)
+
+    Membership.objects.create(user=alice, tenant=Tenant.objects.create(name="T0"), role=Role.OWNER)
+    two = count()
+    for i in range(1, 11):
+        Membership.objects.create(user=alice, tenant=Tenant.objects.create(name=f"T{i}"), role=Role.OWNER)
+    assert count() == two
+
+
+def test_the_nav_has_no_settings_link_while_there_is_no_settings_page(client, alice, tenant) -> None:
+    client.force_login(alice)
+    text = client.get(f"/t/{tenant.code}/runs/").text
+    assert "/settings/" not in text
+    for label in ("Schedules", "Runs", "Sources", "Audit log"):
+        assert f">{label}</a>" in text
+
+
+@pytest.mark.urls("tests.test_views_home")
+def test_the_nav_offers_settings_to_managers_and_owners_only(client, alice, mia, bob, rita, tenant) -> None:
+    for user, shown in ((alice, True), (mia, True), (bob, False), (rita, False)):
+        client.force_login(user)
+        text = client.get(f"/t/{tenant.code}/runs/").text
+        assert (f'href="/t/{tenant.code}/settings/"' in text) is shown, user
+
+
+def test_the_current_section_is_marked_in_the_nav(client, rita, tenant) -> None:
+    client.force_login(rita)
+    text = client.get(f"/t/{tenant.code}/audit/").text
+    assert f'<a href="/t/{tenant.code}/audit/" aria-current="page">Audit log</a>' in text
+
+
+def test_an_anonymous_visitor_gets_a_log_in_link_not_a_tenant_nav(client, db) -> None:
+    text = client.get("/accounts/login/").text
+    assert 'href="/accounts/login/"' in text and "Log out" not in text and 'id="bell"' not in text
+
+
+def test_messages_become_toasts_in_a_live_region(client, alice, tenant) -> None:
+    client.force_login(alice)
+    response = client.post(f"/t/{tenant.code}/notifications/read-all/", follow=True)
+    text = response.text
+    region = text[text.index('id="messages"') :]
+    assert (
+        'role="status" aria-live="polite"'
+        in text[text.index('<div id="messages"') - 5 : text.index('id="messages"') + 120]
+    )
+    assert "Marked 0 notifications read." in region
+    assert '<button type="button" class="toast-close"' in region
+    assert "/static/js/app.js" in text

@@ -1,0 +1,88 @@
+"""The bell: a member's notifications in a tenant, mark one or all read."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db.models import QuerySet
+from django.http import Http404, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.vary import vary_on_headers
+
+from tenants.access import SEE, get_for_member, get_tenant_for_member
+from tenants.models import Notification, Tenant
+from tenants.views import UNREAD_CAP, AuthedRequest, ListFilterForm, listing_template, tenant_page, unread_count, window
+
+NOTIFICATIONS_PER_PAGE = 30
+
+
+def _mine(request: AuthedRequest, tenant: Tenant) -> QuerySet[Notification]:
+    # Along tenants_notif_user_time; only the user's own.
+    return (
+        Notification.objects.filter(user=request.user, tenant=tenant)
+        .select_related("run")
+        .only("code", "kind", "message", "created_at", "read_at", "run__code")
+        .order_by("-created_at", "-id")
+    )
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+@login_required
+def notification_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
+    tenant = get_tenant_for_member(request.user, tenant_code, SEE)
+    form = ListFilterForm(request.GET)
+    page = window(_mine(request, tenant), form.value("page") or 1, NOTIFICATIONS_PER_PAGE)
+    ctx = tenant_page(request, tenant, tenant.member_role, "notifications", page=page)  # type: ignore[attr-defined]
+    return render(request, listing_template(request, "notifications/list.html", "items"), ctx)
+
+
+def _back(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(target, {request.get_host()}, require_https=request.is_secure()):
+        target = reverse("notifications", args=[tenant_code])
+    return redirect(target)
+
+
+@require_POST
+@login_required
+def notification_read(request: AuthedRequest, code: UUID) -> HttpResponse:
+    note = get_for_member(request.user, Notification, code, SEE)
+    if note.user_id != request.user.pk:
+        raise Http404  # another member's: as if it did not exist
+    # Compare-and-swap: a second press keeps the first read time.
+    Notification.objects.filter(pk=note.pk, read_at__isnull=True).update(read_at=timezone.now())
+    if request.htmx:
+        note.refresh_from_db(fields=["read_at"])
+        ctx = {
+            "note": note,
+            "tenant": note.tenant,
+            "unread": unread_count(request.user, note.tenant),
+            "unread_cap": UNREAD_CAP,
+            "oob": True,
+        }
+        return render(request, "notifications/read.html", ctx)
+    return _back(request, note.tenant.code)
+
+
+@require_POST
+@login_required
+def notification_read_all(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
+    tenant = get_tenant_for_member(request.user, tenant_code, SEE)
+    marked = Notification.objects.filter(user=request.user, tenant=tenant, read_at__isnull=True).update(
+        read_at=timezone.now()
+    )
+    messages.success(request, f"Marked {marked} notification{'' if marked == 1 else 's'} read.")
+    if request.htmx:
+        # The list again, the bell without a count, and the message as a toast.
+        ctx = tenant_page(request, tenant, tenant.member_role, "notifications")  # type: ignore[attr-defined]
+        ctx["page"] = window(_mine(request, tenant), 1, NOTIFICATIONS_PER_PAGE)
+        ctx["oob"] = True
+        return render(request, "notifications/read_all.html", ctx)
+    return _back(request, tenant.code)

@@ -1,0 +1,233 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from tenants.models import Notification, NotificationKind
+from tenants.views import UNREAD_CAP
+
+
+def notify(user, tenant, count: int = 1, **fields) -> list[Notification]:
+    now = timezone.now()
+    return Notification.objects.bulk_create(
+        Notification(
+            tenant=tenant,
+            user=user,
+            kind=fields.get("kind", NotificationKind.RUN_FAILED),
+            run=fields.get("run"),
+            message=f"note {i:03}",
+            created_at=now + timedelta(seconds=i),
+            read_at=fields.get("read_at"),
+        )
+        for i in range(count)
+    )
+
+
+def assert_login_redirect(response) -> None:
+    assert response.status_code == 302
+    assert response.url.startswith("/accounts/login/")
+
+
+# ------------------------------------------------------------------ the bell
+
+
+def test_the_bell_shows_the_unread_count_on_every_tenant_page(client, rita, alice, tenant) -> None:
+    notify(rita, tenant, 3)
+    notify(rita, tenant, 2, read_at=timezone.now())
+    notify(alice, tenant, 5)  # someone else's
+    client.force_login(rita)
+    for path in ("schedules", "runs", "sources", "audit"):
+        text = client.get(f"/t/{tenant.code}/{path}/").text
+        bell = text[text.index('id="bell"') : text.index("</a>", text.index('id="bell"'))]
+        assert '<span class="bell-count">3</span>' in bell
+        assert f'href="/t/{tenant.code}/notifications/"' in text
+
+
+def test_the_bell_says_none_unread(client, rita, tenant) -> None:
+    client.force_login(rita)
+    text = client.get(f"/t/{tenant.code}/runs/").text
+    assert "bell-count" not in text and "none unread" in text
+
+
+def test_the_bell_caps_its_count(client, rita, tenant) -> None:
+    notify(rita, tenant, UNREAD_CAP + 5)
+    client.force_login(rita)
+    text = client.get(f"/t/{tenant.code}/runs/").text
+    assert f'<span class="bell-count">{UNREAD_CAP - 1}+</span>' in text
+
+
+def test_the_bell_counts_only_this_tenants(client, rita, tenant, charlie) -> None:
+    own = charlie.memberships.get().tenant
+    notify(rita, own, 4)  # from a tenant rita has since left, say
+    client.force_login(rita)
+    assert "bell-count" not in client.get(f"/t/{tenant.code}/runs/").text
+
+
+def test_the_bell_costs_one_query_whatever_the_count(client, rita, tenant) -> None:
+    client.force_login(rita)
+
+    def count() -> int:
+        with CaptureQueriesContext(connection) as queries:
+            client.get(f"/t/{tenant.code}/audit/")
+        return len(queries)
+
+    empty = count()
+    notify(rita, tenant, 30)
+    assert count() == empty
+
+
+# ------------------------------------------------------------------ the list
+
+
+def test_the_list_shows_the_users_notifications_newest_first(client, rita, alice, tenant, schedule) -> None:
+    from scheduling.models import BackupScheduleRun, RunStatus
+
+    run = BackupScheduleRun.objects.create(
+        tenant=tenant, schedule=schedule, status=RunStatus.FAILED, created_at=timezone.now()
+    )
+    notify(rita, tenant, 3, run=run)
+    notify(alice, tenant, 1, kind=NotificationKind.RUN_REQUESTED)
+    client.force_login(rita)
+    response = client.get(f"/t/{tenant.code}/notifications/")
+    assert response.status_code == 200
+    text = response.text
+    assert text.index("note 002") < text.index("note 001") < text.index("note 000")
+    assert f'href="/runs/{run.code}/"' in text
+    assert "Run now / Retry requested" not in text  # alice's
+    assert "Mark all read" in text and 'aria-current="page"' in text
+
+
+def test_the_list_pages_without_a_total(client, rita, tenant) -> None:
+    notify(rita, tenant, 31)
+    client.force_login(rita)
+    first = client.get(f"/t/{tenant.code}/notifications/")
+    assert len(first.context["page"]) == 30 and first.context["page"].has_next
+    second = client.get(f"/t/{tenant.code}/notifications/?page=2", headers={"HX-Request": "true"})
+    assert "note 000" in second.text and "<html" not in second.text
+    assert client.get(f"/t/{tenant.code}/notifications/?page=x").status_code == 200
+
+
+def test_the_list_says_when_there_is_nothing(client, rita, tenant) -> None:
+    client.force_login(rita)
+    assert "No notifications yet." in client.get(f"/t/{tenant.code}/notifications/").text
+
+
+def test_the_list_checks_ownership(client, charlie, tenant) -> None:
+    client.force_login(charlie)
+    assert client.get(f"/t/{tenant.code}/notifications/").status_code == 404
+
+
+def test_the_list_rejects_post(client, rita, tenant) -> None:
+    client.force_login(rita)
+    assert client.post(f"/t/{tenant.code}/notifications/").status_code == 405
+
+
+def test_the_list_requires_login(client, tenant) -> None:
+    assert_login_redirect(client.get(f"/t/{tenant.code}/notifications/"))
+
+
+# ------------------------------------------------------------------ mark read
+
+
+def test_marking_one_read_goes_back_to_the_list(client, rita, tenant) -> None:
+    first, second = notify(rita, tenant, 2)
+    client.force_login(rita)
+    response = client.post(f"/notifications/{first.code}/read/", {"next": f"/t/{tenant.code}/notifications/?page=1"})
+    assert response.status_code == 302 and response.url == f"/t/{tenant.code}/notifications/?page=1"
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.read_at is not None and second.read_at is None
+
+
+def test_marking_read_twice_keeps_the_first_time(client, rita, tenant) -> None:
+    (note,) = notify(rita, tenant, 1)
+    client.force_login(rita)
+    client.post(f"/notifications/{note.code}/read/")
+    note.refresh_from_db()
+    first_time = note.read_at
+    client.post(f"/notifications/{note.code}/read/")
+    note.refresh_from_db()
+    assert note.read_at == first_time
+
+
+def test_marking_read_with_htmx_swaps_the_item_and_the_bell(client, rita, tenant) -> None:
+    first, _second = notify(rita, tenant, 2)
+    client.force_login(rita)
+    response = client.post(f"/notifications/{first.code}/read/", headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert f'id="note-{first.code}"' in response.text and "Mark read" not in response.text
+    assert 'id="bell"' in response.text and 'hx-swap-oob="true"' in response.text
+    assert '<span class="bell-count">1</span>' in response.text
+
+
+def test_marking_read_ignores_an_outside_next(client, rita, tenant) -> None:
+    (note,) = notify(rita, tenant, 1)
+    client.force_login(rita)
+    response = client.post(f"/notifications/{note.code}/read/", {"next": "https://evil.example/"})
+    assert response.url == f"/t/{tenant.code}/notifications/"
+
+
+def test_another_members_notification_cannot_be_marked(client, rita, alice, tenant) -> None:
+    (note,) = notify(alice, tenant, 1)
+    client.force_login(rita)
+    assert client.post(f"/notifications/{note.code}/read/").status_code == 404
+    note.refresh_from_db()
+    assert note.read_at is None
+
+
+def test_marking_read_checks_ownership(client, charlie, rita, tenant) -> None:
+    (note,) = notify(rita, tenant, 1)
+    client.force_login(charlie)
+    assert client.post(f"/notifications/{note.code}/read/").status_code == 404
+
+
+def test_marking_read_rejects_get(client, rita, tenant) -> None:
+    (note,) = notify(rita, tenant, 1)
+    client.force_login(rita)
+    assert client.get(f"/notifications/{note.code}/read/").status_code == 405
+
+
+def test_marking_read_requires_login(client, rita, tenant) -> None:
+    (note,) = notify(rita, tenant, 1)
+    assert_login_redirect(client.post(f"/notifications/{note.code}/read/"))
+
+
+def test_marking_all_read_marks_only_mine_in_this_tenant(client, rita, alice, tenant, charlie) -> None:
+    notify(rita, tenant, 3)
+    notify(alice, tenant, 2)
+    client.force_login(rita)
+    response = client.post(f"/t/{tenant.code}/notifications/read-all/", follow=True)
+    assert response.status_code == 200
+    assert "Marked 3 notifications read." in response.text
+    assert not Notification.objects.filter(user=rita, read_at__isnull=True).exists()
+    assert Notification.objects.filter(user=alice, read_at__isnull=True).count() == 2
+
+
+def test_marking_all_read_checks_ownership(client, charlie, tenant) -> None:
+    client.force_login(charlie)
+    assert client.post(f"/t/{tenant.code}/notifications/read-all/").status_code == 404
+
+
+def test_marking_all_read_rejects_get(client, rita, tenant) -> None:
+    client.force_login(rita)
+    assert client.get(f"/t/{tenant.code}/notifications/read-all/").status_code == 405
+
+
+def test_marking_all_read_requires_login(client, tenant) -> None:
+    assert_login_redirect(client.post(f"/t/{tenant.code}/notifications/read-all/"))
+
+
+def test_marking_all_read_with_htmx_swaps_the_list_the_bell_and_adds_a_toast(client, rita, tenant) -> None:
+    notify(rita, tenant, 2)
+    client.force_login(rita)
+    response = client.post(f"/t/{tenant.code}/notifications/read-all/", headers={"HX-Request": "true"})
+    assert response.status_code == 200 and "<html" not in response.text
+    assert 'id="notification-items"' in response.text and "Mark read" not in response.text
+    assert 'id="bell"' in response.text and "bell-count" not in response.text
+    assert '<div hx-swap-oob="beforeend:#messages">' in response.text
+    assert "Marked 2 notifications read." in response.text
+    # The toast was shown: it does not come back on the next page.
+    assert "Marked 2 notifications read." not in client.get(f"/t/{tenant.code}/runs/").text
