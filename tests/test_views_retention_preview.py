@@ -51,7 +51,7 @@ def stamp(backup_set: BackupSet) -> str:
 
 
 def preview(client, schedule, source, **changes):
-    data = valid_data(source, name=schedule.name, timezone=schedule.timezone, **changes)
+    data = valid_data(source, **{"name": schedule.name, "timezone": schedule.timezone, **changes})
     return client.post(f"/t/{schedule.tenant.code}/schedules/preview/?schedule={schedule.code}", data, headers=HX)
 
 
@@ -88,15 +88,14 @@ def test_typing_a_longer_policy_previews_keeping_more_without_saving(client, mia
 
 
 def test_the_preview_counts_days_in_the_zone_typed(client, mia, schedule, source) -> None:
-    # 23:30 and 22:30 UTC on the same UTC day: one Berlin day apart is not the same,
-    # so keep_daily=2 keeps both in UTC but in Tokyo (UTC+9) they fall on one day.
+    # 16:00 and 14:00 UTC fall on one UTC day, so keep_daily=2 keeps only the later in UTC;
+    # in Tokyo (UTC+9) they are 01:00 and 23:00 of two days, and both are kept.
     day = (timezone.now() - timedelta(days=3)).replace(hour=0, minute=0, second=0, microsecond=0)
     late, early = make_set_at(schedule, day + timedelta(hours=16)), make_set_at(schedule, day + timedelta(hours=14))
     client.force_login(mia)
     utc = preview(client, schedule, source, keep_last="1", keep_daily="2", timezone="UTC")
     assert [created(row) for row in table_rows(utc.text, "kept")] == [stamp(late)]
     tokyo = preview(client, schedule, source, keep_last="1", keep_daily="2", timezone="Asia/Tokyo")
-    # In Tokyo 16:00 UTC is the next day (01:00), 14:00 UTC is 23:00 of the day before.
     assert [created(row) for row in table_rows(tokyo.text, "kept")] == [stamp(late), stamp(early)]
     assert "days counted in Asia/Tokyo" in tokyo.text
 

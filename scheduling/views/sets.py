@@ -92,7 +92,7 @@ class RestoreForm(forms.Form):
     )
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if data.get("overwrite") and not data.get("target", "").strip():
             raise forms.ValidationError("Name the target to overwrite; the default target is always a new one.")
         return data
