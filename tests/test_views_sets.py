@@ -156,6 +156,31 @@ def test_pinning_a_set_retention_deleted_says_so(client, mia, schedule) -> None:
     assert not BackupSet.objects.get(pk=backup_set.pk).pinned
 
 
+def test_pinning_with_htmx_redraws_the_row_and_shows_a_toast(client, mia, schedule) -> None:
+    backup_set = stored_set(schedule)
+    client.force_login(mia)
+    response = client.post(f"/sets/{backup_set.code}/pin/", headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert "<html" not in response.text
+    row = set_row(response.text, backup_set)
+    assert "Pinned</span>" in row and f"/sets/{backup_set.code}/unpin/" in row
+    assert f"/sets/{backup_set.code}/restore/" not in row  # still drawn for a manager, not an owner
+    assert 'hx-swap-oob="innerHTML:#messages"' in response.text and "is pinned" in response.text
+    response = client.post(f"/sets/{backup_set.code}/unpin/", headers={"HX-Request": "true"})
+    row = set_row(response.text, backup_set)
+    assert "Pinned</span>" not in row and f"/sets/{backup_set.code}/pin/" in row
+
+
+def test_pinning_a_deleted_set_with_htmx_removes_its_row_and_says_why(client, mia, schedule) -> None:
+    backup_set = stored_set(schedule)
+    BackupSet.objects.filter(pk=backup_set.pk).update(deleted_at=timezone.now())
+    client.force_login(mia)
+    response = client.post(f"/sets/{backup_set.code}/pin/", headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert f'id="set-{backup_set.code}"' not in response.text
+    assert "already been deleted by retention" in response.text
+
+
 @pytest.mark.parametrize("action", ["pin", "unpin"])
 def test_pin_and_unpin_require_login(client, schedule, action) -> None:
     assert_login_redirect(client.post(f"/sets/{stored_set(schedule).code}/{action}/"))

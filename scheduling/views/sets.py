@@ -17,6 +17,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
@@ -27,7 +28,8 @@ from backups.errors import BackupError
 from backups.models import BackupItem, BackupSet, ItemStatus
 from backups.operations import OperationRefused, request_restore, request_verify, target_named
 from backups.retention import PinRefused, set_pinned
-from tenants.access import ADMINISTER, MANAGE, RUN, get_for_member
+from scheduling.views.schedules import toast
+from tenants.access import ADMINISTER, MANAGE, RUN, get_for_member, role_allows
 from tenants.views import AuthedRequest, tenant_page
 
 
@@ -46,7 +48,26 @@ def _pin(request: AuthedRequest, code: UUID, pinned: bool) -> HttpResponse:
     else:
         state = "pinned: retention keeps it" if pinned else "unpinned: retention decides after the next backup"
         messages.success(request, f"{backup_set} is {state}." if changed else f"{backup_set} already was.")
+    if request.htmx and backup_set.schedule_id is not None:  # the table's row, redrawn in its new state
+        return toast(request, _row(request, backup_set))
     return _back_to_schedule(backup_set)
+
+
+def _row(request: AuthedRequest, backup_set: BackupSet) -> str:
+    fresh = BackupSet.objects.select_related("run", "schedule").prefetch_related("items").get(pk=backup_set.pk)
+    if fresh.deleted_at is not None:  # gone from the table: the row goes too
+        return ""
+    role = backup_set.member_role  # type: ignore[attr-defined]
+    ctx = tenant_page(
+        request,
+        backup_set.tenant,
+        role,
+        "schedules",
+        set=fresh,
+        schedule=fresh.schedule,
+        can_restore=role_allows(role, ADMINISTER),
+    )
+    return render_to_string("scheduling/schedule_detail.html#setrow", ctx, request=request)
 
 
 @require_POST
