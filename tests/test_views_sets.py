@@ -103,6 +103,21 @@ def test_each_role_sees_only_the_buttons_it_may_press(client, request, schedule,
     assert (f"/sets/{backup_set.code}/restore/" in row) is restore
 
 
+def test_the_sets_table_takes_the_same_queries_for_one_set_or_many(client, rita, schedule) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    stored_set(schedule)
+    client.force_login(rita)
+    with CaptureQueriesContext(connection) as one:
+        client.get(f"/schedules/{schedule.code}/")
+    for _ in range(5):
+        stored_set(schedule)
+    with CaptureQueriesContext(connection) as six:
+        client.get(f"/schedules/{schedule.code}/")
+    assert len(six.captured_queries) == len(one.captured_queries)
+
+
 def test_a_pinned_sets_button_unpins(client, mia, schedule) -> None:
     backup_set = stored_set(schedule)
     BackupSet.objects.filter(pk=backup_set.pk).update(pinned=True)
@@ -224,8 +239,11 @@ def test_an_operator_queues_a_verify_run_and_lands_on_its_page(
     assert response.status_code == 302 and response.url == f"/runs/{run.code}/"
     assert (run.subject_set, run.status, run.requested_by) == (backup_set, RunStatus.QUEUED, bob)
     assert AuditLog.objects.filter(action=AuditAction.VERIFY_REQUESTED, actor=bob).count() == 1
+    row = set_row(client.get(f"/schedules/{schedule.code}/").text, backup_set)
+    assert f'<a href="/runs/{run.code}/">Verify queued</a>' in row  # the way to the run, until it ends
     assert drain() == ["succeeded"]  # through the queue, as the cluster runs it
     row = set_row(client.get(f"/schedules/{schedule.code}/").text, backup_set)
+    assert f"/runs/{run.code}/" not in row
     assert "Verified" in row and "Not verified" not in row
 
 

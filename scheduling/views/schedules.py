@@ -137,11 +137,9 @@ def schedule_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
     ctx["cadence_text"] = describe_cadence(schedule)
     ctx["upcoming"] = upcoming_slots(schedule, timezone.now())
     ctx["can_restore"] = role_allows(schedule.member_role, ADMINISTER)  # type: ignore[attr-defined]
-    ctx["backup_sets"] = (
-        BackupSet.objects.filter(tenant=tenant, schedule=schedule, deleted_at__isnull=True)
-        .select_related("run")
-        .prefetch_related("items")
-    )
+    from scheduling.views.sets import for_table  # sets imports this module
+
+    ctx["backup_sets"] = for_table(BackupSet.objects.filter(tenant=tenant, schedule=schedule, deleted_at__isnull=True))
     return render(request, "scheduling/schedule_detail.html", ctx)
 
 
