@@ -1,24 +1,64 @@
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
 
 from backups.errors import BackupError
-from backups.models import BackupSource
+from backups.models import SERVER_KINDS, BackupSource, SourceKind, TlsMode
 from backups.paths import check_source_path
 from tenants.models import Tenant
 
+DEFAULT_PORTS: dict[str, int] = {SourceKind.POSTGRES: 5432, SourceKind.MYSQL: 3306}
+# A host name or an IPv4/IPv6 address; never something a client tool could read as an option.
+_HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,253}[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]+\]?)$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+SERVER_FIELDS = ("host", "port", "database", "all_databases", "username", "password", "clear_password", "tls_mode")
+FILE_FIELDS = ("path",)
+
 
 class SourceForm(forms.ModelForm):
+    # Write-only: never rendered back (render_value=False); blank on edit keeps the stored one.
+    password = forms.CharField(
+        required=False,
+        strip=False,
+        max_length=1000,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted; never shown again.",
+    )
+    clear_password = forms.BooleanField(required=False, label="Clear the stored password")
+
     class Meta:
         model = BackupSource
-        fields = ["name", "kind", "path"]
-        labels = {"path": "Path of the SQLite file"}
+        fields = ["name", "kind", "path", "host", "port", "database", "all_databases", "username", "tls_mode"]
+        labels = {
+            "path": "Path of the SQLite file or folder",
+            "all_databases": "All databases",
+            "tls_mode": "TLS",
+            "username": "User name",
+        }
+        help_texts = {
+            "port": "Blank: 5432 for PostgreSQL, 3306 for MariaDB/MySQL.",
+            # backups.engines.mysql: their client cannot insist on TLS without verifying.
+            "tls_mode": "For MariaDB/MySQL, “Required” also verifies the server's certificate.",
+        }
 
     def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tenant = tenant
+        for name in ("path", "tls_mode"):  # each required for its own kinds only, in clean()
+            self.fields[name].required = False
+        if self.instance.has_password:
+            self.fields["password"].help_text = "A password is stored. Leave blank to keep it; it is never shown."
+        else:
+            del self.fields["clear_password"]
+
+    def server_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in SERVER_FIELDS if name in self.fields]
+
+    def file_fields(self) -> list[forms.BoundField]:
+        return [self[name] for name in FILE_FIELDS]
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
@@ -27,9 +67,66 @@ class SourceForm(forms.ModelForm):
             raise forms.ValidationError("Another source of this tenant already has this name.")
         return name
 
-    def clean_path(self) -> str:
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or self.cleaned_data
+        kind = data.get("kind")
+        if kind in SERVER_KINDS:
+            self._clean_server(data, kind)
+        elif kind:
+            self._clean_file(data)
+        return data
+
+    def _clean_server(self, data: dict[str, Any], kind: str) -> None:
+        host = (data.get("host") or "").strip()
+        if not host:
+            self.add_error("host", "Enter the database server's host name or address.")
+        elif not _HOST.match(host):
+            self.add_error("host", "Enter a host name (letters, digits, dots, hyphens) or an IP address.")
+        data["host"] = host
+        port = data.get("port")
+        if port is None:
+            data["port"] = DEFAULT_PORTS[kind]
+        elif not 1 <= port <= 65535:
+            self.add_error("port", "A port is a number from 1 to 65535.")
+        username = (data.get("username") or "").strip()
+        if not username:
+            self.add_error("username", "Enter the user name the backup connects as.")
+        elif _CONTROL.search(username) or len(username) > 255:
+            self.add_error("username", "The user name cannot contain control characters.")
+        data["username"] = username
+        database = (data.get("database") or "").strip()
+        limit = 63 if kind == SourceKind.POSTGRES else 64
+        if data.get("all_databases"):
+            database = ""  # discovered at run time
+        elif not database:
+            self.add_error("database", "Enter the database to back up, or tick “All databases”.")
+        elif _CONTROL.search(database) or len(database.encode() if limit == 63 else database) > limit:
+            self.add_error("database", f"A database name has at most {limit} characters and no control characters.")
+        data["database"] = database
+        if data.get("password") and data.get("clear_password"):
+            self.add_error("password", "Either type a new password or clear the stored one, not both.")
+        if _CONTROL.search(data.get("password") or ""):
+            self.add_error("password", "The password cannot contain control characters (such as a line break).")
+        data["tls_mode"] = data.get("tls_mode") or TlsMode.PREFER
+        data["path"] = ""
+
+    def _clean_file(self, data: dict[str, Any]) -> None:
         # The engine checks again before every backup; checking here says so at once.
         try:
-            return str(check_source_path(self.cleaned_data["path"].strip(), self.tenant))
+            data["path"] = str(check_source_path((data.get("path") or "").strip(), self.tenant))
         except BackupError as exc:
-            raise forms.ValidationError(exc.message) from None
+            self.add_error("path", exc.message)
+        data.update(host="", port=None, database="", all_databases=False, username="", password="")
+        data["tls_mode"] = self.instance.tls_mode or TlsMode.PREFER
+        data["clear_password"] = True
+
+    def save(self, commit: bool = True) -> BackupSource:
+        source: BackupSource = super().save(commit=False)
+        if self.cleaned_data.get("clear_password"):
+            if source.has_password:
+                source.set_password("")
+        elif self.cleaned_data.get("password"):
+            source.set_password(self.cleaned_data["password"])
+        if commit:
+            source.save()
+        return source

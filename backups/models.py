@@ -60,6 +60,31 @@ class BackupSource(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    # Set by set_password() on this instance, so saving can audit that the password
+    # changed (never what it is).
+    password_changed = ""
+
+    def set_password(self, raw: str) -> None:
+        """Store `raw` encrypted (backups.secrets); an empty string removes the password."""
+        from backups.secrets import encrypt
+
+        self.password_encrypted = encrypt(raw) if raw else ""
+        self.password_changed = "set" if raw else "cleared"
+
+    def get_password(self) -> str:
+        """The plain password ("" when none). Raises backups.secrets.SecretError if no key decrypts it."""
+        from backups.secrets import decrypt
+
+        return decrypt(self.password_encrypted) if self.password_encrypted else ""
+
+    @property
+    def has_password(self) -> bool:
+        return bool(self.password_encrypted)
+
+    @property
+    def is_server(self) -> bool:
+        return self.kind in SERVER_KINDS
+
     def clean(self) -> None:
         from backups.errors import BackupError
         from backups.paths import check_source_path

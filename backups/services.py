@@ -10,7 +10,7 @@ from backups.models import BackupSource
 from tenants.audit import record
 from tenants.models import AuditAction
 
-AUDITED_FIELDS = ("name", "kind", "path")
+AUDITED_FIELDS = ("name", "kind", "path", "host", "port", "database", "all_databases", "username", "tls_mode")
 
 
 class SourceInUse(Exception):
@@ -21,9 +21,14 @@ def save_source(source: BackupSource, before: dict[str, Any] | None, actor: Any)
     """Save a validated source; `before` is snapshot() of it as loaded, None when new."""
     source.save()
     if before is None:
-        record(source.tenant, AuditAction.SOURCE_CREATED, source, actor=actor, **snapshot(source))
+        password = "set" if source.has_password else "none"
+        record(source.tenant, AuditAction.SOURCE_CREATED, source, actor=actor, **snapshot(source), password=password)
     else:
-        changes = {f: [before[f], getattr(source, f)] for f in AUDITED_FIELDS if before[f] != getattr(source, f)}
+        changes: dict[str, Any] = {
+            f: [before[f], getattr(source, f)] for f in AUDITED_FIELDS if before[f] != getattr(source, f)
+        }
+        if source.password_changed:
+            changes["password"] = source.password_changed  # "set" or "cleared", never the password
         if changes:
             record(source.tenant, AuditAction.SOURCE_UPDATED, source, actor=actor, changes=changes)
     return source

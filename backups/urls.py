@@ -7,4 +7,5 @@ urlpatterns = [
     path("t/<uuid:tenant_code>/sources/new/", views.source_create, name="source_create"),
     path("sources/<uuid:code>/edit/", views.source_edit, name="source_edit"),
     path("sources/<uuid:code>/delete/", views.source_delete, name="source_delete"),
+    path("sources/<uuid:code>/test/", views.source_test, name="source_test"),
 ]

@@ -1,4 +1,4 @@
-"""Source pages: a tenant's sources and adding one."""
+"""Source pages: a tenant's sources, adding, editing, deleting and testing one."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ from django.db import transaction
 from django.db.models import Count
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods
+from django.views.decorators.http import require_http_methods, require_POST
 
+from backups.connection import test_connection
 from backups.forms import SourceForm
 from backups.models import BackupSource
 from backups.services import SourceInUse, delete_source, save_source, snapshot
-from tenants.access import MANAGE, SEE, get_for_member, get_tenant_for_member
+from tenants.access import MANAGE, RUN, SEE, get_for_member, get_tenant_for_member
 from tenants.views import AuthedRequest, tenant_page
 
 
@@ -76,3 +77,16 @@ def source_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
     schedules = list(source.schedules.order_by("name").values_list("name", flat=True))
     ctx = tenant_page(request, tenant, source.member_role, "sources", source=source, schedules=schedules)  # type: ignore[attr-defined]
     return render(request, "backups/source_delete.html", ctx)
+
+
+@require_POST
+@login_required
+def source_test(request: AuthedRequest, code: UUID) -> HttpResponse:
+    """Test connection: the result as a fragment for htmx, else as a message on the list."""
+    source = get_for_member(request.user, BackupSource, code, RUN)
+    result = test_connection(source, request.user)
+    if request.htmx:
+        return render(request, "backups/sources.html#test-result", {"source": source, "result": result})
+    notify = messages.success if result.ok else messages.error
+    notify(request, f"Test of “{source.name}”: {result.message}")
+    return redirect("sources", tenant_code=source.tenant.code)

@@ -5,6 +5,8 @@ Production profile: DATABASE_URL=postgres://... and REDIS_URL=redis://... (see .
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -162,6 +164,39 @@ STORAGES = {
 SOURCE_ROOTS = [
     Path(p).resolve() for p in (env_str("SOURCE_ROOTS") or str(VAR_DIR / "sources")).split(",") if p.strip()
 ]
+
+# ---------------------------------------------------------------- source secrets
+# Fernet keys that encrypt source passwords at rest (backups/secrets.py), comma-separated.
+# The first encrypts; all decrypt, so a key is rotated by putting a new one first and
+# running `manage.py rotate_source_secrets` before removing the old one (docs/security.md).
+
+
+def _source_secret_keys() -> list[str]:
+    from cryptography.fernet import Fernet
+
+    keys = [k.strip() for k in (env_str("SOURCE_SECRET_KEYS") or "").split(",") if k.strip()]
+    if not keys:
+        if not DEBUG:
+            raise ImproperlyConfigured(
+                "SOURCE_SECRET_KEYS (or SOURCE_SECRET_KEYS_FILE) must be set when DEBUG is off; make one with"
+                ' python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
+            )
+        # Development only: a key derived from SECRET_KEY, so a fresh checkout works without
+        # setup. Anyone who knows SECRET_KEY can decrypt with it, hence never with DEBUG off.
+        digest = hashlib.sha256(b"backups.source-secrets:" + SECRET_KEY.encode()).digest()
+        keys = [base64.urlsafe_b64encode(digest).decode()]
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            # The key itself is never shown: it is a secret.
+            raise ImproperlyConfigured(
+                f"SOURCE_SECRET_KEYS: key number {position} is not a Fernet key (32 url-safe base64-encoded bytes)"
+            ) from None
+    return keys
+
+
+SOURCE_SECRET_KEYS = _source_secret_keys()
 
 # ---------------------------------------------------------------- dispatcher
 DISPATCHER_ENABLED = env_bool("DISPATCHER_ENABLED", True)

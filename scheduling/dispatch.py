@@ -35,10 +35,11 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime, parse_time
 
 from backups.errors import ErrorCode
+from backups.models import SourceLease
 from lib.slots import Cadence, InvalidCadence, next_slot
 from scheduling.bulk import insert_rows, update_rows
 from scheduling.heartbeat import HEARTBEAT_SECONDS
-from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, RunStatus, Trigger
+from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.queue import dashed_code, enqueue_runs
 from tenants.models import AuditAction, AuditLog
 
@@ -58,6 +59,9 @@ MISSED_COUNT_LIMIT = 1000
 ADVISORY_LOCK_KEY = 0x6261_636B_7570  # "backup"
 
 BUSY_REASON = "Skipped: the previous run of this schedule was still queued or running."
+RETRY_PENDING_REASON = (
+    "Skipped: an automatic retry of this schedule's failed run was pending; it runs instead of this slot."
+)
 SUPERSEDED_REASON = "Skipped: a later slot of this schedule was due in the same pass."
 
 
@@ -71,6 +75,7 @@ class PassReport:
     missed: int = 0
     requeued: int = 0
     abandoned: int = 0
+    retries: int = 0
     message: str = ""
 
     def as_json(self) -> str:
@@ -102,6 +107,7 @@ def run_pass(now: datetime | None = None) -> PassReport:
         _take_dispatch_lock()
         report.abandoned = fail_abandoned_runs(now)
         report.requeued = requeue_lost_tasks(now)
+        report.retries = release_due_retries(now)
         due = list(_due_schedules(now))
         report.due = len(due)
         if not due:
@@ -138,6 +144,7 @@ def fail_abandoned_runs(now: datetime) -> int:
     if not abandoned:
         return 0
     failed = 0
+    failed_pks = []
     for pk, tenant_id, code, name in abandoned:
         updated = BackupScheduleRun.objects.filter(pk=pk, status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).update(
             status=RunStatus.FAILED,
@@ -147,6 +154,7 @@ def fail_abandoned_runs(now: datetime) -> int:
         )
         if updated:
             failed += 1
+            failed_pks.append(pk)
             AuditLog.objects.create(
                 tenant_id=tenant_id,
                 action=AuditAction.RUN_FINISHED,
@@ -156,8 +164,32 @@ def fail_abandoned_runs(now: datetime) -> int:
                 created_at=now,
                 details={"status": RunStatus.FAILED, "error_code": ErrorCode.WORKER_LOST},
             )
+    # Their source leases too, so the next run of those sources need not wait for a take-over.
+    SourceLease.objects.filter(run_id__in=failed_pks).delete()
     logger.warning("failed %d runs whose worker stopped", failed)
     return failed
+
+
+def release_due_retries(now: datetime) -> int:
+    """Push the tasks of automatic retries whose `not_before` has come.
+
+    A retry is created queued with no task (enqueued_at NULL) so that no worker
+    holds it for minutes; setting enqueued_at here marks its task as pushed, and the
+    lost-task look above covers it from then on. Set-based, inside the pass's
+    transaction: one SELECT when none is due, plus one UPDATE and the task insert
+    when some are.
+    """
+    due = list(
+        BackupScheduleRun.objects.filter(
+            status=RunStatus.QUEUED, enqueued_at__isnull=True, not_before__lte=now
+        ).values_list("pk", "code")[:1000]
+    )
+    if not due:
+        return 0
+    BackupScheduleRun.objects.filter(pk__in=[pk for pk, _ in due], enqueued_at__isnull=True).update(enqueued_at=now)
+    enqueue_runs([code for _, code in due])
+    logger.info("released %d automatic retries", len(due))
+    return len(due)
 
 
 def requeue_lost_tasks(now: datetime) -> int:
@@ -205,7 +237,15 @@ def _due_schedules(now: datetime) -> list[tuple[Any, ...]]:
     """Due schedules as raw database rows: decoding 10,000 rows field by field costs
     more than the rest of the pass, and most rows share a cadence, so _plan decodes
     each distinct one once."""
-    busy = BackupScheduleRun.objects.filter(schedule=OuterRef("pk"), status__in=ACTIVE_STATUSES)
+    # Backups only, as the one-active-run constraint: a verify or restore of one of the
+    # schedule's sets does not hold its backups up.
+    busy = BackupScheduleRun.objects.filter(
+        schedule=OuterRef("pk"), status__in=ACTIVE_STATUSES, operation=Operation.BACKUP
+    )
+    # Only to word the skip reason; the one-active-run constraint is what decides.
+    retry_pending = BackupScheduleRun.objects.filter(
+        schedule=OuterRef("pk"), status=RunStatus.QUEUED, trigger=Trigger.RETRY, operation=Operation.BACKUP
+    )
     columns: list[Any] = list(_DUE_COLUMNS)
     if connection.vendor == "sqlite":
         # As text: the driver would parse every date and time (decltype converters),
@@ -217,8 +257,8 @@ def _due_schedules(now: datetime) -> list[tuple[Any, ...]]:
         # own next_run_at, instead of being overwritten by one computed from old fields.
         BackupSchedule.objects.select_for_update(of=("self",))
         .filter(enabled=True, next_run_at__lte=now)
-        .annotate(busy=Exists(busy))
-        .values_list(*columns, "busy")
+        .annotate(busy=Exists(busy), retry_pending=Exists(retry_pending))
+        .values_list(*columns, "busy", "retry_pending")
         .order_by()
     )
     sql, params = queryset.query.sql_with_params()
@@ -311,7 +351,7 @@ def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta) -> _Plan:
     codes = _new_codes()
     walks: dict[tuple[Cadence, datetime], _Walk] = {}
     by_raw: dict[tuple[Any, ...], _Walk] = {}
-    for pk, tenant_id, name, first_raw, kind, *columns, busy in due:
+    for pk, tenant_id, name, first_raw, kind, *columns, busy, retry_pending in due:
         raw_key = (first_raw, kind, _RELEVANT.get(kind, _nothing)(columns))
         walk = by_raw.get(raw_key)
         if walk is None:
@@ -341,7 +381,8 @@ def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta) -> _Plan:
             plan.runs.append(_row(next(codes), pk, tenant_id, slot, RunStatus.SKIPPED, SUPERSEDED_REASON))
         if walk.newest is not None:
             if busy:
-                plan.runs.append(_row(next(codes), pk, tenant_id, walk.newest, RunStatus.SKIPPED, BUSY_REASON))
+                reason = RETRY_PENDING_REASON if retry_pending else BUSY_REASON
+                plan.runs.append(_row(next(codes), pk, tenant_id, walk.newest, RunStatus.SKIPPED, reason))
             else:
                 plan.runs.append(_row(next(codes), pk, tenant_id, walk.newest, RunStatus.QUEUED, ""))
     return plan

@@ -9,12 +9,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, Trigger
+from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.queue import enqueue_runs
 from tenants.audit import record
 from tenants.models import AuditAction
 
-RETRYABLE = (RunStatus.FAILED, RunStatus.CANCELED)
+# What a person may retry by hand (automatic retries: backups.retry).
+RETRYABLE = (RunStatus.FAILED, RunStatus.PARTIAL, RunStatus.CANCELED)
 
 
 class RunRefused(Exception):
@@ -28,8 +29,11 @@ def run_now(schedule: BackupSchedule, actor: Any) -> BackupScheduleRun:
 def retry(run: BackupScheduleRun, actor: Any) -> BackupScheduleRun:
     if run.status not in RETRYABLE:
         raise RunRefused(
-            f"Only failed or canceled runs can be retried; this one is {run.get_status_display().lower()}."
+            "Only failed or canceled runs can be retried (and partial ones, to get their failed items); "
+            f"this one is {run.get_status_display().lower()}."
         )
+    if run.operation != Operation.BACKUP:
+        raise RunRefused("Verify and restore runs are not retried; request a new one from the backup set.")
     first = run.retry_of or run
     return _request(run.schedule, Trigger.RETRY, actor, AuditAction.RUN_RETRY, retry_of=first, attempt=run.attempt + 1)
 
@@ -63,14 +67,27 @@ def _request(
                 details["retry_of"] = str(retry_of.code)
             record(schedule.tenant_id, action, run, actor=actor, **details)
     except IntegrityError:
+        pending = (
+            BackupScheduleRun.objects.filter(
+                schedule=schedule, status=RunStatus.QUEUED, trigger=Trigger.RETRY, not_before__isnull=False
+            )
+            .values_list("not_before", flat=True)
+            .first()
+        )
+        if pending is not None:
+            raise RunRefused(
+                f"“{schedule.name}” has an automatic retry pending; it starts after {pending:%Y-%m-%d %H:%M} UTC."
+            ) from None
         raise RunRefused(f"“{schedule.name}” already has a run queued or running; wait for it to finish.") from None
     return run
 
 
 def claim(run_code: str, now: datetime) -> bool:
-    """queued -> running. False if someone else (a redelivered task) got it first."""
+    """queued -> running. False if someone else (a redelivered task) got it first,
+    or if the run is an automatic retry whose time has not come yet."""
+    due = Q(not_before__isnull=True) | Q(not_before__lte=now)
     return (
-        BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.QUEUED).update(
+        BackupScheduleRun.objects.filter(due, code=run_code, status=RunStatus.QUEUED).update(
             status=RunStatus.RUNNING, started_at=now, heartbeat_at=now
         )
         == 1
@@ -96,5 +113,6 @@ def finish(run: BackupScheduleRun, status: str, log: str, error_code: str = "", 
     if updated:
         run.status, run.finished_at, run.log = status, now, log
         run.error_code, run.error_message = error_code, error_message
-        BackupSchedule.objects.filter(pk=run.schedule_id).update(last_run_at=now, last_status=status)
+        if run.operation == Operation.BACKUP:  # the schedule's summary is about its backups
+            BackupSchedule.objects.filter(pk=run.schedule_id).update(last_run_at=now, last_status=status)
     return updated == 1

@@ -71,7 +71,7 @@ def test_two_cluster_nodes_execute_each_run_once_even_when_its_task_is_delivered
 ) -> None:
     from datetime import time as clock_time
 
-    from backups.models import BackupSet
+    from backups.models import BackupSet, BackupSource
     from scheduling.queue import enqueue_runs
     from tenants.models import AuditAction, AuditLog
 
@@ -96,7 +96,9 @@ def test_two_cluster_nodes_execute_each_run_once_even_when_its_task_is_delivered
     try:
         runs = []
         for i in range(6):
-            schedule = make_schedule(tenant, source, name=f"s{i}", kind="daily", time_of_day=clock_time(3))
+            # A source of its own each: runs sharing a source would skip each other (source leases).
+            own = BackupSource.objects.create(tenant=tenant, name=f"copy {i}", path=source.path)
+            schedule = make_schedule(tenant, own, name=f"s{i}", kind="daily", time_of_day=clock_time(3))
             runs.append(run_now(schedule, actor=None))
         enqueue_runs([run.code for run in runs])  # every task a second time, as a redelivery would
         deadline = time.monotonic() + 90

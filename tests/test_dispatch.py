@@ -156,8 +156,8 @@ def test_a_pass_uses_the_same_number_of_statements_for_10_and_1000_due_schedules
     from django.conf import settings
 
     # look for abandoned runs; select due; insert runs; insert audit entries; update next_run_at;
-    # look for runs whose task may be lost; and
-    expected = 6
+    # look for runs whose task may be lost; look for automatic retries whose time has come; and
+    expected = 7
     if "redis" not in settings.Q_CLUSTER:
         expected += 1  # insert tasks into the ORM broker's table (with Redis they go to Redis, not SQL)
     if connection.vendor == "postgresql":
@@ -281,3 +281,53 @@ def test_batched_codes_are_distinct_version_4_uuids() -> None:
     assert len(set(codes)) == 3000
     parsed = [uuid.UUID(code) for code in codes]
     assert {(u.version, u.variant) for u in parsed} == {(4, uuid.RFC_4122)}
+
+
+@pytest.mark.parametrize("count", [1, 300])
+def test_releasing_due_retries_takes_the_same_statements_for_1_and_300(
+    schedule, count: int, django_capture_on_commit_callbacks
+) -> None:
+    from scheduling.models import Trigger
+
+    BackupSchedule.objects.filter(pk=schedule.pk).update(enabled=False)
+    BackupSchedule.objects.bulk_create(
+        BackupSchedule(tenant_id=schedule.tenant_id, name=f"retrying {i}", enabled=False) for i in range(count)
+    )
+    waiting = BackupScheduleRun.objects.bulk_create(
+        BackupScheduleRun(
+            tenant_id=schedule.tenant_id,
+            schedule=each,
+            trigger=Trigger.RETRY,
+            attempt=2,
+            status=RunStatus.QUEUED,
+            created_at=SLOT - timedelta(minutes=1),
+            not_before=SLOT - timedelta(seconds=i % 50),
+            enqueued_at=None,
+        )
+        for i, each in enumerate(BackupSchedule.objects.filter(name__startswith="retrying"))
+    )
+    later = BackupScheduleRun.objects.create(
+        tenant_id=schedule.tenant_id,
+        schedule=schedule,
+        trigger=Trigger.RETRY,
+        attempt=2,
+        status=RunStatus.QUEUED,
+        created_at=SLOT,
+        not_before=SLOT + timedelta(seconds=1),
+    )
+    with django_capture_on_commit_callbacks(execute=True), CaptureQueriesContext(connection) as queries:
+        report = run_pass(SLOT)
+    assert report.retries == count
+    assert sorted(task["args"][0] for task in queued_tasks()) == sorted(str(run.code) for run in waiting)
+    later.refresh_from_db()
+    assert later.enqueued_at is None  # not yet
+    statements = [q["sql"] for q in queries.captured_queries if not q["sql"].startswith(("SAVEPOINT", "RELEASE"))]
+    from django.conf import settings
+
+    # abandoned runs; lost tasks; due retries: select and update; due schedules (none)
+    expected = 5
+    if "redis" not in settings.Q_CLUSTER:
+        expected += 1  # the retries' tasks go into the ORM broker's table
+    if connection.vendor == "postgresql":
+        expected += 1  # the advisory lock
+    assert len(statements) == expected, statements

@@ -3,6 +3,7 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -10,12 +11,13 @@ import pytest
 import zstandard
 
 from backups import storage
-from backups.models import BackupSet
+from backups.models import BackupItem, BackupSet, BackupSource, ItemStatus, SetStatus
 from backups.tasks import execute_run
 from scheduling.dispatch import run_pass
-from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, Trigger
+from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, ScheduleSource, Trigger
 from scheduling.runs import RunRefused, retry, run_now
 from tenants.models import AuditAction, AuditLog
+from tests.conftest import make_sqlite_database
 from tests.helpers import drain, make_schedule, queued_tasks
 
 SLOT = datetime(2026, 11, 24, 1, 30, tzinfo=UTC)
@@ -262,3 +264,271 @@ def test_a_worker_given_up_for_lost_still_records_its_real_result(schedule) -> N
     run.refresh_from_db()
     assert (run.status, run.error_code) == (RunStatus.SUCCEEDED, "")
     assert not finish(run, RunStatus.FAILED, "again")  # a finished run stays finished
+
+
+# ---------------------------------------------------------------- several sources, partial runs
+
+
+def add_source(schedule: BackupSchedule, name: str, path: Path, rows: int = 20) -> BackupSource:
+    if rows:
+        make_sqlite_database(path, rows)
+    source = BackupSource.objects.create(tenant=schedule.tenant, name=name, path=str(path))
+    ScheduleSource.objects.create(schedule=schedule, source=source)
+    return source
+
+
+def test_several_sources_make_one_set_with_one_item_each(schedule, settings, tmp_path) -> None:
+    root = settings.SOURCE_ROOTS[0]
+    add_source(schedule, "Accounts", root / "accounts.sqlite3", rows=7)
+    add_source(schedule, "Wiki", root / "wiki.sqlite3", rows=9)
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "succeeded"
+    backup_set = BackupSet.objects.get(run=run)
+    assert backup_set.status == SetStatus.COMPLETE
+    items = list(backup_set.items.order_by("id"))
+    assert [item.label for item in items] == ["Accounts", "Shop", "Wiki"]  # sources in name order
+    assert len({item.storage_key for item in items}) == 3
+    expected_rows = {"Accounts": 7, "Shop": 50, "Wiki": 9}
+    for item in items:
+        assert item.status == ItemStatus.OK and item.source.name == item.label
+        stored = storage.path_for(item.storage_key)
+        assert hashlib.sha256(stored.read_bytes()).hexdigest() == item.sha256
+        restored = tmp_path / f"{item.label}.sqlite3"
+        with storage.open_decompressed(item.storage_key) as reader:
+            restored.write_bytes(reader.read())
+        with sqlite3.connect(restored) as db:
+            assert db.execute("SELECT count(*) FROM items").fetchone()[0] == expected_rows[item.label]
+    assert backup_set.size == sum(item.size for item in items)
+    run.refresh_from_db()
+    assert run.bytes_written == backup_set.size
+
+
+def test_one_bad_source_makes_a_partial_run_that_names_it(schedule, settings, tmp_path) -> None:
+    root = settings.SOURCE_ROOTS[0]
+    add_source(schedule, "Gone", root / "gone.sqlite3", rows=0)  # never created
+    (tmp_path / "secret.sqlite3").touch()
+    add_source(schedule, "Outside", tmp_path / "secret.sqlite3", rows=0)
+    schedule.keep_last = 1
+    schedule.save()
+    older = run_now(schedule, actor=None)
+    BackupSet.objects.create(tenant=schedule.tenant, schedule=schedule, run=older, created_at=datetime.now(UTC))
+    BackupScheduleRun.objects.filter(pk=older.pk).update(status=RunStatus.SUCCEEDED)
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "partial"
+    run.refresh_from_db()
+    assert run.status == RunStatus.PARTIAL
+    assert run.error_code == "SOURCE_NOT_FOUND"
+    assert run.error_message.startswith("2 of 3 items failed")
+    assert "“Gone” (SOURCE_NOT_FOUND" in run.error_message
+    assert "“Outside” (PERMISSION_DENIED" in run.error_message
+    backup_set = BackupSet.objects.get(run=run)
+    assert backup_set.status == SetStatus.PARTIAL
+    statuses = {item.label: (item.status, item.error_code) for item in backup_set.items.all()}
+    assert statuses == {
+        "Gone": (ItemStatus.FAILED, "SOURCE_NOT_FOUND"),
+        "Outside": (ItemStatus.FAILED, "PERMISSION_DENIED"),
+        "Shop": (ItemStatus.OK, ""),
+    }
+    good = backup_set.items.get(status=ItemStatus.OK)
+    assert backup_set.size == good.size and storage.path_for(good.storage_key).exists()
+    # No retention after a partial run: the complete older set is kept although keep_last=1.
+    assert BackupSet.objects.get(run=older).deleted_at is None
+    schedule.refresh_from_db()
+    assert schedule.last_status == RunStatus.PARTIAL
+    assert AuditLog.objects.get(action=AuditAction.RUN_FINISHED, target_code=run.code).details["status"] == "partial"
+
+
+def test_all_sources_bad_fail_the_run_without_a_set(schedule, settings) -> None:
+    Path(schedule.sources.get().path).unlink()
+    add_source(schedule, "Gone", settings.SOURCE_ROOTS[0] / "gone.sqlite3", rows=0)
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "SOURCE_NOT_FOUND"
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.error_message.startswith("2 of 2 items failed")
+    assert "“Gone”" in run.error_message and "“Shop”" in run.error_message
+    assert not BackupSet.objects.exists() and not BackupItem.objects.exists()
+    assert [p for p in storage.backups_root().rglob("*") if p.is_file()] == []
+
+
+def test_a_kind_without_an_engine_fails_its_item_with_a_clear_message(schedule) -> None:
+    # A kind this server has no engine for (a source row from a newer version, say).
+    source = BackupSource.objects.create(tenant=schedule.tenant, name="Tape", kind="tape")
+    ScheduleSource.objects.create(schedule=schedule, source=source)
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "partial"
+    run.refresh_from_db()
+    assert "“Tape” (UNKNOWN: Sources of kind “tape” cannot be backed up by this server.)" in run.error_message
+
+
+def test_an_unexpected_error_is_unknown_and_hides_its_details(schedule, monkeypatch, caplog) -> None:
+    from backups.engines.sqlite import SqliteEngine
+
+    def broken_targets(self, source, ctx):
+        raise RuntimeError("password=hunter2 leaked by a library")
+
+    monkeypatch.setattr(SqliteEngine, "targets", broken_targets)
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "UNKNOWN"
+    run.refresh_from_db()
+    assert "hunter2" not in run.error_message and "hunter2" not in run.log
+    assert "server log has the details" in run.error_message
+    assert "hunter2" in caplog.text  # logged server-side for the operator
+
+
+# ---------------------------------------------------------------- progress and the time limit
+
+
+def big_database(path: Path, megabytes: int) -> Path:
+    import os
+
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB NOT NULL)")
+        # Random bytes do not compress: the stored file is as big as the source.
+        db.executemany("INSERT INTO blobs (data) VALUES (?)", [(os.urandom(64 * 1024),) for _ in range(megabytes * 16)])
+    return path
+
+
+def test_bytes_written_moves_while_the_run_goes(schedule, settings, monkeypatch) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from backups import tasks
+
+    source = schedule.sources.get()
+    big_database(Path(source.path).with_name("big.sqlite3"), 4)
+    source.path = str(Path(source.path).with_name("big.sqlite3"))
+    source.save()
+    monkeypatch.setattr(tasks, "PROGRESS_SECONDS", 0)  # every write, to see each step
+    run = run_now(schedule, actor=None)
+    with CaptureQueriesContext(connection) as queries:
+        assert execute_run(str(run.code)) == "succeeded"
+    progress = [q["sql"] for q in queries.captured_queries if '"bytes_written" =' in q["sql"]]
+    assert len(progress) >= 3  # several updates during the one item, not only at the end
+    run.refresh_from_db()
+    assert run.bytes_written == BackupSet.objects.get(run=run).size > 4_000_000
+
+
+def test_progress_updates_are_throttled(schedule, monkeypatch) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from backups import tasks
+
+    monkeypatch.setattr(tasks, "PROGRESS_SECONDS", 3600)
+    run = run_now(schedule, actor=None)
+    with CaptureQueriesContext(connection) as queries:
+        assert execute_run(str(run.code)) == "succeeded"
+    progress = [q["sql"] for q in queries.captured_queries if '"bytes_written" =' in q["sql"]]
+    assert len(progress) == 1  # only the final one
+
+
+def test_a_dump_running_past_the_time_limit_is_stopped_as_timeout_and_keeps_nothing(
+    schedule, settings, monkeypatch
+) -> None:
+    """The schedule's real limit (1 minute); the deadline clock jumps 61 s while the
+    big source's snapshot is taken, so the stream is stopped at its first read, and
+    the next source is not even started."""
+    from backups import tasks
+
+    source = schedule.sources.get()
+    big_database(Path(source.path), 8)
+    add_source(schedule, "Wiki", settings.SOURCE_ROOTS[0] / "wiki.sqlite3")
+    schedule.time_limit_minutes = 1
+    schedule.max_attempts = 1
+    schedule.save()
+    offset = [0.0]
+    monkeypatch.setattr(tasks, "clock", lambda: time.monotonic() + offset[0])
+    real_log = tasks.RunLog.__call__
+
+    def log_and_maybe_jump(self, message: str) -> None:
+        real_log(self, message)
+        if message.startswith("Snapshot taken"):  # the dump of the first source is under way
+            offset[0] += 61
+
+    monkeypatch.setattr(tasks.RunLog, "__call__", log_and_maybe_jump)
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "TIMEOUT"
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED
+    assert run.error_message.startswith("2 of 2 items failed")
+    assert "time limit (1 minute)" in run.error_message
+    assert run.log.count("Snapshot taken") == 1  # Wiki was never dumped
+    assert not BackupSet.objects.exists()
+    assert [p for p in storage.backups_root().rglob("*") if p.is_file()] == []
+
+
+def test_the_deadline_reader_stops_a_stream_mid_way_and_no_file_is_left(schedule, tmp_path) -> None:
+    from backups.errors import BackupError
+    from backups.tasks import DeadlineReader, timeout_error
+
+    big = big_database(tmp_path / "sources" / "big.sqlite3", 4)
+    with open(big, "rb") as raw:
+        reader = DeadlineReader(raw, time.monotonic() + 3600, timeout_error(schedule))
+
+        def deadline_passes(written: int) -> None:
+            reader.deadline = time.monotonic() - 1  # as if the clock ran past it during the dump
+
+        with pytest.raises(BackupError) as caught:
+            storage.store_stream("t/big.sqlite3.zst", reader, progress=deadline_passes)  # type: ignore[arg-type]
+    assert caught.value.code == "TIMEOUT"
+    assert [p for p in storage.backups_root().rglob("*") if p.is_file()] == []
+
+
+def test_a_failed_dump_never_leaves_its_stored_file(schedule, monkeypatch) -> None:
+    """An engine may report the failure only on leaving dump() (a process's exit
+    status), after the stream was stored: that file is not a backup."""
+    from contextlib import contextmanager
+
+    from backups.engines.sqlite import SqliteEngine
+    from backups.errors import BackupError, ErrorCode
+
+    real_dump = SqliteEngine.dump
+
+    @contextmanager
+    def dump_failing_at_exit(self, source, target, ctx):
+        with real_dump(self, source, target, ctx) as stream:
+            yield stream
+        raise BackupError(ErrorCode.CONNECTION_FAILED, "the server went away at the end")
+
+    monkeypatch.setattr(SqliteEngine, "dump", dump_failing_at_exit)
+    schedule.max_attempts = 1
+    schedule.save()
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "CONNECTION_FAILED"
+    assert [p for p in storage.backups_root().rglob("*") if p.is_file()] == []
+
+
+def test_a_failed_progress_update_does_not_fail_the_backup(schedule, monkeypatch) -> None:
+    """Regression: a progress UPDATE hitting a locked database raised inside the
+    item's work and failed a good backup as UNKNOWN."""
+    from django.db import OperationalError
+
+    from backups import tasks
+
+    def locked(self, written):
+        raise OperationalError("database is locked")
+
+    monkeypatch.setattr(tasks, "PROGRESS_SECONDS", 0)
+    monkeypatch.setattr(tasks.Progress, "_write", locked)
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "succeeded"
+
+
+def test_a_partial_run_can_be_retried_by_hand(schedule, settings) -> None:
+    add_source(schedule, "Gone", settings.SOURCE_ROOTS[0] / "gone.sqlite3", rows=0)
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "partial"
+    run.refresh_from_db()
+    again = retry(run, actor=None)
+    assert (again.attempt, again.retry_of, again.trigger) == (2, run, Trigger.RETRY)
+
+
+def test_verify_and_restore_runs_are_not_retried_as_backups(schedule) -> None:
+    from scheduling.models import Operation
+
+    run = run_now(schedule, actor=None)
+    BackupScheduleRun.objects.filter(pk=run.pk).update(status=RunStatus.FAILED, operation=Operation.VERIFY)
+    run.refresh_from_db()
+    with pytest.raises(RunRefused, match="not retried"):
+        retry(run, actor=None)

@@ -145,3 +145,237 @@ def test_source_edit_and_delete_require_login(client, source) -> None:
 def test_source_delete_rejects_other_methods(client, mia, source) -> None:
     client.force_login(mia)
     assert client.put(f"/sources/{source.code}/delete/").status_code == 405
+
+
+# ---------------------------------------------------------------- server sources and their passwords
+
+SECRET = "pa$$-Wörd-never-shown"
+
+
+def pg_fields(**overrides) -> dict:
+    fields = {
+        "name": "Orders DB",
+        "kind": "postgres",
+        "host": "127.0.0.1",
+        "port": "5432",
+        "database": "orders",
+        "username": "backup",
+        "password": SECRET,
+        "tls_mode": "require",
+    }
+    fields.update(overrides)
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def all_audit_text() -> str:
+    import json
+
+    return json.dumps([[e.action, e.target_label, e.details] for e in AuditLog.objects.all()], ensure_ascii=False)
+
+
+def test_a_manager_adds_a_postgres_source_and_the_password_is_stored_encrypted(client, mia, tenant, caplog) -> None:
+    client.force_login(mia)
+    with caplog.at_level("DEBUG"):
+        response = client.post(f"/t/{tenant.code}/sources/new/", pg_fields())
+    assert response.status_code == 302
+    source = BackupSource.objects.get(name="Orders DB")
+    assert (source.host, source.port, source.database, source.username) == ("127.0.0.1", 5432, "orders", "backup")
+    assert source.tls_mode == "require" and source.path == ""
+    assert SECRET not in source.password_encrypted and source.get_password() == SECRET
+    entry = AuditLog.objects.get(action=AuditAction.SOURCE_CREATED)
+    assert entry.details["password"] == "set" and entry.details["host"] == "127.0.0.1"
+    assert SECRET not in all_audit_text() and source.password_encrypted not in all_audit_text()
+    assert SECRET not in caplog.text
+    listing = client.get(f"/t/{tenant.code}/sources/").text
+    assert "backup@127.0.0.1:5432" in listing and "password stored" in listing and SECRET not in listing
+
+
+def test_the_edit_page_never_renders_the_password(client, mia, tenant) -> None:
+    client.force_login(mia)
+    client.post(f"/t/{tenant.code}/sources/new/", pg_fields())
+    source = BackupSource.objects.get(name="Orders DB")
+    page = client.get(f"/sources/{source.code}/edit/").text
+    assert SECRET not in page and source.password_encrypted not in page
+    assert 'type="password" name="password"' in page and "A password is stored" in page
+    assert "Clear the stored password" in page
+
+
+def test_a_blank_password_on_edit_keeps_the_stored_one(client, mia, tenant) -> None:
+    client.force_login(mia)
+    client.post(f"/t/{tenant.code}/sources/new/", pg_fields())
+    source = BackupSource.objects.get(name="Orders DB")
+    response = client.post(f"/sources/{source.code}/edit/", pg_fields(password="", database="orders2"))
+    assert response.status_code == 302
+    source.refresh_from_db()
+    assert source.get_password() == SECRET and source.database == "orders2"
+    changes = AuditLog.objects.get(action=AuditAction.SOURCE_UPDATED).details["changes"]
+    assert changes == {"database": ["orders", "orders2"]}
+
+
+def test_a_new_password_replaces_the_stored_one_and_the_audit_says_only_that(client, mia, tenant) -> None:
+    client.force_login(mia)
+    client.post(f"/t/{tenant.code}/sources/new/", pg_fields())
+    source = BackupSource.objects.get(name="Orders DB")
+    client.post(f"/sources/{source.code}/edit/", pg_fields(password="another-Secret-9"))
+    source.refresh_from_db()
+    assert source.get_password() == "another-Secret-9"
+    assert AuditLog.objects.get(action=AuditAction.SOURCE_UPDATED).details["changes"] == {"password": "set"}
+    assert "another-Secret-9" not in all_audit_text()
+
+
+def test_clear_password_removes_it(client, mia, tenant) -> None:
+    client.force_login(mia)
+    client.post(f"/t/{tenant.code}/sources/new/", pg_fields())
+    source = BackupSource.objects.get(name="Orders DB")
+    client.post(f"/sources/{source.code}/edit/", pg_fields(password="", clear_password="on"))
+    source.refresh_from_db()
+    assert not source.has_password
+    assert AuditLog.objects.get(action=AuditAction.SOURCE_UPDATED).details["changes"] == {"password": "cleared"}
+
+
+def test_typing_a_password_and_clearing_it_at_once_is_a_form_error(client, mia, tenant) -> None:
+    client.force_login(mia)
+    client.post(f"/t/{tenant.code}/sources/new/", pg_fields())
+    source = BackupSource.objects.get(name="Orders DB")
+    response = client.post(f"/sources/{source.code}/edit/", pg_fields(password="x-new", clear_password="on"))
+    assert response.status_code == 200 and "not both" in response.text
+    assert "x-new" not in response.text and SECRET not in response.text
+    source.refresh_from_db()
+    assert source.get_password() == SECRET
+
+
+def test_a_refused_form_does_not_echo_the_typed_password(client, mia, tenant) -> None:
+    client.force_login(mia)
+    response = client.post(f"/t/{tenant.code}/sources/new/", pg_fields(host=""))
+    assert response.status_code == 200
+    assert "Enter the database server" in response.text and SECRET not in response.text
+    assert not BackupSource.objects.exists()
+
+
+def test_server_sources_need_a_host_a_user_and_a_database_or_all_databases(client, mia, tenant) -> None:
+    client.force_login(mia)
+    url = f"/t/{tenant.code}/sources/new/"
+    response = client.post(url, pg_fields(host=None, username=None, database=None))
+    assert response.status_code == 200
+    for message in ("Enter the database server", "Enter the user name", "tick “All databases”"):
+        assert message in response.text
+    for bad_host in ("-oProxyCommand=x", "a b", "host;rm"):
+        assert "Enter a host name" in client.post(url, pg_fields(host=bad_host)).text
+    assert "from 1 to 65535" in client.post(url, pg_fields(port="70000")).text
+    assert "at most 63 characters" in client.post(url, pg_fields(database="x" * 64)).text
+    assert not BackupSource.objects.exists()
+    response = client.post(url, pg_fields(kind="mysql", database=None, all_databases="on", port=None))
+    assert response.status_code == 302
+    source = BackupSource.objects.get()
+    assert source.all_databases and source.database == "" and source.port == 3306
+
+
+def test_the_form_groups_the_fields_per_kind(client, mia, tenant) -> None:
+    client.force_login(mia)
+    page = client.get(f"/t/{tenant.code}/sources/new/").text
+    assert 'data-kinds="postgres mysql"' in page and 'data-kinds="sqlite directory"' in page
+    for field in ("id_host", "id_port", "id_database", "id_all_databases", "id_username", "id_password", "id_tls_mode"):
+        assert f'for="{field}"' in page
+    assert "Clear the stored password" not in page  # nothing to clear on a new source
+
+
+def test_switching_a_server_source_to_a_file_kind_drops_the_password(client, mia, tenant, settings) -> None:
+    client.force_login(mia)
+    client.post(f"/t/{tenant.code}/sources/new/", pg_fields())
+    source = BackupSource.objects.get(name="Orders DB")
+    path = make_sqlite_database(settings.SOURCE_ROOTS[0] / "moved.sqlite3")
+    response = client.post(f"/sources/{source.code}/edit/", {"name": "Orders DB", "kind": "sqlite", "path": str(path)})
+    assert response.status_code == 302
+    source.refresh_from_db()
+    assert not source.has_password and source.host == "" and source.path == str(path)
+
+
+# ---------------------------------------------------------------- Test connection
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def server_source(tenant, port: int, password: str = SECRET) -> BackupSource:
+    source = BackupSource(
+        tenant=tenant, name="Orders DB", kind="postgres", host="127.0.0.1", port=port, database="postgres"
+    )
+    source.username = "postgres"
+    source.tls_mode = "disable"
+    source.set_password(password)
+    source.save()
+    return source
+
+
+def test_an_operator_tests_a_source_and_sees_the_result_as_a_message(client, bob, tenant, source) -> None:
+    client.force_login(bob)
+    response = client.post(f"/sources/{source.code}/test/", follow=True)
+    assert response.redirect_chain[-1][0] == f"/t/{tenant.code}/sources/"
+    assert "message-success" in response.text and "1 tables" in response.text
+    entry = AuditLog.objects.get(action=AuditAction.SOURCE_TESTED)
+    assert entry.actor == bob and entry.target_code == source.code and entry.details["ok"] is True
+
+
+def test_a_failed_test_shows_why_and_is_audited_without_the_password(client, bob, tenant, caplog) -> None:
+    source = server_source(tenant, closed_port())
+    client.force_login(bob)
+    with caplog.at_level("DEBUG"):
+        response = client.post(f"/sources/{source.code}/test/", follow=True)
+    assert "message-error" in response.text and "Could not connect" in response.text
+    entry = AuditLog.objects.get(action=AuditAction.SOURCE_TESTED)
+    assert entry.details["ok"] is False and entry.details["error_code"] == "CONNECTION_FAILED"
+    assert SECRET not in response.text and SECRET not in all_audit_text() and SECRET not in caplog.text
+
+
+def test_an_htmx_test_returns_only_the_result_fragment(client, bob, tenant, source) -> None:
+    client.force_login(bob)
+    response = client.post(f"/sources/{source.code}/test/", headers={"HX-Request": "true"})
+    assert response.status_code == 200
+    assert 'data-ok="true"' in response.text and "<html" not in response.text
+
+
+def test_a_real_server_test_succeeds_and_never_shows_the_password(client, bob, tenant, caplog) -> None:
+    from tests.services import PG_PORT, require_postgres
+
+    require_postgres()
+    source = server_source(tenant, PG_PORT)
+    client.force_login(bob)
+    with caplog.at_level("DEBUG"):
+        response = client.post(f"/sources/{source.code}/test/", headers={"HX-Request": "true"})
+    assert 'data-ok="true"' in response.text and "Connected to PostgreSQL" in response.text
+    assert SECRET not in response.text and SECRET not in all_audit_text() and SECRET not in caplog.text
+
+
+def test_the_list_offers_test_connection_to_an_operator_but_not_to_a_readonly_member(
+    client, bob, rita, tenant, source
+) -> None:
+    client.force_login(bob)
+    assert f"/sources/{source.code}/test/" in client.get(f"/t/{tenant.code}/sources/").text
+    client.force_login(rita)
+    assert f"/sources/{source.code}/test/" not in client.get(f"/t/{tenant.code}/sources/").text
+
+
+def test_test_connection_requires_operator(client, rita, source) -> None:
+    client.force_login(rita)
+    assert client.post(f"/sources/{source.code}/test/").status_code == 403
+    assert not AuditLog.objects.filter(action=AuditAction.SOURCE_TESTED).exists()
+
+
+def test_test_connection_checks_ownership(client, charlie, source) -> None:
+    client.force_login(charlie)
+    assert client.post(f"/sources/{source.code}/test/").status_code == 404
+    assert not AuditLog.objects.filter(action=AuditAction.SOURCE_TESTED).exists()
+
+
+def test_test_connection_rejects_get(client, bob, source) -> None:
+    client.force_login(bob)
+    assert client.get(f"/sources/{source.code}/test/").status_code == 405
+
+
+def test_test_connection_requires_login(client, source) -> None:
+    assert_login_redirect(client.post(f"/sources/{source.code}/test/"))

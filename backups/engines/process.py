@@ -1,0 +1,315 @@
+"""Running a database client tool (pg_dump, mariadb-dump, psql, ...) as a subprocess.
+
+- The password reaches the tool only through a 0600 file in a private temporary
+  folder (PGPASSFILE for libpq tools, an option file for MariaDB tools), never the
+  command line, which any local user can read in /proc/<pid>/cmdline.
+- The tool runs in its own process group; a watchdog kills the group when the
+  context's deadline (time.monotonic) passes -> BackupError(TIMEOUT).
+- stderr is read by a thread and only its last STDERR_LIMIT bytes are kept, so a
+  chatty tool can neither block on a full pipe nor fill the worker's memory.
+- A dump's stdout is handed out wrapped: reading its end waits for the tool and
+  raises if it failed, so the storage code never renames a failed dump into place.
+- Every message is scrubbed of the secrets the call knows about.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+from backups.errors import BackupError, ErrorCode
+
+STDERR_LIMIT = 64 * 1024
+CHUNK = 1024 * 1024
+# Environment variables a client tool would take a password, a host or a config file
+# from; the worker's own must never leak into a tenant's tool call.
+_INHERITED_PREFIXES = ("PG", "MYSQL", "MARIADB")
+
+# (stderr text) -> (code, message for people)
+ErrorMapper = Callable[[str], tuple[ErrorCode, str]]
+
+
+@dataclass
+class ToolCall:
+    """One invocation: what to run, with what environment, and how to explain failure."""
+
+    argv: list[str]
+    what: str  # for messages: "pg_dump of “orders”"
+    mapper: ErrorMapper
+    env: dict[str, str] = field(default_factory=dict)
+    secrets: Sequence[str] = ()
+    deadline: float | None = None
+    on_stderr_line: Callable[[str], None] | None = None
+
+
+def find_tool(*names: str) -> str:
+    """The first of `names` found on PATH (e.g. mariadb-dump, then mysqldump)."""
+    for name in names:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise BackupError(
+        ErrorCode.UNKNOWN,
+        f"The client tool {' or '.join(names)} is not installed on the backup worker;"
+        " an administrator must install it.",
+    )
+
+
+@contextmanager
+def secret_folder() -> Iterator[Path]:
+    """A private (0700) temporary folder for password files, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="backups-secret-") as folder:
+        os.chmod(folder, 0o700)
+        yield Path(folder)
+
+
+def write_secret_file(folder: Path, name: str, content: str) -> Path:
+    path = folder / name
+    # O_EXCL + 0600 at creation: the file is never readable by others, not even briefly.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    return path
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "********")
+    return text
+
+
+def tool_env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_PREFIXES)}
+    env["LC_ALL"] = "C.UTF-8"  # messages in English, so the error mappers can read them
+    env.update(extra)
+    return env
+
+
+class _Tail:
+    """Keeps the last `limit` bytes written to it."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.data = bytearray()
+        self.dropped = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        if len(self.data) > 2 * self.limit:
+            self.dropped += len(self.data) - self.limit
+            del self.data[: len(self.data) - self.limit]
+
+    def text(self) -> str:
+        return bytes(self.data[-self.limit :]).decode("utf-8", "replace")
+
+    @property
+    def complete(self) -> bool:
+        return self.dropped == 0 and len(self.data) <= self.limit
+
+
+class Process:
+    """A started tool with its stderr reader and deadline watchdog."""
+
+    def __init__(self, call: ToolCall, stdin: int | None = subprocess.DEVNULL) -> None:
+        self.call = call
+        self.stderr = _Tail(STDERR_LIMIT)
+        self.timed_out = False
+        self._done = threading.Event()
+        if call.deadline is not None and call.deadline <= time.monotonic():
+            raise BackupError(ErrorCode.TIMEOUT, f"The {call.what} did not start: the run's time limit had passed.")
+        try:
+            self.popen = subprocess.Popen(
+                call.argv,
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=tool_env(call.env),
+                start_new_session=True,  # own process group: the watchdog kills the tool and its children
+                close_fds=True,
+            )
+        except OSError as exc:
+            raise BackupError(ErrorCode.UNKNOWN, f"The {call.what} could not start: {exc.strerror}.") from None
+        self._threads = [threading.Thread(target=self._read_stderr, daemon=True)]
+        if call.deadline is not None:
+            self._threads.append(threading.Thread(target=self._watch, daemon=True))
+        for thread in self._threads:
+            thread.start()
+
+    def _read_stderr(self) -> None:
+        assert self.popen.stderr is not None
+        pending = b""
+        while chunk := self.popen.stderr.read1(65536):  # type: ignore[attr-defined]
+            self.stderr.add(chunk)
+            if self.call.on_stderr_line is not None:
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for line in lines:
+                    self.call.on_stderr_line(line.decode("utf-8", "replace"))
+                pending = pending[-STDERR_LIMIT:]
+
+    def _watch(self) -> None:
+        assert self.call.deadline is not None
+        remaining = self.call.deadline - time.monotonic()
+        if not self._done.wait(max(remaining, 0)) and self.popen.poll() is None:
+            self.timed_out = True
+            self.kill()
+
+    def kill(self) -> None:
+        with suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGKILL)
+
+    def wait(self) -> int:
+        status = self.popen.wait()
+        self._done.set()
+        for thread in self._threads:
+            thread.join()
+        return status
+
+    def check(self, status: int) -> None:
+        """Raise the BackupError that explains how the tool ended, if it failed."""
+        call = self.call
+        if self.timed_out:
+            raise BackupError(
+                ErrorCode.TIMEOUT,
+                f"The {call.what} did not finish within the run's time limit and was stopped."
+                " Raise the schedule's time limit, or check what blocks the database (a long lock?).",
+            )
+        if status == 0:
+            return
+        stderr = scrub(self.stderr.text(), call.secrets)
+        code, message = call.mapper(stderr)
+        detail = _last_line(stderr)
+        if status < 0:
+            detail = f"killed by signal {-status}"
+        text = f"{message} ({Path(call.argv[0]).name}: {detail})" if detail else message
+        raise BackupError(code, scrub(text, call.secrets))
+
+
+_TOOL_PREFIX = re.compile(r"^(?:[\w.-]+: )+(?:error: )?", re.I)
+_ERROR_LINE = re.compile(r"error|fatal|denied|refused|failed", re.I)
+
+
+def _last_line(text: str) -> str:
+    """The tool's most telling line: the last one that names an error, without "psql: error: "."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    telling = [line for line in lines if _ERROR_LINE.search(line)] or lines
+    return _TOOL_PREFIX.sub("", telling[-1])[:500] if telling else ""
+
+
+class CheckedStream:
+    """A dump's stdout. Reaching its end waits for the tool and raises if it failed,
+    so whoever copies the stream sees the failure before treating the copy as complete."""
+
+    def __init__(self, process: Process) -> None:
+        assert process.popen.stdout is not None
+        self.process = process
+        self.raw = process.popen.stdout
+        self.finished = False
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.raw.read(size)
+        if (not data and size != 0) or size is None or size < 0:
+            self.finish()
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def finish(self) -> None:
+        if not self.finished:
+            self.finished = True
+            self.raw.close()
+            self.process.check(self.process.wait())
+
+    def close(self) -> None:
+        self.raw.close()
+
+
+@contextmanager
+def dump_stream(call: ToolCall) -> Iterator[BinaryIO]:
+    """Run a dump tool; yield its stdout. Leaving the block checks how it ended."""
+    process = Process(call)
+    stream = CheckedStream(process)
+    try:
+        yield stream  # type: ignore[misc]
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    # The reader stopped before the end (or never read): that is not a complete
+    # dump. Closing the pipe stops the tool; its status says why.
+    if not stream.finished and not stream.raw.closed and stream.raw.read(1) == b"":
+        stream.finish()  # read to the end, just not one read further
+    if not stream.finished:
+        stream.raw.close()
+        process.kill()
+        process.wait()
+        raise BackupError(ErrorCode.UNKNOWN, f"The {call.what} was not read to its end.")
+
+
+OUTPUT_LIMIT = 16 * 1024 * 1024
+
+
+def run_tool(call: ToolCall, stdin: BinaryIO | None = None, output_limit: int = OUTPUT_LIMIT) -> str:
+    """Run a tool to completion, feeding it `stdin` (a stream) if given.
+
+    Returns its stdout (decoded); raises BackupError if it failed. Output beyond
+    `output_limit` is an error, never cut silently: a cut list of databases would
+    quietly leave databases out of every backup."""
+    process = Process(call, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL)
+    stdout = _Tail(output_limit)
+    feed_error: list[BaseException] = []
+
+    def read_stdout() -> None:
+        assert process.popen.stdout is not None
+        while chunk := process.popen.stdout.read1(65536):  # type: ignore[attr-defined]
+            stdout.add(chunk)
+
+    def feed() -> None:
+        assert process.popen.stdin is not None and stdin is not None
+        try:
+            while chunk := stdin.read(CHUNK):
+                process.popen.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # the tool stopped reading: its exit status says why
+        except BaseException as exc:  # a damaged backup file: the tool must not see a clean end
+            feed_error.append(exc)
+            process.kill()
+        finally:
+            with suppress(BrokenPipeError):
+                process.popen.stdin.close()
+
+    threads = [threading.Thread(target=read_stdout, daemon=True)]
+    if stdin is not None:
+        threads.append(threading.Thread(target=feed, daemon=True))
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            thread.join()
+        status = process.wait()
+    except BaseException:
+        process.kill()
+        process.wait()
+        raise
+    if feed_error and not process.timed_out:
+        exc = feed_error[0]
+        if isinstance(exc, BackupError):
+            raise exc
+        raise BackupError(ErrorCode.UNKNOWN, f"The backup file could not be read: {exc}.") from None
+    process.check(status)
+    if not stdout.complete:
+        raise BackupError(ErrorCode.UNKNOWN, f"The {call.what} printed more than {output_limit} bytes; stopped.")
+    return stdout.text()

@@ -1,0 +1,117 @@
+"""Source leases: one source is backed up by one run at a time, across workers and nodes.
+
+Two schedules may cover the same source (a nightly and a weekly one). Dumping it
+twice at once doubles the load on the source's server for nothing, and for file
+sources two snapshots would compete for the same disk. So a backup run takes a
+SourceLease row for every one of its sources, all in one transaction, before it
+dumps anything; the unique source column makes that race-free in the database,
+whichever node the run's worker is on. Runs of different sources go in parallel.
+
+A lease held by a run that is not running any more (its worker died and the
+dispatcher failed it as WORKER_LOST, or a crash skipped the release) is stale and
+taken over; see fail_abandoned_runs, which also releases them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from backups.models import BackupSource, SourceLease
+from scheduling.models import BackupScheduleRun, RunStatus
+
+
+@dataclass(frozen=True)
+class Busy:
+    """A source another live run holds."""
+
+    source_name: str
+    schedule_name: str
+    run_code: str
+
+    @property
+    def reason(self) -> str:
+        return (
+            f"Skipped: source “{self.source_name}” was being backed up by schedule "
+            f"“{self.schedule_name}” (run {self.run_code}); a source is backed up by one run at a time."
+        )
+
+
+class _Conflict(Exception):
+    def __init__(self, busy: Busy) -> None:
+        self.busy = busy
+
+
+def acquire(run: BackupScheduleRun, sources: Sequence[BackupSource]) -> Busy | None:
+    """Take the leases of all `sources` for `run`, or none of them.
+
+    Returns None when the run holds them all, else the first busy source (and the
+    run holds nothing)."""
+    if not sources:
+        return None
+    try:
+        with transaction.atomic():
+            _acquire_all(run, sources)
+    except _Conflict as conflict:
+        return conflict.busy
+    except IntegrityError:
+        # Another run inserted a lease between our read and our insert: it won.
+        return _holder_of(sources, run) or Busy("?", "?", "?")
+    return None
+
+
+def _acquire_all(run: BackupScheduleRun, sources: Sequence[BackupSource]) -> None:
+    now = timezone.now()
+    by_source = {source.pk: source for source in sources}
+    # select_for_update: on PostgreSQL a concurrent take-over of the same stale lease waits here.
+    held = {
+        lease.source_id: lease
+        for lease in SourceLease.objects.select_for_update()
+        .select_related("run__schedule")
+        .filter(source_id__in=list(by_source))
+    }
+    fresh = []
+    for source_id, source in by_source.items():
+        lease = held.get(source_id)
+        if lease is None:
+            fresh.append(SourceLease(source=source, run=run, acquired_at=now))
+        elif lease.run_id == run.pk:
+            continue
+        elif lease.run.status == RunStatus.RUNNING:
+            raise _Conflict(Busy(source.name, lease.run.schedule.name, str(lease.run.code)))
+        else:
+            # Compare-and-swap on the old holder: two runs taking over the same stale lease cannot both win.
+            taken = SourceLease.objects.filter(pk=lease.pk, run_id=lease.run_id).update(run=run, acquired_at=now)
+            if taken != 1:
+                raise IntegrityError("lease taken over by another run")
+    SourceLease.objects.bulk_create(fresh)
+
+
+def _holder_of(sources: Sequence[BackupSource], run: BackupScheduleRun) -> Busy | None:
+    lease = (
+        SourceLease.objects.select_related("run__schedule", "source")
+        .filter(source__in=list(sources))
+        .exclude(run=run)
+        .first()
+    )
+    if lease is None:
+        return None
+    return Busy(lease.source.name, lease.run.schedule.name, str(lease.run.code))
+
+
+def release(run: BackupScheduleRun | int) -> int:
+    """Drop every lease `run` holds; returns how many."""
+    run_id = run if isinstance(run, int) else run.pk
+    deleted, _ = SourceLease.objects.filter(run_id=run_id).delete()
+    return deleted
+
+
+def release_runs(run_ids: Sequence[int]) -> int:
+    """The dispatcher's bulk release for runs it failed as abandoned."""
+    if not run_ids:
+        return 0
+    deleted, _ = SourceLease.objects.filter(run_id__in=list(run_ids)).delete()
+    return deleted
