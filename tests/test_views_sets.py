@@ -15,6 +15,7 @@ from django.utils import timezone
 from backups.engines.base import DumpTarget
 from backups.engines.registry import engine_for
 from backups.models import BackupItem, BackupSet, BackupSource, SourceKind, VerifyStatus
+from backups.secrets import encrypt
 from backups.tasks import execute_run
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, ScheduleSource
 from scheduling.runs import run_now
@@ -485,7 +486,8 @@ def test_restore_rejects_other_methods(client, alice, schedule) -> None:
     assert client.delete(f"/sets/{backup_set.code}/restore/").status_code == 405
 
 
-def test_no_secret_of_a_server_source_reaches_the_pages(client, alice, tenant, schedule) -> None:
+def test_no_secret_of_a_server_source_reaches_the_pages_the_run_or_the_audit(client, alice, tenant, schedule) -> None:
+    password = "S3cret-pw-that-must-not-show"
     server = BackupSource.objects.create(
         tenant=tenant,
         name="Orders server",
@@ -493,7 +495,7 @@ def test_no_secret_of_a_server_source_reaches_the_pages(client, alice, tenant, s
         host="db.internal",
         database="orders",
         username="backup",
-        password_encrypted="gAAAAAB-token-that-must-not-show",
+        password_encrypted=encrypt(password),
     )
     run = BackupScheduleRun.objects.create(
         tenant=tenant, schedule=schedule, status=RunStatus.SUCCEEDED, created_at=timezone.now()
@@ -503,9 +505,19 @@ def test_no_secret_of_a_server_source_reaches_the_pages(client, alice, tenant, s
         backup_set=backup_set, source=server, kind=server.kind, label="Orders server / orders", database="orders",
         storage_key="k-orders", sha256="cd" * 32,
     )  # fmt: skip
+    secrets = (password, server.password_encrypted)
     client.force_login(alice)
-    for url in (f"/sets/{backup_set.code}/restore/", f"/schedules/{schedule.code}/"):
-        html = client.get(url).text
-        assert "token-that-must-not-show" not in html and "gAAAA" not in html
-    response = client.post(f"/sets/{backup_set.code}/restore/", {"target": "orders_copy"})
-    assert "token-that-must-not-show" not in response.text
+    page = client.get(f"/sets/{backup_set.code}/restore/").text
+    assert "Orders server / orders" in page
+    response = client.post(f"/sets/{backup_set.code}/restore/", {"target": "orders_copy"}, follow=True)
+    restore = BackupScheduleRun.objects.get(operation=Operation.RESTORE)
+    assert restore.restore_target["items"][0]["database"] == "orders_copy"
+    audit = str(list(AuditLog.objects.values_list("details", flat=True)))
+    for text in (
+        page,
+        response.text,
+        client.get(f"/schedules/{schedule.code}/").text,
+        str(restore.restore_target),
+        audit,
+    ):
+        assert not any(secret in text for secret in secrets)
