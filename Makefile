@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test lint bench-dispatch clean
+.PHONY: run test test-browser browser-deps lint bench-dispatch bench-ui clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,12 +23,24 @@ run: $(VENV)/.installed
 test: $(VENV)/.dev-installed
 	bash scripts/test.sh
 
+# Debian's chromium for the browser tests (apt, as root; never `playwright install`).
+browser-deps:
+	bash scripts/ensure-browser.sh
+
+# Only the browser tests (SQLite profile); screenshots land in test-artifacts/screenshots/.
+test-browser: $(VENV)/.dev-installed browser-deps
+	env -u DATABASE_URL -u REDIS_URL $(VENV)/bin/pytest -q -p no:cacheprovider -m browser tests/browser
+
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy .
 
 bench-dispatch: $(VENV)/.dev-installed
 	$(PY) bench/dispatch.py --schedules 10000
+
+# Runs and schedules pages at 10,000 and 1,000,000 runs, and Run now -> running on a real cluster.
+bench-ui: $(VENV)/.dev-installed
+	$(PY) bench/ui.py
 
 clean:
 	rm -rf $(VENV) var

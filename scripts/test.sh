@@ -2,6 +2,8 @@
 # The whole suite, in both profiles:
 #   1. embedded: SQLite (WAL) + django-q2's ORM broker
 #   2. production: PostgreSQL + Redis broker (the real servers on 127.0.0.1)
+# Both include the browser tests (tests/browser/, Playwright + /usr/bin/chromium, which
+# scripts/ensure-browser.sh installs through apt where missing).
 # Where PostgreSQL or Redis is absent the second profile is skipped with the reason,
 # except under CI=true, where that is a failure.
 set -euo pipefail
@@ -11,6 +13,9 @@ BIN=.venv/bin
 echo "== lint: ruff, mypy"
 $BIN/ruff check .
 $BIN/mypy lib scheduling backups tenants config
+
+echo "== browser: Debian's chromium for tests/browser/"
+bash scripts/ensure-browser.sh
 
 echo "== embedded profile: SQLite + ORM broker"
 env -u DATABASE_URL -u REDIS_URL $BIN/pytest -q -p no:cacheprovider

@@ -1,0 +1,107 @@
+"""Browser tests: Playwright's sync API driving Debian's chromium against Django's live server.
+
+Chromium comes from apt (scripts/ensure-browser.sh); `playwright install` downloads a
+browser, which does not work on our machines, so it is never used. Without
+/usr/bin/chromium the tests skip with the reason, except under CI=true, where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.contrib.auth.models import User
+
+from tests.conftest import PASSWORD
+
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+# Generous: the machine is shared; a wait ends as soon as the page is right.
+TIMEOUT_MS = 20_000
+
+
+def _missing_browser(reason: str) -> None:
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{reason} (CI=true: browser tests must run; scripts/ensure-browser.sh installs it)")
+    pytest.skip(f"{reason}; run `bash scripts/ensure-browser.sh` as root (apt-get install chromium)")
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if not os.access(CHROMIUM, os.X_OK):
+        _missing_browser(f"no chromium at {CHROMIUM}")
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=TIMEOUT_MS)
+
+    # Playwright's sync API marks its event loop as running in this thread between
+    # calls, and Django then refuses ORM calls from the test ("async context").
+    # The ORM is only used synchronously here, so allow it, for as long as the
+    # browser lives: module scope keeps the rest of the suite's guard intact.
+    previous = os.environ.get("DJANGO_ALLOW_ASYNC_UNSAFE")
+    os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+    playwright = sync_playwright().start()
+    try:
+        try:
+            launched = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        except Exception as exc:
+            _missing_browser(f"chromium at {CHROMIUM} did not start: {exc}")
+        yield launched
+        launched.close()
+    finally:
+        playwright.stop()
+        if previous is None:
+            os.environ.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
+        else:
+            os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
+
+
+@pytest.fixture
+def page(browser, live_server) -> Iterator:
+    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(TIMEOUT_MS)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield tab
+    context.close()
+    # A script error on any page is a bug, even when the assertions passed.
+    assert not errors, errors
+
+
+def screenshot(page, name: str) -> None:
+    """A full-page screenshot as a test artifact (test-artifacts/screenshots/, gitignored)."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def log_in(page, user: User, password: str = PASSWORD) -> None:
+    """Through the real login form, as a person would."""
+    page.goto("/accounts/login/")
+    page.get_by_label("Username").fill(user.get_username())
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(re.compile(r"^(?!.*/accounts/login/).*$"))
+
+
+def csrf_post(page, path: str, data: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
+    """POST from the browser's session with the page's CSRF cookie, as a crafted form would.
+
+    Django checks the Referer only on HTTPS, so the token is all a same-site POST needs.
+    """
+    token = next(c["value"] for c in page.context.cookies() if c["name"] == "csrftoken")
+    return page.request.post(
+        path, form={"csrfmiddlewaretoken": token, **(data or {})}, headers={"X-CSRFToken": token}, max_redirects=0
+    )
