@@ -1,6 +1,6 @@
 from django.urls import path
 
-from scheduling.views import bulk, runs, schedules, settings
+from scheduling.views import bulk, runs, schedules, sets, settings
 
 urlpatterns = [
     path("t/<uuid:tenant_code>/schedules/", schedules.schedule_list, name="schedules"),
@@ -19,4 +19,9 @@ urlpatterns = [
     path("schedules/<uuid:code>/settings/fields/", settings.schedule_settings_fields, name="schedule_settings_fields"),
     path("runs/<uuid:code>/", runs.run_detail, name="run_detail"),
     path("runs/<uuid:code>/retry/", runs.run_retry, name="run_retry"),
+    path("sets/<uuid:code>/pin/", sets.set_pin, name="set_pin"),
+    path("sets/<uuid:code>/unpin/", sets.set_unpin, name="set_unpin"),
+    path("sets/<uuid:code>/verify/", sets.set_verify, name="set_verify"),
+    path("sets/<uuid:code>/restore/", sets.set_restore, name="set_restore"),
+    path("sets/<uuid:code>/restore/<uuid:item_code>/", sets.set_restore, name="set_restore_item"),
 ]

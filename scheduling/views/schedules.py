@@ -19,6 +19,7 @@ from django.views.decorators.http import require_http_methods, require_POST, req
 from django.views.decorators.vary import vary_on_headers
 
 from backups.models import BackupSet
+from backups.retention import preview_retention
 from lib.slots import InvalidCadence, all_zone_names, upcoming, validate
 from scheduling.forms import TIMING_FIELDS, ScheduleForm, unbound_copy
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, ScheduleKind
@@ -26,7 +27,7 @@ from scheduling.presentation import describe_cadence, relative, viewer_zone
 from scheduling.runs import RunRefused
 from scheduling.runs import run_now as request_run
 from scheduling.services import ScheduleInUse, delete_schedule, prepare, save_schedule, set_enabled, snapshot
-from tenants.access import MANAGE, RUN, SEE, get_for_member, get_tenant_for_member
+from tenants.access import ADMINISTER, MANAGE, RUN, SEE, get_for_member, get_tenant_for_member, role_allows
 from tenants.models import Tenant
 from tenants.views import AuthedRequest, paginate, tenant_page
 
@@ -135,11 +136,10 @@ def schedule_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
     ctx["sources"] = list(schedule.sources.order_by("name"))
     ctx["cadence_text"] = describe_cadence(schedule)
     ctx["upcoming"] = upcoming_slots(schedule, timezone.now())
-    ctx["backup_sets"] = (
-        BackupSet.objects.filter(tenant=tenant, schedule=schedule, deleted_at__isnull=True)
-        .select_related("run")
-        .prefetch_related("items")
-    )
+    ctx["can_restore"] = role_allows(schedule.member_role, ADMINISTER)  # type: ignore[attr-defined]
+    from scheduling.views.sets import for_table  # sets imports this module
+
+    ctx["backup_sets"] = for_table(BackupSet.objects.filter(tenant=tenant, schedule=schedule, deleted_at__isnull=True))
     return render(request, "scheduling/schedule_detail.html", ctx)
 
 
@@ -156,6 +156,7 @@ def form_page(request: AuthedRequest, tenant: Tenant, role: str, form: ScheduleF
         zone_names=sorted(all_zone_names()),
         preview_url=reverse("schedule_preview", args=[tenant.code]) + query,
         preview=preview_of(form, extra.pop("before", None)),
+        retention=retention_preview_of(form),
         **extra,
     )
 
@@ -233,12 +234,52 @@ def _form_for_partial(request: AuthedRequest, tenant_code: UUID) -> tuple[Schedu
     return ScheduleForm(request.POST, instance=schedule, tenant=tenant), before, tenant
 
 
+RETENTION_FIELDS = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly", "keep_yearly", "timezone")
+# A schedule may have thousands of sets; the preview names this many of each kind, then counts.
+RETENTION_SHOWN = 50
+
+
+def retention_preview_of(form: ScheduleForm) -> dict[str, Any]:
+    """What the form's unsaved retention policy would keep and delete of the schedule's sets.
+
+    Empty for a new schedule (it has no sets). The decision comes from
+    backups.retention.preview_retention, the code the run task prunes with, so the
+    preview cannot disagree with what happens after the next successful backup.
+    """
+    schedule = form.instance
+    if schedule.pk is None:
+        return {}
+    if form.is_bound:
+        form.is_valid()  # cached: preview_of validated already
+        errors = [(form[name].label, form.errors[name]) for name in RETENTION_FIELDS if name in form.errors]
+        if errors:
+            return {"errors": errors}
+    try:
+        result = preview_retention(schedule)
+    except ValueError as exc:  # a policy or zone that is not one: said, never a 500
+        return {"errors": [("Retention", [str(exc)])]}
+    return {
+        "result": result,
+        "kept": result.kept[:RETENTION_SHOWN],
+        "deleted": result.deleted[:RETENTION_SHOWN],
+        "kept_more": max(0, len(result.kept) - RETENTION_SHOWN),
+        "deleted_more": max(0, len(result.deleted) - RETENTION_SHOWN),
+    }
+
+
 @require_POST
 @login_required
 def schedule_preview(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
-    """The live preview: posted as the user types (htmx), never saves."""
+    """The live preview: posted as the user types (htmx), never saves.
+
+    The next slots go to #preview; the retention preview travels in the same answer
+    as an out-of-band swap, so one request per keystroke updates both."""
     form, before, tenant = _form_for_partial(request, tenant_code)
-    return render(request, "scheduling/schedule_form.html#preview", {"preview": preview_of(form, before)})
+    slots = render_to_string("scheduling/schedule_form.html#preview", {"preview": preview_of(form, before)}, request)
+    retention = render_to_string(
+        "scheduling/schedule_form.html#retention", {"retention": retention_preview_of(form), "oob": True}, request
+    )
+    return HttpResponse(slots + retention)
 
 
 @require_POST
