@@ -36,7 +36,7 @@ from scheduling.queue import enqueue_runs
 from scheduling.runs import RunRefused
 from tenants.access import ADMINISTER, RUN, get_for_member
 from tenants.audit import record
-from tenants.models import AuditAction, Notification, NotificationKind
+from tenants.models import AuditAction
 
 logger = logging.getLogger(__name__)
 
@@ -334,7 +334,6 @@ def perform_restore(run: BackupScheduleRun, log: RunLog) -> Outcome:
         done.append(_target_label(entry))
     status = RunStatus.FAILED if failure else RunStatus.SUCCEEDED
     record(run.tenant_id, AuditAction.RESTORE_FINISHED, backup_set, run=str(run.code), status=status, restored=done)
-    _notify(run, status, done, failure)
     if failure:
         return Outcome(RunStatus.FAILED, failure.code, failure.message)
     return Outcome(RunStatus.SUCCEEDED)
@@ -354,17 +353,3 @@ def _restore_item(
             return engine.restore(item.source, target, reader, to, ctx)  # type: ignore[arg-type]
         except NotImplementedError:
             raise BackupError(ErrorCode.UNKNOWN, f"Sources of kind “{item.kind}” cannot be restored here.") from None
-
-
-def _notify(run: BackupScheduleRun, status: str, done: list[str], failure: BackupError | None) -> None:
-    if run.requested_by_id is None:
-        return
-    message = f"Restore failed: {failure.message}" if failure else f"Restore finished: {', '.join(done)}"
-    Notification.objects.create(
-        tenant_id=run.tenant_id,
-        user_id=run.requested_by_id,
-        kind=NotificationKind.RESTORE_FINISHED,
-        run=run,
-        message=message[:500],
-        created_at=timezone.now(),
-    )

@@ -31,6 +31,7 @@ from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunS
 from scheduling.runs import claim, finish
 from tenants.audit import record
 from tenants.models import AuditAction
+from tenants.notifications import notify_run_finished
 
 if TYPE_CHECKING:
     from backups.models import BackupSource
@@ -172,9 +173,18 @@ def execute_run(run_code: str) -> str:
     _audit_finish(run)
     if run.status == RunStatus.FAILED:
         _maybe_retry(run)
+    _notify(run)
     if run.status in (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.SKIPPED):
         return str(run.status)
     return outcome.error_code or str(run.status)
+
+
+def _notify(run: BackupScheduleRun) -> None:
+    # The run's result is recorded; telling people about it must not undo that.
+    try:
+        notify_run_finished(run)
+    except Exception:
+        logger.exception("run %s: could not notify its tenant's members", run.code)
 
 
 def _source_secrets(run: BackupScheduleRun) -> list[str]:

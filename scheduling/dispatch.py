@@ -42,6 +42,7 @@ from scheduling.heartbeat import HEARTBEAT_SECONDS
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.queue import dashed_code, enqueue_runs
 from tenants.models import AuditAction, AuditLog
+from tenants.notifications import notify_slots_missed
 
 # A running run whose heartbeat is this old has lost its worker.
 ABANDONED_AFTER = timedelta(seconds=HEARTBEAT_SECONDS * 10)
@@ -118,6 +119,7 @@ def run_pass(now: datetime | None = None) -> PassReport:
         enqueue_runs([row["code"] for row in inserted if row["status"] == RunStatus.QUEUED])
         _audit(inserted, plan, now)
         update_rows(BackupSchedule, plan.next_run_at)
+    missed_by_tenant: dict[int, list[str]] = {}
     for row in inserted:
         status = row["status"]
         if status == RunStatus.QUEUED:
@@ -126,7 +128,19 @@ def run_pass(now: datetime | None = None) -> PassReport:
             report.skipped += 1
         else:
             report.missed += 1
+            missed_by_tenant.setdefault(row["tenant"], []).append(dashed_code(row["code"]))
+    _notify_missed(missed_by_tenant)
     return report
+
+
+def _notify_missed(missed_by_tenant: dict[int, list[str]]) -> None:
+    """After the pass committed: a missed slot is news people must hear (rare: one
+    set of statements per tenant that missed slots, none in an ordinary pass)."""
+    for tenant_id, codes in missed_by_tenant.items():
+        try:
+            notify_slots_missed(tenant_id, codes)
+        except Exception:
+            logger.exception("could not notify tenant %s of %d missed slots", tenant_id, len(codes))
 
 
 def fail_abandoned_runs(now: datetime) -> int:

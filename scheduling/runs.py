@@ -13,6 +13,7 @@ from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunS
 from scheduling.queue import enqueue_runs
 from tenants.audit import record
 from tenants.models import AuditAction
+from tenants.notifications import notify_run_requested
 
 # What a person may retry by hand (automatic retries: backups.retry).
 RETRYABLE = (RunStatus.FAILED, RunStatus.PARTIAL, RunStatus.CANCELED)
@@ -66,6 +67,7 @@ def _request(
             if retry_of:
                 details["retry_of"] = str(retry_of.code)
             record(schedule.tenant_id, action, run, actor=actor, **details)
+            notify_run_requested(run, actor)
     except IntegrityError:
         pending = (
             BackupScheduleRun.objects.filter(

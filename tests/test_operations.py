@@ -19,7 +19,7 @@ from backups.tasks import execute_run
 from scheduling.dispatch import run_pass
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, ScheduleSource
 from scheduling.runs import run_now
-from tenants.models import AuditAction, AuditLog, Notification
+from tenants.models import AuditAction, AuditLog, Notification, NotificationKind
 from tests.conftest import make_sqlite_database
 from tests.helpers import drain, queued_tasks
 
@@ -179,7 +179,8 @@ def test_a_restore_goes_into_a_new_file_that_matches_the_source(schedule, source
     assert f"into {target}" in run.log
     assert AuditLog.objects.get(action=AuditAction.RESTORE_REQUESTED).details["targets"] == [str(target)]
     assert AuditLog.objects.get(action=AuditAction.RESTORE_FINISHED).details["status"] == "succeeded"
-    assert Notification.objects.get(user=alice).message.startswith("Restore finished")
+    finished = Notification.objects.get(user=alice, kind=NotificationKind.RESTORE_FINISHED)
+    assert finished.message == f"Restore for “{schedule.name}” finished." and finished.run_id == run.pk
 
 
 def test_a_restore_into_a_named_file_beside_the_source(schedule, source, alice) -> None:
@@ -239,7 +240,8 @@ def test_a_corrupted_file_is_never_restored(schedule, alice) -> None:
     assert not target.exists()
     run.refresh_from_db()
     assert "sha256 mismatch" in run.error_message
-    assert Notification.objects.get(user=alice).message.startswith("Restore failed")
+    failed = Notification.objects.get(user=alice, kind=NotificationKind.RUN_FAILED)
+    assert failed.message.startswith(f"Restore for “{schedule.name}” failed.") and failed.run_id == run.pk
 
 
 def test_a_set_of_several_items_restores_each_to_its_own_new_file(schedule, source, alice, settings) -> None:
