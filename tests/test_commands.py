@@ -69,6 +69,8 @@ def test_seed_demo_is_idempotent_and_prints_passwords(db, settings, tmp_path, ca
     acme = Tenant.objects.get(name="Acme")
     roles = dict(Membership.objects.filter(tenant=acme).values_list("user__username", "role"))
     assert roles == {"alice": Role.OWNER, "mia": Role.MANAGER, "bob": Role.OPERATOR, "rita": Role.READONLY}
-    assert acme.schedules.count() == 4 and acme.sources.count() == 1
+    assert acme.schedules.count() == 5 and acme.sources.count() == 2
+    bundle = acme.schedules.get(name="Shop DB and documents hourly")
+    assert sorted(bundle.sources.values_list("kind", flat=True)) == ["directory", "sqlite"]
     assert set(acme.schedules.values_list("kind", flat=True)) == {"cron", "daily", "weekly", "every_n_hours"}
     assert all(s.next_run_at for s in acme.schedules.all())

@@ -32,10 +32,32 @@ DEMO_SCHEDULES: list[dict[str, Any]] = [
     },
     {"name": "Shop DB every 6 hours", "kind": ScheduleKind.EVERY_N_HOURS, "every_hours": 6, "timezone": "Asia/Tokyo"},
 ]
+# A schedule covering two sources: each run makes one set with one item per source.
+DEMO_BUNDLE: dict[str, Any] = {
+    "name": "Shop DB and documents hourly",
+    "kind": ScheduleKind.CRON,
+    "cron": "0 * * * *",
+    "timezone": "Europe/Berlin",
+    "keep_last": 3,
+    "keep_daily": 7,
+}
 
 
 def credentials_file() -> Path:
     return Path(settings.VAR_DIR) / "demo-credentials.txt"
+
+
+def make_demo_folder(path: Path) -> None:
+    """A small folder of documents (created once; never overwritten)."""
+    (path / "invoices").mkdir(parents=True, exist_ok=True)
+    files = {
+        "README.txt": "Acme's shared documents (demo).\n",
+        "invoices/2026-10.csv": "customer,total\n" + "".join(f"{i},{i * 17 % 900}.00\n" for i in range(1, 120)),
+        "invoices/2026-11.csv": "customer,total\n" + "".join(f"{i},{i * 29 % 900}.00\n" for i in range(1, 150)),
+    }
+    for name, text in files.items():
+        if not (path / name).exists():
+            (path / name).write_text(text)
 
 
 def make_demo_database(path: Path) -> None:
@@ -59,7 +81,7 @@ def make_demo_database(path: Path) -> None:
 
 
 class Command(BaseCommand):
-    help = "Create the demo tenant Acme with one user per role, a SQLite source and a few schedules."
+    help = "Create the demo tenant Acme with one user per role, a SQLite and a folder source and a few schedules."
 
     def handle(self, *args: Any, **options: Any) -> None:
         passwords = self._load_passwords()
@@ -85,11 +107,18 @@ class Command(BaseCommand):
             if source.path != str(db_path):  # seeded before tenants had their own roots
                 source.path = str(db_path)
                 source.save(update_fields=["path"])
-            for spec in DEMO_SCHEDULES:
+            make_demo_folder(demo_root / "documents")
+            folder, _ = BackupSource.objects.get_or_create(
+                tenant=tenant,
+                name="Documents folder",
+                defaults={"kind": SourceKind.DIRECTORY, "path": str(demo_root / "documents")},
+            )
+            plans = [(spec, [source]) for spec in DEMO_SCHEDULES] + [(DEMO_BUNDLE, [source, folder])]
+            for spec, sources in plans:
                 if not BackupSchedule.objects.filter(tenant=tenant, name=spec["name"]).exists():
                     schedule = BackupSchedule(tenant=tenant, **spec)
                     schedule.full_clean()
-                    save_schedule(schedule, None, actor=None, sources=[source])
+                    save_schedule(schedule, None, actor=None, sources=sources)
         self._save_passwords(passwords)
         self.stdout.write(f"Demo tenant “{tenant.name}” is ready. Log in at http://127.0.0.1:8000/ as:")
         for username, role in DEMO_USERS:
