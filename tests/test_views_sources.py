@@ -316,7 +316,7 @@ def test_an_operator_tests_a_source_and_sees_the_result_as_a_message(client, bob
     client.force_login(bob)
     response = client.post(f"/sources/{source.code}/test/", follow=True)
     assert response.redirect_chain[-1][0] == f"/t/{tenant.code}/sources/"
-    assert "message-success" in response.text and "1 tables" in response.text
+    assert "toast-success" in response.text and "1 tables" in response.text
     entry = AuditLog.objects.get(action=AuditAction.SOURCE_TESTED)
     assert entry.actor == bob and entry.target_code == source.code and entry.details["ok"] is True
 
@@ -326,7 +326,7 @@ def test_a_failed_test_shows_why_and_is_audited_without_the_password(client, bob
     client.force_login(bob)
     with caplog.at_level("DEBUG"):
         response = client.post(f"/sources/{source.code}/test/", follow=True)
-    assert "message-error" in response.text and "Could not connect" in response.text
+    assert "toast-error" in response.text and "Could not connect" in response.text
     entry = AuditLog.objects.get(action=AuditAction.SOURCE_TESTED)
     assert entry.details["ok"] is False and entry.details["error_code"] == "CONNECTION_FAILED"
     assert SECRET not in response.text and SECRET not in all_audit_text() and SECRET not in caplog.text

@@ -150,8 +150,7 @@ def test_the_runs_list_filters_by_status_without_reloading_the_page(page, rita, 
     screenshot(page, "runs")
 
     page.evaluate("window.__stillTheSamePage = true")
-    page.get_by_label("Status").select_option(label="Failed")
-    page.get_by_role("button", name="Filter").click()
+    page.get_by_label("Status").select_option(label="Failed")  # filters on change, by htmx
     expect(page).to_have_url(re.compile(r"[?&]status=failed"))
     expect(runs_table(page).get_by_role("row")).to_have_count(2)
     expect(runs_table(page)).to_contain_text("TIMEOUT")
@@ -177,7 +176,7 @@ def test_a_runs_log_opens_from_the_runs_list(page, rita, tenant, schedule) -> No
     log_in(page, rita)
     page.goto(f"/t/{tenant.code}/runs/")
     runs_table(page).get_by_role("row").nth(1).get_by_role("link").first.click()
-    expect(page.get_by_role("heading", name=re.compile("Run of “Nightly”"))).to_be_visible()
+    expect(page.get_by_role("heading", name=re.compile("Backup of “Nightly”"))).to_be_visible()
     log = page.get_by_role("region", name="Log")
     expect(log).to_contain_text("12:00:00 Run started.")
     expect(log).to_contain_text("12:00:01 Failed: SOURCE_NOT_FOUND")
@@ -209,7 +208,7 @@ def action_counts(page, schedule: BackupSchedule, run: BackupScheduleRun) -> lis
     expect(page.get_by_role("heading", name="Nightly", level=1)).to_be_visible()
     on_schedule = count_actions(page, SCHEDULE_ACTIONS)
     page.goto(f"/runs/{run.code}/")
-    expect(page.get_by_role("heading", name=re.compile("Run of"))).to_be_visible()
+    expect(page.get_by_role("heading", name=re.compile("Backup of"))).to_be_visible()
     return [on_list, on_schedule, count_actions(page, RUN_ACTIONS)]
 
 

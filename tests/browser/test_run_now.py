@@ -84,7 +84,7 @@ def locked(path: Path) -> Iterator[Callable[[], None]]:
 
 def status_of_newest_run(page):  # type: ignore[no-untyped-def]
     table = page.get_by_role("table").filter(has=page.get_by_role("columnheader", name="Status"))
-    return table.get_by_role("row").nth(1).get_by_role("cell").nth(2)
+    return table.get_by_role("row").nth(1).get_by_role("cell").nth(3)  # Created, Schedule, Operation, Status
 
 
 def test_run_now_goes_queued_running_succeeded_on_the_settings_page_without_a_reload(
@@ -132,5 +132,6 @@ def test_run_now_goes_queued_running_succeeded_on_the_settings_page_without_a_re
     log = page.get_by_role("region", name="Log")
     expect(log).to_contain_text("Snapshot taken with the online backup API")
     expect(log).to_contain_text("Succeeded.")
-    expect(page.get_by_role("listitem").filter(has_text="SHA-256")).to_contain_text(run.backup_set.items.get().sha256)
+    items = page.get_by_role("table", name="Items of the backup set")
+    expect(items).to_contain_text(run.backup_set.items.get().sha256)
     screenshot(page, "run-succeeded")
