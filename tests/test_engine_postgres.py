@@ -387,3 +387,53 @@ def test_a_failing_postgres_run_records_the_code_and_no_secret(
     run = BackupScheduleRun.objects.get()
     assert run.status == RunStatus.FAILED and run.error_code == ErrorCode.SOURCE_NOT_FOUND
     assert PASSWORD not in run.log and PASSWORD not in run.error_message
+
+
+def test_a_dump_killed_from_outside_fails_the_run_and_keeps_nothing(tenant, locked_customers) -> None:
+    """A pg_dump killed mid-run (OOM killer, an operator's kill -9): the run fails with the
+    signal named, no backup set is recorded and no file, not even a temporary one, is left."""
+    import os
+    import signal
+    import threading
+
+    from backups.models import BackupSet
+    from backups.tasks import execute_run
+    from scheduling.models import BackupScheduleRun, RunStatus
+    from scheduling.runs import run_now
+    from tests.helpers import make_schedule
+
+    source = make_source(tenant, locked_customers)
+    # A time limit as a backstop: if the kill never came, the run would end as TIMEOUT.
+    schedule = make_schedule(tenant, source, name="Killed PG", keep_last=3, time_limit_minutes=1)
+    run = run_now(schedule, actor=None)
+    killed: list[int] = []
+
+    def kill_the_dump() -> None:
+        deadline = time.monotonic() + 60
+        while not killed and time.monotonic() < deadline:
+            for proc in Path("/proc").iterdir():
+                if not proc.name.isdigit():
+                    continue
+                try:
+                    is_dump = (proc / "cmdline").read_bytes().split(b"\0")[0].endswith(b"pg_dump")
+                    environ = (proc / "environ").read_bytes() if is_dump else b""
+                except OSError:
+                    continue
+                if f"PGDATABASE={locked_customers}\0".encode() in environ:
+                    os.kill(int(proc.name), signal.SIGKILL)
+                    killed.append(int(proc.name))
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_the_dump)
+    killer.start()
+    try:
+        result = execute_run(str(run.code))
+    finally:
+        killer.join()
+    assert killed, "the dump process was never seen"
+    run = BackupScheduleRun.objects.get(pk=run.pk)
+    assert run.status == RunStatus.FAILED and result == run.error_code
+    assert "killed by signal 9" in run.error_message
+    assert not BackupSet.objects.filter(run=run).exists()
+    assert [p for p in storage.backups_root().rglob("*") if p.is_file()] == []
