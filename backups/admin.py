@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from backups.errors import BackupError
-from backups.models import SERVER_KINDS, BackupItem, BackupSet, BackupSource
+from backups.models import SERVER_KINDS, BackupItem, BackupSet, BackupSource, SourceLease
 from backups.paths import check_source_path
 from tenants.audit import record
 from tenants.models import AuditAction
@@ -95,4 +95,19 @@ class BackupSetAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Deleting the row would orphan the stored file; retention does it properly.
+        return False
+
+
+@admin.register(SourceLease)
+class SourceLeaseAdmin(admin.ModelAdmin):
+    """Read-only: which run holds which source now. Leases are taken and released by runs."""
+
+    list_display = ["source", "run", "acquired_at"]
+    list_select_related = ["source", "run__schedule"]
+    actions = None
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

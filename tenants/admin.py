@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.http import HttpRequest
 
 from tenants.audit import record
-from tenants.models import AuditAction, AuditLog, Membership, Tenant
+from tenants.models import AuditAction, AuditLog, Membership, Notification, Tenant
 
 
 class MembershipInline(admin.TabularInline):
@@ -76,6 +76,23 @@ class AuditLogAdmin(admin.ModelAdmin):
     search_fields = ["target_label", "=target_code", "=code", "actor__username"]
     list_select_related = ["tenant", "actor"]
     # No bulk delete; deleting a tenant still cascades to its entries.
+    actions = None
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Notification)
+class NotificationAdmin(admin.ModelAdmin):
+    """Read-only: notifications are made by the code paths they report on."""
+
+    list_display = ["created_at", "tenant", "user", "kind", "message", "read_at"]
+    list_filter = ["kind", ("read_at", admin.EmptyFieldListFilter), "tenant"]
+    search_fields = ["message", "user__username", "=code"]
+    list_select_related = ["tenant", "user"]
     actions = None
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -17,6 +17,8 @@ CHANGELISTS = [
     "/admin/backups/backupset/",
     "/admin/scheduling/backupschedule/",
     "/admin/scheduling/backupschedulerun/",
+    "/admin/tenants/notification/",
+    "/admin/backups/sourcelease/",
 ]
 
 
