@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import base64
 import json
 import os
 import secrets
@@ -549,6 +550,8 @@ def main() -> None:
         # context at every {% include %} and would be most of what is measured.
         ALLOWED_HOSTS="testserver",
         SECRET_KEY=secrets.token_urlsafe(40),
+        # Production settings need a key for source passwords; the bench stores none.
+        SOURCE_SECRET_KEYS=base64.urlsafe_b64encode(os.urandom(32)).decode(),
         LOG_LEVEL="WARNING",
         Q_CLUSTER_NAME=f"bench-ui-{os.getpid()}",
         DJANGO_SETTINGS_MODULE="config.settings",
