@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-browser browser-deps lint bench-dispatch bench-ui clean
+.PHONY: run test test-browser browser-deps lint bench-dispatch bench-backup bench-ui clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,9 @@ bench-dispatch: $(VENV)/.dev-installed
 	$(PY) bench/dispatch.py --schedules 10000
 
 # Runs and schedules pages at 10,000 and 1,000,000 runs, and Run now -> running on a real cluster.
+bench-backup: $(VENV)/.dev-installed
+	$(PY) bench/backup.py
+
 bench-ui: $(VENV)/.dev-installed
 	$(PY) bench/ui.py
 
