@@ -118,3 +118,19 @@ def validate_tenant_roots(tenant: Tenant, raw_roots: Iterable[object]) -> tuple[
         elif str(root) not in roots:
             roots.append(str(root))
     return roots, errors
+
+
+def check_restore_destination(path: str, tenant: Tenant, overwrite: bool, *, folder: bool) -> Path:
+    """The restore target (inside the tenant's roots) if it may be written: new, or an
+    existing file or folder of the right kind whose overwrite the user confirmed."""
+    destination = check_restore_target(path, tenant)
+    if destination.exists():
+        if not (destination.is_dir() if folder else destination.is_file()):
+            kind = "a folder" if folder else "a file"
+            raise BackupError(ErrorCode.PERMISSION_DENIED, f"{destination} exists and is not {kind}.")
+        if not overwrite:
+            how = "restore into it" if folder else "restore over it"
+            raise BackupError(
+                ErrorCode.PERMISSION_DENIED, f"{destination} already exists; confirm an overwrite to {how}."
+            )
+    return destination

@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from backups import leases, retention, retry, storage
 from backups.engines.base import DumpContext, DumpTarget, Engine
-from backups.engines.process import scrub
+from backups.engines.process import scrub, source_secrets
 from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
 from backups.models import BackupItem, BackupSet, ItemStatus, SetStatus
@@ -188,14 +188,10 @@ def _notify(run: BackupScheduleRun) -> None:
 
 
 def _source_secrets(run: BackupScheduleRun) -> list[str]:
-    try:
-        sources = list(run.schedule.sources.all())
-        if run.subject_set is not None:
-            sources += [item.source for item in run.subject_set.items.select_related("source") if item.source]
-        return [source.get_password() for source in sources if source.has_password]
-    except Exception:  # an undecryptable password fails its own item later, with its own message
-        logger.warning("run %s: could not read its sources' passwords for scrubbing", run.code, exc_info=True)
-        return []
+    sources = list(run.schedule.sources.all())
+    if run.subject_set is not None:
+        sources += [item.source for item in run.subject_set.items.select_related("source") if item.source]
+    return source_secrets(sources)
 
 
 def _perform(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outcome:

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from backups.engines.base import CheckResult, DumpContext, DumpTarget, Engine, Log, RestoreTarget
 from backups.engines.registry import register
 from backups.errors import BackupError, ErrorCode
-from backups.paths import check_restore_target, check_source_path
+from backups.paths import check_restore_destination, check_restore_target, check_source_path
 
 if TYPE_CHECKING:
     from backups.models import BackupSource
@@ -236,13 +236,7 @@ class DirectoryEngine(Engine):
     def restore(
         self, source: BackupSource, target: DumpTarget, stream: BinaryIO, to: RestoreTarget, ctx: DumpContext
     ) -> str:
-        destination = check_restore_target(to.path, source.tenant)
-        if destination.exists() and not destination.is_dir():
-            raise BackupError(ErrorCode.PERMISSION_DENIED, f"{destination} exists and is not a folder.")
-        if destination.exists() and not to.overwrite:
-            raise BackupError(
-                ErrorCode.PERMISSION_DENIED, f"{destination} already exists; confirm an overwrite to restore into it."
-            )
+        destination = check_restore_destination(to.path, source.tenant, to.overwrite, folder=True)
         counts = _Counts()
         if destination.exists():
             # Overwrite: files of the backup replace same-named ones; other files stay.

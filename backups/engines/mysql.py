@@ -24,9 +24,11 @@ from backups.engines.process import (
     ToolCall,
     dump_stream,
     find_tool,
+    map_stderr,
     run_tool,
     scrub,
     secret_folder,
+    source_secrets,
     write_secret_file,
 )
 from backups.engines.registry import register
@@ -93,19 +95,8 @@ _ERRORS: list[tuple[re.Pattern[str], ErrorCode, str]] = [
 ]
 
 
-def _secrets(source: BackupSource) -> list[str]:
-    """What our own log lines must not show (a database could be named like the password)."""
-    try:
-        return [source.get_password()]
-    except SecretError:
-        return []
-
-
 def map_error(stderr: str) -> tuple[ErrorCode, str]:
-    for pattern, code, message in _ERRORS:
-        if pattern.search(stderr):
-            return code, message
-    return ErrorCode.UNKNOWN, "The MariaDB/MySQL tool failed."
+    return map_stderr(stderr, _ERRORS, "The MariaDB/MySQL tool failed.")
 
 
 def quote_ident(name: str) -> str:
@@ -203,7 +194,11 @@ class MysqlEngine(Engine):
         deadline = min(filter(None, [ctx.deadline, time.monotonic() + CHECK_SECONDS]))
         output = self._client(source, "SHOW DATABASES", deadline, "database discovery (mariadb)")
         names = sorted(name for name in output.splitlines() if name and name.lower() not in SYSTEM_SCHEMAS)
-        ctx.log(scrub(f"Found {len(names)} database(s) on the server: {', '.join(names) or 'none'}.", _secrets(source)))
+        ctx.log(
+            scrub(
+                f"Found {len(names)} database(s) on the server: {', '.join(names) or 'none'}.", source_secrets([source])
+            )
+        )
         if not names:
             raise BackupError(ErrorCode.SOURCE_NOT_FOUND, "The server has no database this user can see.")
         return [DumpTarget(label=f"{source.name} / {name}", database=name) for name in names]
@@ -292,7 +287,7 @@ class MysqlEngine(Engine):
         options = ["--batch", "--binary-mode", f"--database={name}"]
         with self._call(source, tool, options, [], f"restore into “{name}” (mariadb)", ctx.deadline) as call:
             run_tool(call, stdin=stream)
-        ctx.log(scrub(f"Restored into the database “{name}”.", _secrets(source)))
+        ctx.log(scrub(f"Restored into the database “{name}”.", source_secrets([source])))
         return f"Restored into {'the emptied' if to.overwrite else 'new'} database “{name}”."
 
 

@@ -23,9 +23,11 @@ from backups.engines.process import (
     ToolCall,
     dump_stream,
     find_tool,
+    map_stderr,
     run_tool,
     scrub,
     secret_folder,
+    source_secrets,
     write_secret_file,
 )
 from backups.engines.registry import register
@@ -98,19 +100,8 @@ _ERRORS: list[tuple[re.Pattern[str], ErrorCode, str]] = [
 ]
 
 
-def _secrets(source: BackupSource) -> list[str]:
-    """What our own log lines must not show (a database could be named like the password)."""
-    try:
-        return [source.get_password()]
-    except SecretError:
-        return []
-
-
 def map_error(stderr: str) -> tuple[ErrorCode, str]:
-    for pattern, code, message in _ERRORS:
-        if pattern.search(stderr):
-            return code, message
-    return ErrorCode.UNKNOWN, "The PostgreSQL tool failed."
+    return map_stderr(stderr, _ERRORS, "The PostgreSQL tool failed.")
 
 
 def quote_ident(name: str) -> str:
@@ -192,7 +183,11 @@ class PostgresEngine(Engine):
         deadline = min(filter(None, [ctx.deadline, time.monotonic() + CHECK_SECONDS]))
         output = self._psql(source, DISCOVER_SQL, "postgres", deadline, "database discovery (psql)")
         names = [line for line in output.splitlines() if line]
-        ctx.log(scrub(f"Found {len(names)} database(s) on the server: {', '.join(names) or 'none'}.", _secrets(source)))
+        ctx.log(
+            scrub(
+                f"Found {len(names)} database(s) on the server: {', '.join(names) or 'none'}.", source_secrets([source])
+            )
+        )
         if not names:
             raise BackupError(ErrorCode.SOURCE_NOT_FOUND, "The server has no database this user can connect to.")
         return [DumpTarget(label=f"{source.name} / {name}", database=name) for name in names]
@@ -278,7 +273,9 @@ class PostgresEngine(Engine):
         argv.append(f"--dbname={_conninfo_dbname(name)}")
         with self._call(source, argv, f"pg_restore into “{name}”", name, deadline) as call:
             run_tool(call, stdin=stream)
-        ctx.log(scrub(f"Restored into the {'new' if created else 'existing'} database “{name}”.", _secrets(source)))
+        ctx.log(
+            scrub(f"Restored into the {'new' if created else 'existing'} database “{name}”.", source_secrets([source]))
+        )
         return f"Restored into {'new' if created else 'existing'} database “{name}”."
 
     def _create_database(self, source: BackupSource, name: str, overwrite: bool, deadline: float | None) -> bool:

@@ -22,13 +22,17 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from backups.errors import BackupError, ErrorCode
+from backups.secrets import SecretError
+
+if TYPE_CHECKING:
+    from backups.models import BackupSource
 
 STDERR_LIMIT = 64 * 1024
 CHUNK = 1024 * 1024
@@ -81,6 +85,31 @@ def write_secret_file(folder: Path, name: str, content: str) -> Path:
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
         handle.write(content)
     return path
+
+
+ErrorPatterns = Sequence[tuple[re.Pattern[str], ErrorCode, str]]
+
+
+def map_stderr(stderr: str, patterns: ErrorPatterns, fallback: str) -> tuple[ErrorCode, str]:
+    """The code and message of the first pattern the tool's stderr matches; UNKNOWN otherwise."""
+    for pattern, code, message in patterns:
+        if pattern.search(stderr):
+            return code, message
+    return ErrorCode.UNKNOWN, fallback
+
+
+def source_secrets(sources: Iterable[BackupSource]) -> list[str]:
+    """The passwords that our own log lines and messages must not show (a tool may echo one,
+    and a database may be named like its password). A password no key can decrypt is left
+    out: its source fails with its own message."""
+    secrets = []
+    for source in sources:
+        try:
+            if source.has_password:
+                secrets.append(source.get_password())
+        except SecretError:
+            continue
+    return secrets
 
 
 def scrub(text: str, secrets: Sequence[str]) -> str:

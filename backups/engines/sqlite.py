@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from backups.engines.base import CheckResult, DumpContext, DumpTarget, Engine, RestoreTarget, iter_chunks
 from backups.engines.registry import register
 from backups.errors import BackupError, ErrorCode
-from backups.paths import check_restore_target, check_source_path
+from backups.paths import check_restore_destination, check_source_path
 
 # The first 16 bytes of every SQLite 3 database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -103,13 +103,7 @@ class SqliteEngine(Engine):
     def restore(
         self, source: BackupSource, target: DumpTarget, stream: BinaryIO, to: RestoreTarget, ctx: DumpContext
     ) -> str:
-        destination = check_restore_target(to.path, source.tenant)
-        if destination.exists() and not destination.is_file():
-            raise BackupError(ErrorCode.PERMISSION_DENIED, f"{destination} exists and is not a file.")
-        if destination.exists() and not to.overwrite:
-            raise BackupError(
-                ErrorCode.PERMISSION_DENIED, f"{destination} already exists; confirm an overwrite to restore over it."
-            )
+        destination = check_restore_destination(to.path, source.tenant, to.overwrite, folder=False)
         if not destination.parent.is_dir():
             raise BackupError(ErrorCode.SOURCE_NOT_FOUND, f"The folder {destination.parent} does not exist.")
         if to.overwrite:
