@@ -19,7 +19,9 @@ one run, and times Run now (the service, as the view calls it) until the worker 
 claimed the run (status running), --run-now-repeats times; the median is reported.
 
 The last line sums it up:
-    ui: runs p95 12.3ms/14.1ms (10k/1M), queries 6/6; ... run-now->running 0.42s
+    ui: runs p95 12.3ms/14.1ms (10k/1M x1.15), queries 6/6; ... run-now->running 0.42s
+
+where x1.15 is the large size's p95 over the small size's, measured in the same run.
 
     .venv/bin/python bench/ui.py
     .venv/bin/python bench/ui.py --runs 200000 --tenants 200
@@ -622,7 +624,9 @@ def main() -> None:
         figures = results[name]
         p95 = "/".join(f"{f.p95:.1f}ms" for f in figures)
         queries = "/".join(str(f.queries) for f in figures)
-        return f"{name} p95 {p95} ({labels}), queries {queries}"
+        # The comparison within this run: how much the page slows from the small to the large size.
+        growth = f" x{figures[-1].p95 / figures[0].p95:.2f}" if len(figures) > 1 else ""
+        return f"{name} p95 {p95} ({labels}{growth}), queries {queries}"
 
     print("ui: " + "; ".join(summary(name) for name in pages) + run_now_figure)
 

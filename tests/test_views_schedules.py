@@ -829,3 +829,49 @@ def test_a_slot_in_the_past_reads_as_due(client, rita, tenant, schedule) -> None
     with time_machine.travel(now, tick=False):
         text = client.get(f"/t/{tenant.code}/schedules/").text
     assert '<span class="relative">due, 5 minutes ago</span>' in text
+
+
+# ------------------------------------------------------------------ row texts made in Python
+
+
+def test_the_row_links_and_buttons_go_to_the_schedules_own_routes(client, mia, tenant, schedule) -> None:
+    from django.urls import reverse
+
+    client.force_login(mia)
+    text = client.get(f"/t/{tenant.code}/schedules/").text
+    for route in ("schedule_detail", "schedule_toggle", "schedule_run_now"):
+        assert f'"{reverse(route, args=[schedule.code])}"' in text, route
+
+
+@pytest.mark.parametrize("zone_name", ["Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kathmandu"])
+def test_the_wall_clock_text_reads_as_djangos_date_filter(zone_name) -> None:
+    """The list formats next runs with strftime rather than the `timezone` and `date`
+    filters (cheaper per row); it must print the same, DST edges included."""
+    from datetime import UTC, datetime, timedelta
+    from zoneinfo import ZoneInfo
+
+    from django.template.defaultfilters import date as date_filter
+    from django.utils.timezone import localtime
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from scheduling.presentation import WALL_FORMAT, wall_text
+
+    @settings(max_examples=300, deadline=None)
+    @given(st.integers(min_value=0, max_value=40 * 365 * 24 * 60))
+    def check(minutes: int) -> None:
+        instant = datetime(2000, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes, seconds=minutes % 60)
+        expected = date_filter(localtime(instant, ZoneInfo(zone_name)), "D Y-m-d H:i T")
+        assert wall_text(instant, zone_name) == expected
+        assert wall_text(instant, zone_name, WALL_FORMAT) == expected
+
+    check()
+
+
+def test_the_wall_clock_text_of_nothing_or_of_no_zone_is_empty() -> None:
+    from datetime import UTC, datetime
+
+    from scheduling.presentation import wall_text
+
+    assert wall_text(None, "UTC") == ""
+    assert wall_text(datetime(2026, 1, 1, tzinfo=UTC), "Mars/Olympus") == ""

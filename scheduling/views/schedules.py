@@ -23,7 +23,7 @@ from backups.retention import preview_retention
 from lib.slots import InvalidCadence, all_zone_names, upcoming, validate
 from scheduling.forms import TIMING_FIELDS, ScheduleForm, unbound_copy
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, ScheduleKind
-from scheduling.presentation import describe_cadence, relative, viewer_zone
+from scheduling.presentation import describe_cadence, relative, utc_iso, viewer_zone, wall_text
 from scheduling.runs import RunRefused
 from scheduling.runs import run_now as request_run
 from scheduling.services import ScheduleInUse, delete_schedule, prepare, save_schedule, set_enabled, snapshot
@@ -48,9 +48,17 @@ def upcoming_slots(schedule: BackupSchedule, now: datetime) -> list[datetime]:
     return upcoming(schedule.cadence, now, UPCOMING_COUNT)
 
 
-def decorate(schedule: BackupSchedule, now: datetime) -> BackupSchedule:
-    """What a row or a settings block shows besides the fields (no queries)."""
+def decorate(schedule: BackupSchedule, now: datetime, viewer_tz: str = "UTC") -> BackupSchedule:
+    """What a row or a settings block shows besides the fields (no queries). The texts are
+    made here rather than by template filters: this runs once per row of a list."""
     schedule.cadence_text = describe_cadence(schedule)  # type: ignore[attr-defined]
+    # The row's other URLs (toggle/, run/) hang off this one: one reverse() a row, not four.
+    schedule.detail_url = reverse("schedule_detail", args=[schedule.code])  # type: ignore[attr-defined]
+    schedule.next_iso = utc_iso(schedule.next_run_at)  # type: ignore[attr-defined]
+    schedule.next_local_text = wall_text(schedule.next_run_at, schedule.timezone)  # type: ignore[attr-defined]
+    schedule.next_viewer_text = wall_text(schedule.next_run_at, viewer_tz)  # type: ignore[attr-defined]
+    schedule.last_iso = utc_iso(schedule.last_run_at)  # type: ignore[attr-defined]
+    schedule.last_utc_text = wall_text(schedule.last_run_at, "UTC", "%Y-%m-%d %H:%M")  # type: ignore[attr-defined]
     next_in = relative(schedule.next_run_at, now)
     # A slot in the past is due and waits for the dispatcher (off, or catching up).
     if schedule.next_run_at is not None and schedule.next_run_at < now:
@@ -77,9 +85,9 @@ def toast(request: AuthedRequest, body: str = "") -> HttpResponse:
 def list_context(request: AuthedRequest, tenant: Tenant) -> dict[str, Any]:
     queryset = BackupSchedule.objects.filter(tenant=tenant).prefetch_related("sources").order_by("name", "id")
     page = paginate(request, queryset, SCHEDULES_PER_PAGE)
-    now = timezone.now()
+    now, viewer_tz = timezone.now(), viewer_zone(request)
     for schedule in page:
-        decorate(schedule, now)
+        decorate(schedule, now, viewer_tz)
     list_url = reverse("schedules", args=[tenant.code])
     role = tenant.member_role  # type: ignore[attr-defined]
     return tenant_page(
@@ -88,7 +96,7 @@ def list_context(request: AuthedRequest, tenant: Tenant) -> dict[str, Any]:
         role,
         "schedules",
         page=page,
-        viewer_tz=viewer_zone(request),
+        viewer_tz=viewer_tz,
         bulk_actions=bulk_choices(role),
         # Where a row's buttons come back to: this page of the list (a bulk POST redraws it too).
         next_url=request.get_full_path() if request.path == list_url else list_url,
@@ -335,7 +343,7 @@ def schedule_toggle(request: AuthedRequest, code: UUID) -> HttpResponse:
             schedule.tenant,
             role,
             "schedules",
-            schedule=decorate(schedule, timezone.now()),
+            schedule=decorate(schedule, timezone.now(), viewer_zone(request)),
             viewer_tz=viewer_zone(request),
             bulk_actions=bulk_choices(role),
             next_url=back_to(request, reverse("schedules", args=[schedule.tenant.code])),

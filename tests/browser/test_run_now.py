@@ -135,3 +135,42 @@ def test_run_now_goes_queued_running_succeeded_on_the_settings_page_without_a_re
     items = page.get_by_role("table", name="Items of the backup set")
     expect(items).to_contain_text(run.backup_set.items.get().sha256)
     screenshot(page, "run-succeeded")
+
+
+def test_run_now_from_the_schedules_list_is_watched_queued_running_succeeded_on_the_runs_page(
+    page, bob, tenant, source, schedule, settings, monkeypatch
+) -> None:
+    """The runs page polls its table while a row is queued or running, keeping the filters;
+    the row changes state in place, on one page load."""
+    import scheduling.views.runs as run_views
+
+    monkeypatch.setattr(run_views, "POLL_SECONDS", 1)  # the page's poll, sooner than its 3 s
+    log_in(page, bob)
+    page.goto(f"/t/{tenant.code}/schedules/")
+
+    with locked(Path(source.path)) as release:
+        page.get_by_role("button", name="Run Nightly now").click()
+        expect(page.get_by_role("status").filter(has_text="queued")).to_contain_text("Run of “Nightly” queued.")
+        # Filtered to manual runs: the poll must keep the filter.
+        page.goto(f"/t/{tenant.code}/runs/?trigger=manual")
+        page.evaluate("window.__stillTheSamePage = true")
+        row_status = status_of_newest_run(page)
+        expect(row_status).to_have_text("Queued")
+        expect(page.get_by_text("Updating every 1 s")).to_be_visible()
+        screenshot(page, "runs-queued")
+
+        with cluster(settings) as output:
+            try:
+                expect(row_status).to_have_text("Running", timeout=CLUSTER_TIMEOUT_MS)
+                screenshot(page, "runs-running")
+                assert BackupScheduleRun.objects.get(schedule=schedule).status == RunStatus.RUNNING
+                release()
+                expect(row_status).to_have_text("Succeeded", timeout=CLUSTER_TIMEOUT_MS)
+                # Nothing left to change: the table stops polling.
+                expect(page.get_by_text("Updating every 1 s")).to_have_count(0)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\ncluster output:\n{output()}") from None
+    assert page.evaluate("window.__stillTheSamePage === true"), "the page was reloaded"
+    assert page.url.endswith("?trigger=manual")
+    expect(page.get_by_label("Trigger")).to_have_value("manual")
+    screenshot(page, "runs-succeeded")
