@@ -7,6 +7,11 @@ SourceLease row for every one of its sources, all in one transaction, before it
 dumps anything; the unique source column makes that race-free in the database,
 whichever node the run's worker is on. Runs of different sources go in parallel.
 
+A restore that overwrites an existing database, folder or file takes the leases of the
+sources it restores too (it may be writing into the very source): it waits while a backup
+reads one, and a backup that starts meanwhile is skipped rather than dumping a half-restored
+source. A restore into a new target takes none, since nothing a backup reads changes.
+
 A lease held by a run that is not running any more (its worker died and the
 dispatcher failed it as WORKER_LOST, or a crash skipped the release) is stale and
 taken over; see fail_abandoned_runs, which also releases them.
@@ -21,7 +26,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from backups.models import BackupSource, SourceLease
-from scheduling.models import BackupScheduleRun, RunStatus
+from scheduling.models import BackupScheduleRun, Operation, RunStatus
 
 
 @dataclass(frozen=True)
@@ -31,12 +36,24 @@ class Busy:
     source_name: str
     schedule_name: str
     run_code: str
+    operation: str = Operation.BACKUP
+
+    @property
+    def holder(self) -> str:
+        if self.operation == Operation.RESTORE:
+            return f"restored over by run {self.run_code} (from a backup set of schedule “{self.schedule_name}”)"
+        return f"backed up by schedule “{self.schedule_name}” (run {self.run_code})"
 
     @property
     def reason(self) -> str:
+        """Why a backup run that found the source busy was skipped."""
+        if self.operation == Operation.RESTORE:
+            return (
+                f"Skipped: source “{self.source_name}” was being {self.holder}; a source is not backed up "
+                "while a restore overwrites it."
+            )
         return (
-            f"Skipped: source “{self.source_name}” was being backed up by schedule "
-            f"“{self.schedule_name}” (run {self.run_code}); a source is backed up by one run at a time."
+            f"Skipped: source “{self.source_name}” was being {self.holder}; a source is backed up by one run at a time."
         )
 
 
@@ -81,7 +98,7 @@ def _acquire_all(run: BackupScheduleRun, sources: Sequence[BackupSource]) -> Non
         elif lease.run_id == run.pk:
             continue
         elif lease.run.status == RunStatus.RUNNING:
-            raise _Conflict(Busy(source.name, lease.run.schedule.name, str(lease.run.code)))
+            raise _Conflict(Busy(source.name, lease.run.schedule.name, str(lease.run.code), lease.run.operation))
         else:
             # Compare-and-swap on the old holder: two runs taking over the same stale lease cannot both win.
             taken = SourceLease.objects.filter(pk=lease.pk, run_id=lease.run_id).update(run=run, acquired_at=now)
@@ -99,7 +116,7 @@ def _holder_of(sources: Sequence[BackupSource], run: BackupScheduleRun) -> Busy 
     )
     if lease is None:
         return None
-    return Busy(lease.source.name, lease.run.schedule.name, str(lease.run.code))
+    return Busy(lease.source.name, lease.run.schedule.name, str(lease.run.code), lease.run.operation)
 
 
 def release(run: BackupScheduleRun | int) -> int:

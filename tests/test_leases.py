@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from django.db import connection
@@ -150,3 +152,92 @@ def test_two_workers_on_one_source_back_it_up_once_at_a_time(schedule, source, t
     # Once free, the source is backed up by the next run as usual.
     third = run_now(schedule, actor=None)
     assert execute_run(str(third.code)) == "succeeded"
+
+
+# ---------------------------------------------------------------- restores over a source
+
+
+def _restore_over_the_source(schedule, source, alice) -> tuple[BackupScheduleRun, dict[str, str]]:
+    """A backup of the source, then the source changed, then a restore asked over it."""
+    from backups.engines.base import RestoreTarget
+    from backups.operations import request_restore
+    from tests.test_operations import backed_up, table_checksums
+
+    backup_set = backed_up(schedule)
+    backed_up_sums = table_checksums(Path(source.path))
+    with sqlite3.connect(source.path) as db:
+        db.execute("INSERT INTO items (label) VALUES ('written after the backup')")
+    db.close()
+    assert table_checksums(Path(source.path)) != backed_up_sums
+    target = RestoreTarget(path=source.path, overwrite=True)
+    return request_restore(backup_set, alice, target=target, confirm=source.path), backed_up_sums
+
+
+def test_an_overwriting_restore_waits_while_a_backup_reads_its_source(
+    schedule, source, tenant, alice, monkeypatch
+) -> None:
+    from backups import operations
+    from tests.test_operations import table_checksums
+
+    restore, backed_up_sums = _restore_over_the_source(schedule, source, alice)
+    holder = running(make_schedule(tenant, source, name="Weekly full"), [source])
+    waits: list[float] = []
+
+    def the_backup_finishes(seconds: float) -> None:
+        waits.append(seconds)
+        assert table_checksums(Path(source.path)) != backed_up_sums  # nothing written while it waited
+        BackupScheduleRun.objects.filter(pk=holder.pk).update(status=RunStatus.SUCCEEDED)
+        leases.release(holder)
+
+    monkeypatch.setattr(operations, "wait_a_moment", the_backup_finishes)
+    assert execute_run(str(restore.code)) == "succeeded"
+    assert waits == [operations.LEASE_WAIT_SECONDS]
+    assert table_checksums(Path(source.path)) == backed_up_sums
+    restore.refresh_from_db()
+    assert f"Waiting: source “Shop” is being backed up by schedule “Weekly full” (run {holder.code})" in restore.log
+    assert not SourceLease.objects.exists()  # the restore let go of it too
+
+
+def test_an_overwriting_restore_gives_up_at_the_time_limit_and_writes_nothing(
+    schedule, source, tenant, alice, monkeypatch
+) -> None:
+    from backups import operations, tasks
+    from tests.test_operations import table_checksums
+
+    restore, backed_up_sums = _restore_over_the_source(schedule, source, alice)
+    before = table_checksums(Path(source.path))
+    holder = running(make_schedule(tenant, source, name="Weekly full"), [source])
+    now = [1000.0]
+    monkeypatch.setattr(tasks, "clock", lambda: now[0])
+    monkeypatch.setattr(operations, "wait_a_moment", lambda seconds: now.__setitem__(0, now[0] + seconds))
+    assert execute_run(str(restore.code)) == "TIMEOUT"
+    restore.refresh_from_db()
+    assert restore.status == RunStatus.FAILED and "still busy" in restore.error_message
+    assert "nothing was restored" in restore.error_message
+    assert now[0] >= 1000.0 + schedule.time_limit_minutes * 60 - operations.LEASE_WAIT_SECONDS
+    assert table_checksums(Path(source.path)) == before != backed_up_sums
+    assert SourceLease.objects.get().run_id == holder.pk
+
+
+def test_a_backup_is_skipped_while_a_restore_overwrites_its_source(schedule, source, alice) -> None:
+    restore, _ = _restore_over_the_source(schedule, source, alice)
+    assert claim(str(restore.code), datetime.now(UTC))
+    assert leases.acquire(restore, [source]) is None  # the restore is writing
+    run = run_now(schedule, actor=None)
+    assert execute_run(str(run.code)) == "skipped"
+    run.refresh_from_db()
+    assert f"was being restored over by run {restore.code}" in run.error_message
+    assert "not backed up while a restore overwrites it" in run.error_message
+
+
+def test_a_restore_into_a_new_file_does_not_wait_for_a_backup(schedule, source, tenant, alice, monkeypatch) -> None:
+    from backups import operations
+    from backups.operations import request_restore
+    from tests.test_operations import backed_up
+
+    backup_set = backed_up(schedule)
+    holder = running(make_schedule(tenant, source, name="Weekly full"), [source])
+    monkeypatch.setattr(operations, "wait_a_moment", lambda seconds: pytest.fail("a new target waited for a lease"))
+    restore = request_restore(backup_set, alice)
+    assert execute_run(str(restore.code)) == "succeeded"
+    assert SourceLease.objects.get().run_id == holder.pk
