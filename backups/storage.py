@@ -6,7 +6,8 @@ uncompressed copy ever touches the disk. A file only becomes visible under its
 key when it is complete:
 
 * Local (FileSystemStorage): a hidden temporary file in the final folder, fsync,
-  os.replace, fsync of the folder. A crash leaves at most a hidden `.tmp-*` file.
+  os.replace, fsync of the folder. A crash leaves at most a hidden `.tmp-*` file,
+  which backups/sweep.py removes once it is stale.
 * S3 (django-storages' S3Storage): a multipart upload under the final key. S3 shows
   an object only once CompleteMultipartUpload succeeds, so no temporary key and no
   server-side copy are needed (a copy would double the writes, and a single copy
@@ -81,6 +82,11 @@ def backups_storage() -> Storage:
 
 def _is_local(storage: Storage) -> bool:
     return isinstance(storage, FileSystemStorage)
+
+
+def is_local() -> bool:
+    """Whether the configured backups storage is a local folder (settings.BACKUPS_DIR)."""
+    return _is_local(backups_storage())
 
 
 def _is_s3(storage: Storage) -> bool:

@@ -8,12 +8,16 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django_q.cluster import Cluster
 
+from backups.sweep import run_sweeper
 from scheduling.clock import run_clock
 from scheduling.dispatch import dispatcher_disabled_message
 
 
 class Command(BaseCommand):
-    help = "Start the django-q2 cluster (the workers) and the minute dispatcher clock; Ctrl-C stops both."
+    help = (
+        "Start the django-q2 cluster (the workers), the minute dispatcher clock and the hourly sweep of "
+        "stale temporary backup files; Ctrl-C stops them."
+    )
 
     def handle(self, *args: Any, **options: Any) -> None:
         stop = threading.Event()
@@ -31,6 +35,7 @@ class Command(BaseCommand):
         self.stdout.write("Cluster and dispatcher clock running. Ctrl-C to stop.")
         clock = threading.Thread(target=run_clock, args=(stop,), name="dispatcher-clock", daemon=True)
         clock.start()
+        threading.Thread(target=run_sweeper, args=(stop,), name="storage-sweeper", daemon=True).start()
         while not stop.is_set():
             stop.wait(1)
             if cluster.sentinel is not None and not cluster.sentinel.is_alive():
