@@ -12,6 +12,8 @@ class ErrorCode(models.TextChoices):
     THROTTLED = "THROTTLED"
     STORAGE_FULL = "STORAGE_FULL"
     WORKER_LOST = "WORKER_LOST"
+    # A stored backup file fails a check: checksum, decompression, or the tool's own reading.
+    CORRUPTED = "CORRUPTED"
     UNKNOWN = "UNKNOWN"
 
 

@@ -243,7 +243,7 @@ def _check_stored_file(item: BackupItem) -> None:
     except OSError as exc:
         raise BackupError(ErrorCode.UNKNOWN, f"The stored file cannot be read: {exc.strerror}.") from None
     if digest.hexdigest() != item.sha256:
-        raise BackupError(ErrorCode.UNKNOWN, "The stored file has changed since it was written (sha256 mismatch).")
+        raise BackupError(ErrorCode.CORRUPTED, "The stored file has changed since it was written (sha256 mismatch).")
 
 
 def perform_verify(run: BackupScheduleRun, log: RunLog) -> Outcome:
@@ -301,7 +301,7 @@ def _verify_item(item: BackupItem, ctx: DumpContext, deadline: float, run: Backu
                     pass
                 summary = f"checksum and decompression ok (sources of kind “{item.kind}” have no deeper check)."
     except zstandard.ZstdError as exc:
-        raise BackupError(ErrorCode.UNKNOWN, f"The stored file does not decompress: {exc}.") from None
+        raise BackupError(ErrorCode.CORRUPTED, f"The stored file does not decompress: {exc}.") from None
     return summary
 
 
@@ -379,7 +379,7 @@ def _restore_entries(
             failure = exc
             break  # a restore is acted on by people: stop at the first failure
         except zstandard.ZstdError as exc:
-            failure = BackupError(ErrorCode.UNKNOWN, f"The stored file does not decompress: {exc}.")
+            failure = BackupError(ErrorCode.CORRUPTED, f"The stored file does not decompress: {exc}.")
             log(f"“{entry.get('label', '?')}”: restore failed: {failure.message}")
             break
         log(f"“{item.label}”: restored ({summary})")

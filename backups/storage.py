@@ -358,7 +358,7 @@ class _FrameCheckingReader:
         if data:
             self._feed(data)
         elif self.state != "magic" or self.pending or self.skip or not self.frames:
-            raise BackupError(ErrorCode.UNKNOWN, "The stored backup file is incomplete (truncated).")
+            raise BackupError(ErrorCode.CORRUPTED, "The stored backup file is incomplete (truncated).")
         return data
 
     def _feed(self, data: bytes) -> None:
@@ -384,7 +384,7 @@ class _FrameCheckingReader:
                 self.state, self.pending = "skippable", header
                 return
             if magic != self._MAGIC:
-                raise BackupError(ErrorCode.UNKNOWN, "The stored backup file is not a zstd file.")
+                raise BackupError(ErrorCode.CORRUPTED, "The stored backup file is not a zstd file.")
             descriptor = header[4]
             single_segment = bool(descriptor & 0x20)
             content_size = (0 if not single_segment else 1, 2, 4, 8)[descriptor >> 6]

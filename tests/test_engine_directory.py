@@ -120,8 +120,9 @@ def test_verify_fails_on_a_truncated_archive(folder_source, cut) -> None:
             last = archive.getmembers()[-1]
         end = last.offset_data + -(-last.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
         truncated = data[:end]
-    with pytest.raises(BackupError, match="damaged|incomplete"):
+    with pytest.raises(BackupError, match="damaged|incomplete") as caught:
         ENGINE.verify_stream(io.BytesIO(truncated), DumpContext(log=lambda _: None))
+    assert caught.value.code == ErrorCode.CORRUPTED
 
 
 def test_a_symlink_leading_out_of_the_root_is_stored_as_a_link_and_never_followed(folder_source, folder) -> None:

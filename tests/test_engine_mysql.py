@@ -238,6 +238,7 @@ def test_verify_passes_on_a_good_dump_and_fails_on_a_truncated_one(tenant, shop_
         with pytest.raises(BackupError) as caught:
             engine.verify_stream(io.BytesIO(data[:cut]), context())
         assert "damaged or incomplete" in caught.value.message
+        assert caught.value.code == ErrorCode.CORRUPTED
     # A statement no dump contains, well quoted and terminated, is caught too.
     tampered = data.replace(b"UNLOCK TABLES;", b"GRANT ALL ON *.* TO x;", 1)
     with pytest.raises(BackupError, match="no dump contains"):

@@ -206,6 +206,7 @@ def test_verify_passes_on_a_good_dump_and_fails_on_a_truncated_one(tenant, shop_
         with pytest.raises(BackupError) as caught:
             engine.verify_stream(io.BytesIO(data[:cut]), context())
         assert "damaged or incomplete" in caught.value.message
+        assert caught.value.code == ErrorCode.CORRUPTED
     with pytest.raises(BackupError):
         engine.verify_stream(io.BytesIO(b"not a dump at all"), context())
 

@@ -78,7 +78,7 @@ def test_a_flipped_byte_fails_verification(schedule, bob) -> None:
     backup_set = backed_up(schedule)
     flip_a_byte(backup_set.items.get().storage_key)
     run = request_verify(backup_set, bob)
-    assert execute_run(str(run.code)) == "UNKNOWN"
+    assert execute_run(str(run.code)) == "CORRUPTED"
     backup_set.refresh_from_db()
     assert backup_set.verify_status == VerifyStatus.FAILED
     assert "sha256 mismatch" in backup_set.verify_message
@@ -105,7 +105,7 @@ def test_a_file_that_does_not_decompress_fails_verification(schedule, bob) -> No
 
     rewrite_with_matching_checksum(backup_set.items.get(), break_the_frame)
     run = request_verify(backup_set, bob)
-    assert execute_run(str(run.code)) == "UNKNOWN"
+    assert execute_run(str(run.code)) == "CORRUPTED"
     backup_set.refresh_from_db()
     assert backup_set.verify_status == VerifyStatus.FAILED
     assert "not a zstd file" in backup_set.verify_message or "does not decompress" in backup_set.verify_message
@@ -120,7 +120,7 @@ def test_a_file_that_decompresses_to_a_broken_database_fails_the_engine_check(sc
 
     rewrite_with_matching_checksum(backup_set.items.get(), flip)
     run = request_verify(backup_set, bob)
-    execute_run(str(run.code))
+    assert execute_run(str(run.code)) == "CORRUPTED"
     backup_set.refresh_from_db()
     assert backup_set.verify_status == VerifyStatus.FAILED
     assert "SQLite" in backup_set.verify_message or "does not decompress" in backup_set.verify_message
@@ -236,7 +236,7 @@ def test_a_corrupted_file_is_never_restored(schedule, alice) -> None:
     flip_a_byte(backup_set.items.get().storage_key)
     run = request_restore(backup_set, alice)
     target = Path(run.restore_target["items"][0]["path"])
-    assert execute_run(str(run.code)) == "UNKNOWN"
+    assert execute_run(str(run.code)) == "CORRUPTED"
     assert not target.exists()
     run.refresh_from_db()
     assert "sha256 mismatch" in run.error_message

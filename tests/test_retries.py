@@ -160,7 +160,14 @@ def test_failures_a_person_must_fix_are_never_retried(schedule, tmp_path, broken
 
 @pytest.mark.parametrize(
     "code",
-    [ErrorCode.AUTH_FAILED, ErrorCode.PERMISSION_DENIED, ErrorCode.SOURCE_NOT_FOUND, ErrorCode.STORAGE_FULL, "UNKNOWN"],
+    [
+        ErrorCode.AUTH_FAILED,
+        ErrorCode.PERMISSION_DENIED,
+        ErrorCode.SOURCE_NOT_FOUND,
+        ErrorCode.STORAGE_FULL,
+        ErrorCode.CORRUPTED,
+        "UNKNOWN",
+    ],
 )
 def test_only_passing_failures_are_retryable(code: str) -> None:
     assert not retry.is_retryable(code)

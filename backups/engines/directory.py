@@ -224,11 +224,11 @@ class DirectoryEngine(Engine):
                 for member in archive:  # reading through each member checks every block
                     _count(counts, member)
         except tarfile.TarError as exc:
-            raise BackupError(ErrorCode.UNKNOWN, f"The archive is damaged: {exc}.") from None
+            raise BackupError(ErrorCode.CORRUPTED, f"The archive is damaged: {exc}.") from None
         tail.drain()
         # A tar stream ends with two zero blocks: without them it was cut at a member boundary.
         if tail.total % tarfile.BLOCKSIZE or tail.tail != bytes(2 * tarfile.BLOCKSIZE):
-            raise BackupError(ErrorCode.UNKNOWN, "The archive is incomplete (it has no end-of-archive marker).")
+            raise BackupError(ErrorCode.CORRUPTED, "The archive is incomplete (it has no end-of-archive marker).")
         summary = f"Archive readable: {counts.summary()}."
         ctx.log(summary)
         return summary
@@ -325,7 +325,7 @@ def _extract(stream: BinaryIO, destination: Path, counts: _Counts, ctx: DumpCont
             ErrorCode.PERMISSION_DENIED, f"The archive tries to write outside the target: {exc}."
         ) from None
     except tarfile.TarError as exc:
-        raise BackupError(ErrorCode.UNKNOWN, f"The archive is damaged: {exc}.") from None
+        raise BackupError(ErrorCode.CORRUPTED, f"The archive is damaged: {exc}.") from None
     except PermissionError as exc:
         raise BackupError(ErrorCode.PERMISSION_DENIED, f"Cannot write {exc.filename} (permission denied).") from None
 

@@ -343,7 +343,7 @@ _DELIMITER_LINE = re.compile(rb"^DELIMITER\s+(\S+)\s*$", re.I)
 
 class DumpInvalid(BackupError):
     def __init__(self, message: str) -> None:
-        super().__init__(ErrorCode.UNKNOWN, f"The backup file is damaged or incomplete: {message}")
+        super().__init__(ErrorCode.CORRUPTED, f"The backup file is damaged or incomplete: {message}")
 
 
 class SqlDumpCheck:

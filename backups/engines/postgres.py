@@ -320,4 +320,4 @@ def _conninfo_dbname(name: str) -> str:
 
 
 def _verify_error(stderr: str) -> tuple[ErrorCode, str]:
-    return ErrorCode.UNKNOWN, "The backup file is damaged or incomplete: pg_restore cannot read it."
+    return ErrorCode.CORRUPTED, "The backup file is damaged or incomplete: pg_restore cannot read it."

@@ -151,7 +151,7 @@ def _check_database(path: Path) -> int:
     """Number of tables, if `path` is a SQLite database that passes PRAGMA integrity_check."""
     with open(path, "rb") as handle:
         if handle.read(len(SQLITE_HEADER)) != SQLITE_HEADER:
-            raise BackupError(ErrorCode.UNKNOWN, "The backup is not a SQLite database.")
+            raise BackupError(ErrorCode.CORRUPTED, "The backup is not a SQLite database.")
     try:
         connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
         try:
@@ -160,9 +160,9 @@ def _check_database(path: Path) -> int:
         finally:
             connection.close()
     except sqlite3.DatabaseError as exc:
-        raise BackupError(ErrorCode.UNKNOWN, f"The backup is a damaged SQLite database: {exc}.") from None
+        raise BackupError(ErrorCode.CORRUPTED, f"The backup is a damaged SQLite database: {exc}.") from None
     if result != ["ok"]:
-        raise BackupError(ErrorCode.UNKNOWN, f"SQLite's integrity check failed: {'; '.join(result[:3])}.")
+        raise BackupError(ErrorCode.CORRUPTED, f"SQLite's integrity check failed: {'; '.join(result[:3])}.")
     return tables
 
 
