@@ -7,10 +7,14 @@ SourceLease row for every one of its sources, all in one transaction, before it
 dumps anything; the unique source column makes that race-free in the database,
 whichever node the run's worker is on. Runs of different sources go in parallel.
 
-A restore that overwrites an existing database, folder or file takes the leases of the
-sources it restores too (it may be writing into the very source): it waits while a backup
-reads one, and a backup that starts meanwhile is skipped rather than dumping a half-restored
-source. A restore into a new target takes none, since nothing a backup reads changes.
+A restore takes the leases of the tenant's sources that would read what it writes: the
+item's own source when it overwrites an existing target (it may be that very source), file
+sources whose path overlaps the target, and server sources on the same server covering the
+target database (by name or all databases); see operations._sources_a_restore_touches. It
+waits while a backup holds one, and a backup that starts meanwhile is skipped rather than
+dumping a half-restored source. A restore touching no source takes none. A waiting restore
+holds nothing, so restores cannot deadlock each other; frequent backups of a source can
+keep one waiting until its time limit (it then fails as TIMEOUT, having written nothing).
 
 A lease held by a run that is not running any more (its worker died and the
 dispatcher failed it as WORKER_LOST, or a crash skipped the release) is stale and

@@ -30,7 +30,7 @@ from backups.engines.base import DumpContext, DumpTarget, RestoreTarget
 from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
 from backups.models import SERVER_KINDS, BackupItem, BackupSet, BackupSource, ItemStatus, VerifyStatus
-from backups.paths import check_restore_target
+from backups.paths import check_restore_target, overlaps
 from backups.tasks import DeadlineReader, Outcome, RunLog, deadline_for, timeout_error
 from scheduling.models import BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.queue import enqueue_runs
@@ -310,25 +310,54 @@ def perform_restore(run: BackupScheduleRun, log: RunLog) -> Outcome:
     entries = (run.restore_target or {}).get("items") or []
     if not entries:
         raise BackupError(ErrorCode.UNKNOWN, "This restore run names nothing to restore.")
-    deadline = deadline_for(run.schedule)
-    ctx = DumpContext(log=log, deadline=deadline, started_at=run.started_at)
-    leased = _overwritten_sources(backup_set, entries)
-    _wait_for_leases(run, leased, deadline, log)
+    touched = _sources_a_restore_touches(run, backup_set, entries)
+    _wait_for_leases(run, touched, deadline_for(run.schedule), log)
     try:
+        # The time limit counts from here: waiting for a backup must not leave the restore
+        # itself too little time and stop it halfway through an overwrite.
+        deadline = deadline_for(run.schedule)
+        ctx = DumpContext(log=log, deadline=deadline, started_at=run.started_at)
         return _restore_entries(run, backup_set, entries, ctx, deadline, log)
     finally:
-        if leased:
-            leases.release(run)
+        if touched:
+            tasks.release_leases(run)
 
 
-def _overwritten_sources(backup_set: BackupSet, entries: list[dict[str, Any]]) -> list[BackupSource]:
-    """The sources of the items a restore writes over an existing target: that target may
-    be the source itself, which no backup may read while it is half restored."""
-    codes = [entry["item"] for entry in entries if entry.get("overwrite")]
-    if not codes:
-        return []
-    items = backup_set.items.filter(code__in=codes, source__isnull=False).select_related("source")
-    return list({item.source.pk: item.source for item in items if item.source}.values())
+def _sources_a_restore_touches(
+    run: BackupScheduleRun, backup_set: BackupSet, entries: list[dict[str, Any]]
+) -> list[BackupSource]:
+    """The tenant's sources a backup of which would read what this restore writes, so must
+    not run meanwhile: the item's own source when the restore overwrites an existing target
+    (it may be that source), every file source whose path overlaps a target path (a folder
+    restored inside a folder source), and every server source of the same kind, host and
+    port that covers a target database (by name, or all databases)."""
+    codes = [entry["item"] for entry in entries]
+    items = {
+        str(item.code): item
+        for item in backup_set.items.filter(code__in=codes, source__isnull=False).select_related("source")
+    }
+    tenant_sources = list(BackupSource.objects.filter(tenant_id=run.tenant_id))
+    touched: dict[int, BackupSource] = {}
+    for entry in entries:
+        item = items.get(str(entry["item"]))
+        if item is None or item.source is None:
+            continue
+        origin = item.source
+        if entry.get("overwrite"):
+            touched[origin.pk] = origin
+        for source in tenant_sources:
+            if _reads_target(source, origin, entry):
+                touched[source.pk] = source
+    return list(touched.values())
+
+
+def _reads_target(source: BackupSource, origin: BackupSource, entry: dict[str, Any]) -> bool:
+    if entry.get("path") and source.kind not in SERVER_KINDS and source.path:
+        return overlaps(Path(source.path).resolve(), Path(entry["path"]).resolve())
+    if entry.get("database") and source.kind == origin.kind and origin.kind in SERVER_KINDS:
+        same_server = (source.host, source.port) == (origin.host, origin.port)
+        return same_server and (source.all_databases or source.database == entry["database"])
+    return False
 
 
 def _wait_for_leases(run: BackupScheduleRun, sources: list[BackupSource], deadline: float, log: RunLog) -> None:
@@ -339,7 +368,7 @@ def _wait_for_leases(run: BackupScheduleRun, sources: list[BackupSource], deadli
     told = ""
     while (busy := leases.acquire(run, sources)) is not None:
         if busy.run_code != told:
-            log(f"Waiting: source “{busy.source_name}” is being {busy.holder}; an overwriting restore waits for it.")
+            log(f"Waiting: source “{busy.source_name}” is being {busy.holder}; the restore writes what it reads.")
             told = busy.run_code
         if tasks.clock() + LEASE_WAIT_SECONDS >= deadline:
             raise BackupError(

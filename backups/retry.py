@@ -12,6 +12,8 @@ Never retried:
   run fails at once, which notifies people sooner.
 * WORKER_LOST: the dispatcher sets it, without knowing why the worker died; a
   backup that gets its worker OOM-killed would kill the next one too. Press Retry.
+* CORRUPTED: a verify or restore found the stored file damaged; reading it again
+  finds the same bytes.
 * UNKNOWN: we do not know that it may pass.
 
 The next attempt is a new run (trigger retry, retry_of the first attempt) in

@@ -52,9 +52,15 @@ def sweep_temporary_files(stale_after: timedelta = STALE_AFTER, *, dry_run: bool
         report.local = False
         return report
     root = storage.backups_root()
+    if not root.is_dir():  # nothing backed up on this node yet
+        return report
     cutoff = time.time() - stale_after.total_seconds()
-    # os.walk, not a glob over every file: it reads each folder once and skips nothing.
-    for folder, _, names in os.walk(root):
+
+    def unreadable(error: OSError) -> None:  # a folder we cannot list may hide stale files: say so
+        report.errors.append(f"{error.filename}: {error.strerror or error}")
+
+    # os.walk reads each folder once; it does not follow symlinks out of the backups folder.
+    for folder, _, names in os.walk(root, onerror=unreadable):
         for name in names:
             if not name.startswith(TEMPORARY_PREFIX):
                 continue
@@ -87,10 +93,14 @@ def sweep_temporary_files(stale_after: timedelta = STALE_AFTER, *, dry_run: bool
 SWEEP_EVERY_SECONDS = 3600
 
 
-def run_sweeper(stop: threading.Event, every: float = SWEEP_EVERY_SECONDS) -> None:
+def run_sweeper(stop: threading.Event, every: float = SWEEP_EVERY_SECONDS, first_after: float = 60) -> None:
     """The cluster's hourly sweep, beside the dispatcher clock (not in it: a big folder
-    tree must not delay a minute's pass). Several nodes sweeping at once is harmless."""
-    while not stop.wait(every):
+    tree must not delay a minute's pass). The first sweep comes soon after the start, so
+    a cluster restarted more often than hourly still sweeps. Several nodes sweeping at
+    once is harmless."""
+    wait = first_after
+    while not stop.wait(wait):
+        wait = every
         close_old_connections()
         try:
             sweep_temporary_files()

@@ -293,11 +293,12 @@ def _backup_run(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outco
             _back_up_source(backup, source)
         backup.progress.flush()
     finally:
-        _release_leases(run)
+        release_leases(run)
     return _conclude(backup)
 
 
-def _release_leases(run: BackupScheduleRun) -> None:
+def release_leases(run: BackupScheduleRun) -> None:
+    """Let go of the run's source leases; a failure here never changes the run's result."""
     try:
         leases.release(run)
     except DatabaseError:

@@ -241,3 +241,110 @@ def test_a_restore_into_a_new_file_does_not_wait_for_a_backup(schedule, source, 
     restore = request_restore(backup_set, alice)
     assert execute_run(str(restore.code)) == "succeeded"
     assert SourceLease.objects.get().run_id == holder.pk
+
+
+def test_an_overwriting_restore_holds_the_lease_while_it_writes(schedule, source, alice, monkeypatch) -> None:
+    from backups.engines.sqlite import SqliteEngine
+
+    restore, _ = _restore_over_the_source(schedule, source, alice)
+    holders: list[int] = []
+    real_restore = SqliteEngine.restore
+
+    def watched(self, *args, **kwargs):
+        holders.extend(SourceLease.objects.filter(source=source).values_list("run_id", flat=True))
+        return real_restore(self, *args, **kwargs)
+
+    monkeypatch.setattr(SqliteEngine, "restore", watched)
+    assert execute_run(str(restore.code)) == "succeeded"
+    assert holders == [restore.pk]
+    assert not SourceLease.objects.exists()
+
+
+def test_the_time_limit_of_a_restore_counts_from_when_it_got_its_sources(
+    schedule, source, tenant, alice, monkeypatch
+) -> None:
+    """Waiting most of the limit for a backup must not leave the restore seconds to write in."""
+    from backups import operations, tasks
+    from backups.engines.sqlite import SqliteEngine
+
+    restore, _ = _restore_over_the_source(schedule, source, alice)
+    holder = running(make_schedule(tenant, source, name="Weekly full"), [source])
+    limit = schedule.time_limit_minutes * 60
+    now = [0.0]
+    monkeypatch.setattr(tasks, "clock", lambda: now[0])
+
+    def most_of_the_limit_passes(seconds: float) -> None:
+        now[0] += limit - 3 * operations.LEASE_WAIT_SECONDS
+        BackupScheduleRun.objects.filter(pk=holder.pk).update(status=RunStatus.SUCCEEDED)
+        leases.release(holder)
+
+    deadlines: list[float] = []
+    real_restore = SqliteEngine.restore
+
+    def watched(self, source_, target, stream, to, ctx):
+        deadlines.append(ctx.deadline)
+        return real_restore(self, source_, target, stream, to, ctx)
+
+    monkeypatch.setattr(operations, "wait_a_moment", most_of_the_limit_passes)
+    monkeypatch.setattr(SqliteEngine, "restore", watched)
+    assert execute_run(str(restore.code)) == "succeeded"
+    assert deadlines == [now[0] + limit]
+
+
+def test_a_restore_written_inside_a_folder_source_waits_for_that_folders_backup(
+    schedule, source, tenant, alice, settings, monkeypatch
+) -> None:
+    """A new file beside the SQLite source lands inside a folder source covering it: a backup
+    of that folder meanwhile would archive a half-written file."""
+    from backups import operations
+    from backups.operations import request_restore
+    from tests.test_operations import backed_up
+
+    backup_set = backed_up(schedule)
+    everything = BackupSource.objects.create(
+        tenant=tenant, name="Everything", kind="directory", path=str(settings.SOURCE_ROOTS[0])
+    )
+    elsewhere = BackupSource.objects.create(
+        tenant=tenant, name="Elsewhere", kind="directory", path=str(settings.SOURCE_ROOTS[0] / "other")
+    )
+    holder = running(make_schedule(tenant, everything, name="Files"), [everything])
+    running(make_schedule(tenant, elsewhere, name="Other files"), [elsewhere])  # not in the way
+    waited: list[str] = []
+
+    def the_folder_backup_finishes(seconds: float) -> None:
+        waited.append(holder.schedule.name)
+        BackupScheduleRun.objects.filter(pk=holder.pk).update(status=RunStatus.SUCCEEDED)
+        leases.release(holder)
+
+    monkeypatch.setattr(operations, "wait_a_moment", the_folder_backup_finishes)
+    restore = request_restore(backup_set, alice)
+    assert not restore.restore_target["items"][0]["overwrite"]
+    assert execute_run(str(restore.code)) == "succeeded"
+    assert waited == ["Files"]
+
+
+def test_a_database_restore_leases_the_server_sources_that_would_dump_the_target(schedule, tenant) -> None:
+    from backups.models import BackupItem, BackupSet
+    from backups.operations import _sources_a_restore_touches
+
+    def server(name: str, **fields) -> BackupSource:
+        fields = {"kind": "postgres", "host": "db.internal", "port": 5432, "database": "shop", **fields}
+        return BackupSource.objects.create(tenant=tenant, name=name, **fields)
+
+    origin = server("Shop DB")
+    whole_server = server("All of db.internal", database="", all_databases=True)
+    copy = server("Shop copy", database="shop_restored")
+    other_port = server("Other cluster", port=5433, database="", all_databases=True)
+    other_kind = server("MariaDB", kind="mysql", port=5432, database="", all_databases=True)
+    run = run_now(schedule, actor=None)
+    backup_set = BackupSet.objects.create(tenant=tenant, schedule=schedule, run=run, created_at=run.created_at)
+    item = BackupItem.objects.create(backup_set=backup_set, source=origin, kind="postgres", label="shop")
+
+    def touched(**entry) -> set[str]:
+        entries = [{"item": str(item.code), **entry}]
+        return {source.name for source in _sources_a_restore_touches(run, backup_set, entries)}
+
+    assert touched(database="shop_restored") == {whole_server.name, copy.name}
+    assert touched(database="shop", overwrite=True) == {origin.name, whole_server.name}
+    assert touched(database="fresh") == {whole_server.name}
+    assert other_port.name not in touched(database="shop") and other_kind.name not in touched(database="shop")

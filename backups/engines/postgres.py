@@ -320,4 +320,10 @@ def _conninfo_dbname(name: str) -> str:
 
 
 def _verify_error(stderr: str) -> tuple[ErrorCode, str]:
+    # Only what the file itself is to blame for is CORRUPTED: a client too old for the
+    # archive, or a machine out of memory, says nothing about the backup.
+    if "unsupported version" in stderr:
+        return ErrorCode.UNKNOWN, "This server's pg_restore is older than the pg_dump that wrote the backup."
+    if re.search(r"out of memory|could not allocate|no space left", stderr, re.I):
+        return ErrorCode.UNKNOWN, "The check ran out of resources on this server; the backup was not judged."
     return ErrorCode.CORRUPTED, "The backup file is damaged or incomplete: pg_restore cannot read it."

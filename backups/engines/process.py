@@ -222,6 +222,8 @@ class Process:
         detail = _last_line(stderr)
         if status < 0:
             detail = f"killed by signal {-status}"
+            if code == ErrorCode.CORRUPTED:  # a checker killed from outside never finished judging the file
+                code, message = ErrorCode.UNKNOWN, "The check was stopped before it finished."
         text = f"{message} ({Path(call.argv[0]).name}: {detail})" if detail else message
         raise BackupError(code, scrub(text, call.secrets))
 

@@ -159,6 +159,8 @@ def _check_database(path: Path) -> int:
             tables = _table_count(connection)
         finally:
             connection.close()
+    except sqlite3.OperationalError as exc:  # I/O, locking, opening: about this machine, not the file
+        raise BackupError(ErrorCode.UNKNOWN, f"SQLite could not check the backup: {exc}.") from None
     except sqlite3.DatabaseError as exc:
         raise BackupError(ErrorCode.CORRUPTED, f"The backup is a damaged SQLite database: {exc}.") from None
     if result != ["ok"]:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import math
 from datetime import timedelta
 from typing import Any
 
@@ -25,10 +26,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         hours = options["older_than_hours"]
-        if hours * 3600 < STALE_AFTER.total_seconds() - 3600:
+        minimum = STALE_AFTER.total_seconds() / 3600
+        if not math.isfinite(hours) or hours < minimum:
             raise CommandError(
-                f"--older-than-hours must be at least {STALE_AFTER.total_seconds() / 3600 - 1:g}: a younger file "
-                "may belong to a backup that is still being written.",
+                f"--older-than-hours must be a number of at least {minimum:g}: a younger file may belong to a "
+                "backup that is still being written (the longest time limit a run may have, plus 1 h).",
                 returncode=2,
             )
         report = sweep_temporary_files(timedelta(hours=hours), dry_run=options["dry_run"])
