@@ -171,3 +171,22 @@ def test_a_restore_into_a_missing_folder_fails_clearly(rich_source, settings) ->
     key = back_up(rich_source)
     with pytest.raises(BackupError, match="does not exist"):
         restore(rich_source, key, RestoreTarget(path=str(settings.SOURCE_ROOTS[0] / "no" / "x.sqlite3")))
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_restoring_a_wal_mode_database_leaves_no_scratch_files_behind(rich_source, settings, overwrite) -> None:
+    """The restored file is checked before it is put in place; for a database in WAL mode
+    that check made -wal and -shm files named after the scratch file, left in the user's folder."""
+    source_path = Path(rich_source.path)
+    with sqlite3.connect(source_path) as db:
+        assert db.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+    db.close()
+    before = table_checksums(source_path)
+    key = back_up(rich_source)
+    target = source_path.with_name("restored.sqlite3")
+    if overwrite:
+        make_rich_database(target)  # an older copy, replaced
+    restore(rich_source, key, RestoreTarget(path=str(target), overwrite=overwrite))
+    assert table_checksums(target) == before
+    leftovers = [p.name for p in source_path.parent.iterdir() if ".restoring-" in p.name]
+    assert leftovers == []

@@ -118,6 +118,7 @@ class SqliteEngine(Engine):
                 out.flush()
                 os.fsync(out.fileno())
             tables = _check_database(scratch)
+            _remove_sidecars(scratch)
             if to.overwrite:
                 os.replace(scratch, destination)
             else:
@@ -134,6 +135,7 @@ class SqliteEngine(Engine):
             ) from None
         finally:
             scratch.unlink(missing_ok=True)
+            _remove_sidecars(scratch)
         summary = f"Restored {tables} tables into {destination}."
         ctx.log(summary)
         return summary
@@ -166,6 +168,13 @@ def _check_database(path: Path) -> int:
     if result != ["ok"]:
         raise BackupError(ErrorCode.CORRUPTED, f"SQLite's integrity check failed: {'; '.join(result[:3])}.")
     return tables
+
+
+def _remove_sidecars(scratch: Path) -> None:
+    """Checking a database in WAL mode makes -wal and -shm files beside it, named after
+    it; for our scratch file they are ours (empty: the check only reads) and go with it."""
+    for suffix in ("-wal", "-shm", "-journal"):
+        scratch.with_name(scratch.name + suffix).unlink(missing_ok=True)
 
 
 def _refuse_database_in_use(path: Path) -> None:
