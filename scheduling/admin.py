@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from scheduling.models import EDITABLE_FIELDS, BackupSchedule, BackupScheduleRun, ScheduleSource
+from scheduling.models import EDITABLE_FIELDS, BackupSchedule, BackupScheduleRun, DispatcherBeat, ScheduleSource
 from scheduling.services import delete_schedule, save_schedule, snapshot
 
 
@@ -79,6 +79,20 @@ class BackupScheduleRunAdmin(admin.ModelAdmin):
     list_filter = ["status", "operation", "trigger", "tenant"]
     search_fields = ["=code", "schedule__name", "error_code", "error_message"]
     list_select_related = ["schedule", "tenant"]
+    actions = None
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(DispatcherBeat)
+class DispatcherBeatAdmin(admin.ModelAdmin):
+    """Read-only: when and where the last dispatcher pass ran (written by every pass)."""
+
+    list_display = ["at", "node"]
     actions = None
 
     def has_add_permission(self, request: HttpRequest) -> bool:

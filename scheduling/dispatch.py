@@ -19,6 +19,7 @@ import gc
 import json
 import logging
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -39,7 +40,15 @@ from backups.models import SourceLease
 from lib.slots import Cadence, InvalidCadence, next_slot
 from scheduling.bulk import insert_rows, update_rows
 from scheduling.heartbeat import HEARTBEAT_SECONDS
-from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
+from scheduling.models import (
+    ACTIVE_STATUSES,
+    BackupSchedule,
+    BackupScheduleRun,
+    DispatcherBeat,
+    Operation,
+    RunStatus,
+    Trigger,
+)
 from scheduling.queue import dashed_code, enqueue_runs
 from tenants.models import AuditAction, AuditLog
 from tenants.notifications import notify_slots_missed
@@ -106,6 +115,7 @@ def run_pass(now: datetime | None = None) -> PassReport:
     # cyclic GC would stop to scan them again and again (~30% of a 10k pass).
     with _gc_paused(), transaction.atomic():
         _take_dispatch_lock()
+        record_beat()
         report.abandoned = fail_abandoned_runs(now)
         report.requeued = requeue_lost_tasks(now)
         report.retries = release_due_retries(now)
@@ -238,6 +248,18 @@ def _gc_paused() -> Iterator[None]:
     finally:
         if was_enabled:
             gc.enable()
+
+
+NODE = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def record_beat() -> None:
+    """Every pass says when it ran (scheduling/health.py tells a stopped cluster by it):
+    one upsert statement, the first pass's included."""
+    beat = DispatcherBeat(pk=1, at=timezone.now(), node=NODE)
+    DispatcherBeat.objects.bulk_create(
+        [beat], update_conflicts=True, unique_fields=["id"], update_fields=["at", "node"]
+    )
 
 
 def _take_dispatch_lock() -> None:

@@ -277,3 +277,16 @@ class BackupScheduleRun(models.Model):
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+class DispatcherBeat(models.Model):
+    """When the last dispatcher pass ran, and on which node (one row, pk 1).
+
+    A cluster that is not running starts no backup and records no failure, so nothing
+    else would tell; pages and /healthz read this row to say so (scheduling/health.py)."""
+
+    at = models.DateTimeField()
+    node = models.CharField(max_length=200, blank=True)
+
+    def __str__(self) -> str:
+        return f"last dispatcher pass {self.at:%Y-%m-%d %H:%M:%S} UTC on {self.node or '?'}"

@@ -1,8 +1,9 @@
 from django.urls import path
 
-from scheduling.views import bulk, runs, schedules, sets, settings
+from scheduling.views import bulk, health, runs, schedules, sets, settings
 
 urlpatterns = [
+    path("healthz", health.healthz, name="healthz"),
     path("t/<uuid:tenant_code>/schedules/", schedules.schedule_list, name="schedules"),
     path("t/<uuid:tenant_code>/schedules/new/", schedules.schedule_create, name="schedule_create"),
     path("t/<uuid:tenant_code>/schedules/bulk/", bulk.schedule_bulk, name="schedule_bulk"),

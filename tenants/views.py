@@ -9,7 +9,6 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from django import forms
-from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.models import User
 from django.core.paginator import Page, Paginator
@@ -21,7 +20,7 @@ from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.middleware import HtmxDetails
 
-from scheduling.dispatch import dispatcher_disabled_message
+from scheduling.health import cached_dispatcher_health
 from tenants.access import MANAGE, RUN, SEE, get_tenant_for_member, role_allows, tenants_of
 from tenants.models import AuditAction, AuditLog, Membership, Notification, Role, Tenant
 
@@ -49,7 +48,7 @@ SECTION_URLS = {"runs": "runs", "sources": "sources", "audit": "audit_log", "not
 
 def tenant_page(request: AuthedRequest, tenant: Tenant, role: str, section: str, **extra: Any) -> dict[str, Any]:
     """The context every page inside a tenant needs: the nav, the switcher, the bell, the role's
-    buttons, the dispatcher banner. Two queries, whatever the page."""
+    buttons, the scheduler-health banner. Two queries, whatever the page (the health is cached)."""
     my_tenants = list(tenants_of(request.user).only("code", "name"))
     # The switcher keeps the section: from one tenant's runs to another's runs.
     url_name = SECTION_URLS.get(section, "schedules")
@@ -66,7 +65,8 @@ def tenant_page(request: AuthedRequest, tenant: Tenant, role: str, section: str,
         "several_tenants": len(my_tenants) > 1,
         "unread": unread_count(request.user, tenant),
         "unread_cap": UNREAD_CAP,
-        "dispatcher_message": None if settings.DISPATCHER_ENABLED else dispatcher_disabled_message(),
+        # Cached per process for a few seconds: no query on most pages.
+        "dispatcher_health": cached_dispatcher_health(),
         **extra,
     }
 

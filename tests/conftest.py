@@ -26,6 +26,21 @@ def _isolated_storage(settings, tmp_path: Path) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_cache() -> None:
+    """The cache is per process (locmem): what one test cached must not answer for the next.
+
+    Pages show whether scheduled backups are starting (scheduling/health.py), from the
+    cache. No cluster runs in most tests, so that answer starts as "fine" here; the tests
+    of the health itself (tests/test_health.py) clear it and see the real one."""
+    from django.core.cache import cache
+
+    from scheduling.health import CACHE_KEY, DispatcherHealth
+
+    cache.clear()
+    cache.set(CACHE_KEY, DispatcherHealth(True, "waiting", None, ""), 3600)
+
+
+@pytest.fixture(autouse=True)
 def _empty_queue() -> None:
     """The ORM broker's queue rolls back with each test; Redis keeps it, so empty it."""
     from django.conf import settings

@@ -1,0 +1,79 @@
+"""Is the scheduler alive? The question a stopped cluster never answers by itself.
+
+With no cluster running, or its dispatcher clock dead, no scheduled backup starts and no
+run fails: every page would look calm while nothing is backed up. Each dispatcher pass
+records itself (DispatcherBeat, dispatch.record_beat); a beat older than STALE_AFTER, or no beat at all while
+schedules are overdue, means scheduled backups are not starting. Pages show it as a
+banner to every member, and /healthz answers 503 for external monitoring.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.utils import timezone
+
+from scheduling.dispatch import dispatcher_disabled_message
+from scheduling.models import BackupSchedule, DispatcherBeat
+from scheduling.presentation import relative
+
+# The clock starts a pass every minute; three missed in a row is no hiccup.
+STALE_AFTER = timedelta(minutes=3)
+# Pages read the answer from the cache: one query per process every CACHE_SECONDS, not per page.
+CACHE_KEY = "scheduling:dispatcher-health"
+CACHE_SECONDS = 15
+
+
+@dataclass(frozen=True)
+class DispatcherHealth:
+    ok: bool
+    state: str  # "running", "disabled", "stopped", "never-ran", "waiting" (no beat, nothing overdue)
+    last_pass_at: datetime | None
+    message: str  # for people, "" when ok
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "ok": self.ok,
+            "state": self.state,
+            "last_pass_at": self.last_pass_at.isoformat() if self.last_pass_at else None,
+            "message": self.message,
+        }
+
+
+def dispatcher_health(now: datetime | None = None) -> DispatcherHealth:
+    now = now or timezone.now()
+    if not settings.DISPATCHER_ENABLED:
+        return DispatcherHealth(False, "disabled", None, dispatcher_disabled_message())
+    last = DispatcherBeat.objects.filter(pk=1).values_list("at", flat=True).first()
+    if last is not None:
+        if now - last <= STALE_AFTER:
+            return DispatcherHealth(True, "running", last, "")
+        return DispatcherHealth(
+            False,
+            "stopped",
+            last,
+            f"The dispatcher last ran {relative(last, now)} ({last:%Y-%m-%d %H:%M} UTC): scheduled backups "
+            "are not starting. Check that the cluster (manage.py runcluster) is running.",
+        )
+    if BackupSchedule.objects.filter(enabled=True, next_run_at__lt=now - STALE_AFTER).exists():
+        return DispatcherHealth(
+            False,
+            "never-ran",
+            None,
+            "The dispatcher has never run and schedules are overdue: scheduled backups are not starting. "
+            "Start the cluster (manage.py runcluster).",
+        )
+    return DispatcherHealth(True, "waiting", None, "")
+
+
+def cached_dispatcher_health() -> DispatcherHealth:
+    if not settings.DISPATCHER_ENABLED:  # a setting, no query: never stale
+        return dispatcher_health()
+    health = cache.get(CACHE_KEY)
+    if not isinstance(health, DispatcherHealth):
+        health = dispatcher_health()
+        cache.set(CACHE_KEY, health, CACHE_SECONDS)
+    return health

@@ -1,0 +1,109 @@
+"""A stopped cluster is told: a banner on every page and /healthz answering 503."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from django.core.cache import cache
+
+from scheduling.dispatch import run_pass
+from scheduling.health import STALE_AFTER, dispatcher_health
+from scheduling.models import BackupSchedule, DispatcherBeat
+
+NOON = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
+BANNER = "Scheduled backups are not starting."
+
+
+def overdue(schedule: BackupSchedule, by: timedelta) -> None:
+    BackupSchedule.objects.filter(pk=schedule.pk).update(enabled=True, next_run_at=NOON - by)
+
+
+@pytest.mark.django_db
+def test_every_pass_records_when_it_ran() -> None:
+    with time_machine.travel(NOON, tick=False):
+        run_pass()
+    with time_machine.travel(NOON + timedelta(minutes=1), tick=False):
+        run_pass()
+    beat = DispatcherBeat.objects.get()
+    assert beat.at == NOON + timedelta(minutes=1) and beat.node
+
+
+@pytest.mark.django_db
+def test_a_recent_pass_is_healthy_and_a_stale_one_is_not() -> None:
+    with time_machine.travel(NOON, tick=False):
+        run_pass()
+        assert dispatcher_health().state == "running"
+    with time_machine.travel(NOON + STALE_AFTER, tick=False):
+        assert dispatcher_health().ok
+    with time_machine.travel(NOON + STALE_AFTER + timedelta(seconds=1), tick=False):
+        health = dispatcher_health()
+    assert (health.ok, health.state, health.last_pass_at) == (False, "stopped", NOON)
+    assert "last ran 3 minutes ago (2026-11-27 12:00 UTC)" in health.message
+
+
+def test_no_pass_yet_is_only_a_problem_once_a_schedule_is_overdue(schedule) -> None:
+    with time_machine.travel(NOON, tick=False):
+        overdue(schedule, STALE_AFTER - timedelta(seconds=1))  # the first pass may still come
+        assert dispatcher_health().state == "waiting"
+        overdue(schedule, STALE_AFTER + timedelta(seconds=1))
+        health = dispatcher_health()
+    assert (health.ok, health.state) == (False, "never-ran")
+    assert "never run" in health.message
+
+
+def test_a_disabled_dispatcher_is_reported(settings) -> None:
+    settings.DISPATCHER_ENABLED = False
+    health = dispatcher_health()
+    assert (health.ok, health.state) == (False, "disabled") and "DISPATCHER_ENABLED=false" in health.message
+
+
+def test_every_member_sees_the_banner_while_the_cluster_is_stopped(client, rita, tenant, schedule) -> None:
+    client.force_login(rita)
+    cache.clear()
+    with time_machine.travel(NOON, tick=False):
+        run_pass()
+        assert BANNER not in client.get(f"/t/{tenant.code}/runs/").text
+    cache.clear()  # pages cache the answer for a few seconds
+    with time_machine.travel(NOON + timedelta(minutes=10), tick=False):
+        for page in ("schedules", "runs", "settings", "audit"):
+            text = client.get(f"/t/{tenant.code}/{page}/").text
+            assert BANNER in text and "last ran 10 minutes ago" in text, page
+
+
+def test_pages_read_the_health_from_the_cache_not_the_database(client, rita, tenant, schedule) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    client.force_login(rita)
+    cache.clear()
+    with CaptureQueriesContext(connection) as queries:
+        client.get(f"/t/{tenant.code}/runs/")  # fills the cache
+    assert any("dispatcherbeat" in query["sql"] for query in queries.captured_queries)
+    with CaptureQueriesContext(connection) as queries:
+        client.get(f"/t/{tenant.code}/runs/")
+    assert not any("dispatcherbeat" in query["sql"] for query in queries.captured_queries)
+
+
+def test_healthz_answers_200_while_passes_come_and_503_once_they_stop(client, schedule) -> None:
+    with time_machine.travel(NOON, tick=False):
+        run_pass()
+        response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json() == {
+        "ok": True,
+        "database": "ok",
+        "dispatcher": {"ok": True, "state": "running", "last_pass_at": NOON.isoformat(), "message": ""},
+    }
+    assert "no-cache" in response["Cache-Control"]
+    with time_machine.travel(NOON + timedelta(minutes=5), tick=False):
+        response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["dispatcher"]["state"] == "stopped"
+    assert schedule.name not in response.text and str(schedule.tenant.code) not in response.text
+
+
+def test_healthz_needs_no_login_and_takes_no_post(client, db) -> None:
+    assert client.get("/healthz").status_code == 200  # nothing overdue, no pass yet: waiting
+    assert client.post("/healthz").status_code == 405
