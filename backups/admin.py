@@ -10,6 +10,7 @@ from django.http import HttpRequest
 from backups.errors import BackupError
 from backups.models import SERVER_KINDS, BackupItem, BackupSet, BackupSource, SourceLease
 from backups.paths import check_source_path
+from tenants.admin_readonly import ReadOnlyAdmin
 from tenants.audit import record
 from tenants.models import AuditAction
 
@@ -67,7 +68,7 @@ class BackupItemInline(admin.TabularInline):
 
 
 @admin.register(BackupSet)
-class BackupSetAdmin(admin.ModelAdmin):
+class BackupSetAdmin(ReadOnlyAdmin):
     """Read-only: a set is immutable, and retention alone marks it deleted and removes its files."""
 
     list_display = [
@@ -85,13 +86,6 @@ class BackupSetAdmin(admin.ModelAdmin):
     search_fields = ["=code", "schedule__name", "items__sha256", "items__storage_key"]
     list_select_related = ["tenant", "schedule"]
     inlines = [BackupItemInline]
-    actions = None
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Deleting the row would orphan the stored file; retention does it properly.
@@ -99,15 +93,8 @@ class BackupSetAdmin(admin.ModelAdmin):
 
 
 @admin.register(SourceLease)
-class SourceLeaseAdmin(admin.ModelAdmin):
+class SourceLeaseAdmin(ReadOnlyAdmin):
     """Read-only: which run holds which source now. Leases are taken and released by runs."""
 
     list_display = ["source", "run", "acquired_at"]
     list_select_related = ["source", "run__schedule"]
-    actions = None
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

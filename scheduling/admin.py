@@ -9,6 +9,7 @@ from django.http import HttpRequest
 
 from scheduling.models import EDITABLE_FIELDS, BackupSchedule, BackupScheduleRun, DispatcherBeat, ScheduleSource
 from scheduling.services import delete_schedule, save_schedule, snapshot
+from tenants.admin_readonly import ReadOnlyAdmin
 
 
 class BackupScheduleForm(forms.ModelForm):
@@ -61,7 +62,7 @@ class BackupScheduleAdmin(admin.ModelAdmin):
 
 
 @admin.register(BackupScheduleRun)
-class BackupScheduleRunAdmin(admin.ModelAdmin):
+class BackupScheduleRunAdmin(ReadOnlyAdmin):
     """Read-only: runs change state only by compare-and-swap in the dispatcher and the worker."""
 
     list_display = [
@@ -79,24 +80,10 @@ class BackupScheduleRunAdmin(admin.ModelAdmin):
     list_filter = ["status", "operation", "trigger", "tenant"]
     search_fields = ["=code", "schedule__name", "error_code", "error_message"]
     list_select_related = ["schedule", "tenant"]
-    actions = None
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(DispatcherBeat)
-class DispatcherBeatAdmin(admin.ModelAdmin):
+class DispatcherBeatAdmin(ReadOnlyAdmin):
     """Read-only: when and where the last dispatcher pass ran (written by every pass)."""
 
     list_display = ["at", "node"]
-    actions = None
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -6,6 +6,7 @@ from django import forms
 from django.contrib import admin
 from django.http import HttpRequest
 
+from tenants.admin_readonly import ReadOnlyAdmin
 from tenants.audit import record
 from tenants.models import AuditAction, AuditLog, Membership, Notification, Tenant
 
@@ -68,35 +69,21 @@ class MembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(AuditLog)
-class AuditLogAdmin(admin.ModelAdmin):
+class AuditLogAdmin(ReadOnlyAdmin):
     """Read-only: the trail is written by the code paths it records, never edited by hand."""
 
     list_display = ["created_at", "tenant", "actor_label", "action", "target_type", "target_label"]
     list_filter = ["action", "target_type", "tenant"]
     search_fields = ["target_label", "=target_code", "=code", "actor__username"]
     list_select_related = ["tenant", "actor"]
-    # No bulk delete; deleting a tenant still cascades to its entries.
-    actions = None
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
+    # No bulk delete (ReadOnlyAdmin); deleting a tenant still cascades to its entries.
 
 
 @admin.register(Notification)
-class NotificationAdmin(admin.ModelAdmin):
+class NotificationAdmin(ReadOnlyAdmin):
     """Read-only: notifications are made by the code paths they report on."""
 
     list_display = ["created_at", "tenant", "user", "kind", "message", "read_at"]
     list_filter = ["kind", ("read_at", admin.EmptyFieldListFilter), "tenant"]
     search_fields = ["message", "user__username", "=code"]
     list_select_related = ["tenant", "user"]
-    actions = None
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
