@@ -19,7 +19,25 @@ CHANGELISTS = [
     "/admin/scheduling/backupschedulerun/",
     "/admin/tenants/notification/",
     "/admin/backups/sourcelease/",
+    "/admin/scheduling/dispatcherbeat/",
 ]
+
+
+def test_every_model_of_the_product_is_in_the_admin_and_in_this_list() -> None:
+    from django.apps import apps
+    from django.contrib import admin
+
+    ours = [
+        model for label in ("tenants", "backups", "scheduling") for model in apps.get_app_config(label).get_models()
+    ]
+    # Items and schedule sources are edited inline in their set and schedule.
+    inline = {"backupitem", "schedulesource"}
+    for model in ours:
+        name = model._meta.model_name
+        if name in inline:
+            continue
+        assert model in admin.site._registry, name
+        assert f"/admin/{model._meta.app_label}/{name}/" in CHANGELISTS, name
 
 
 @pytest.fixture
