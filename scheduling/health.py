@@ -55,16 +55,16 @@ def dispatcher_health(now: datetime | None = None) -> DispatcherHealth:
             False,
             "stopped",
             last,
-            f"The dispatcher last ran {relative(last, now)} ({last:%Y-%m-%d %H:%M} UTC): scheduled backups "
-            "are not starting. Check that the cluster (manage.py runcluster) is running.",
+            f"The dispatcher last ran {relative(last, now)} ({last:%Y-%m-%d %H:%M} UTC); no scheduled backup "
+            "starts until it runs again. Check that the cluster (manage.py runcluster) is running.",
         )
     if BackupSchedule.objects.filter(enabled=True, next_run_at__lt=now - STALE_AFTER).exists():
         return DispatcherHealth(
             False,
             "never-ran",
             None,
-            "The dispatcher has never run and schedules are overdue: scheduled backups are not starting. "
-            "Start the cluster (manage.py runcluster).",
+            "The dispatcher has never run, and schedules are overdue; no scheduled backup starts until it "
+            "does. Start the cluster (manage.py runcluster).",
         )
     return DispatcherHealth(True, "waiting", None, "")
 
