@@ -11,5 +11,6 @@ urlpatterns = [
         views_notifications.notification_read_all,
         name="notifications_read_all",
     ),
+    path("t/<uuid:tenant_code>/notifications/bell/", views_notifications.notification_bell, name="notification_bell"),
     path("notifications/<uuid:code>/read/", views_notifications.notification_read, name="notification_read"),
 ]

@@ -28,6 +28,8 @@ ModelT = TypeVar("ModelT", bound=Model)
 
 # The bell shows "99+" beyond this: the count reads at most this many index entries.
 UNREAD_CAP = 100
+# Every page asks for the bell's count again this often (notifications/bell.html).
+BELL_POLL_SECONDS = 60
 
 
 class AuthedRequest(HttpRequest):
@@ -65,6 +67,7 @@ def tenant_page(request: AuthedRequest, tenant: Tenant, role: str, section: str,
         "several_tenants": len(my_tenants) > 1,
         "unread": unread_count(request.user, tenant),
         "unread_cap": UNREAD_CAP,
+        "bell_poll_seconds": BELL_POLL_SECONDS,
         # Cached per process for a few seconds: no query on most pages.
         "dispatcher_health": cached_dispatcher_health(),
         **extra,

@@ -17,9 +17,20 @@ from django.views.decorators.vary import vary_on_headers
 
 from tenants.access import SEE, get_for_member, get_tenant_for_member
 from tenants.models import Notification, Tenant
-from tenants.views import UNREAD_CAP, AuthedRequest, ListFilterForm, listing_template, tenant_page, unread_count, window
+from tenants.views import (
+    BELL_POLL_SECONDS,
+    UNREAD_CAP,
+    AuthedRequest,
+    ListFilterForm,
+    listing_template,
+    tenant_page,
+    unread_count,
+    window,
+)
 
 NOTIFICATIONS_PER_PAGE = 30
+# The nav sections a bell may be drawn on (its aria-current on the notifications page).
+SECTIONS = {"schedules", "runs", "sources", "settings", "audit", "notifications"}
 
 
 def _mine(request: AuthedRequest, tenant: Tenant) -> QuerySet[Notification]:
@@ -41,6 +52,26 @@ def notification_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse
     page = window(_mine(request, tenant), form.value("page") or 1, NOTIFICATIONS_PER_PAGE)
     ctx = tenant_page(request, tenant, tenant.member_role, "notifications", page=page)  # type: ignore[attr-defined]
     return render(request, listing_template(request, "notifications/list.html", "items"), ctx)
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+@login_required
+def notification_bell(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
+    """The bell again, polled by every page: a failure that happens while a page stays open
+    shows up in its count without a reload. One COUNT query."""
+    tenant = get_tenant_for_member(request.user, tenant_code, SEE)
+    if not request.htmx:  # a plain request wants what the bell links to
+        return redirect("notifications", tenant.code)
+    section = request.GET.get("section", "")
+    ctx = {
+        "tenant": tenant,
+        "unread": unread_count(request.user, tenant),
+        "unread_cap": UNREAD_CAP,
+        "section": section if section in SECTIONS else "",
+        "bell_poll_seconds": BELL_POLL_SECONDS,
+    }
+    return render(request, "notifications/bell.html", ctx)
 
 
 def _back(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
@@ -65,6 +96,7 @@ def notification_read(request: AuthedRequest, code: UUID) -> HttpResponse:
             "tenant": note.tenant,
             "unread": unread_count(request.user, note.tenant),
             "unread_cap": UNREAD_CAP,
+            "bell_poll_seconds": BELL_POLL_SECONDS,
             "oob": True,
         }
         return render(request, "notifications/read.html", ctx)

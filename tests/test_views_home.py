@@ -146,3 +146,11 @@ def test_messages_become_toasts_in_a_live_region(client, alice, tenant) -> None:
     assert "Marked 0 notifications read." in region
     assert '<button type="button" class="toast-close"' in region
     assert "/static/js/app.js" in text
+
+
+def test_pages_name_their_icon_so_browsers_do_not_ask_for_a_missing_favicon(client) -> None:
+    from django.conf import settings
+
+    text = client.get("/accounts/login/").text
+    assert '<link rel="icon" href="/static/img/favicon.svg" type="image/svg+xml">' in text
+    assert (settings.BASE_DIR / "static" / "img" / "favicon.svg").read_text().startswith("<svg")

@@ -82,6 +82,73 @@ def test_the_bell_costs_one_query_whatever_the_count(client, rita, tenant) -> No
 # ------------------------------------------------------------------ the list
 
 
+def bell_url(tenant, section: str = "runs") -> str:
+    return f"/t/{tenant.code}/notifications/bell/?section={section}"
+
+
+def test_every_page_polls_the_bell(client, rita, tenant) -> None:
+    client.force_login(rita)
+    text = client.get(f"/t/{tenant.code}/schedules/").text
+    bell = text[text.index('id="bell"') : text.index(">", text.index('id="bell"'))]
+    assert f'hx-get="{bell_url(tenant, "schedules")}"' in bell
+    assert 'hx-trigger="every 60s"' in bell and 'hx-swap="outerHTML"' in bell
+
+
+def test_the_polled_bell_counts_what_came_since_the_page_loaded(client, rita, tenant) -> None:
+    client.force_login(rita)
+    assert "bell-count" not in client.get(f"/t/{tenant.code}/runs/").text
+    notify(rita, tenant, 2)  # a run failed while the page was open
+    response = client.get(bell_url(tenant), headers={"HX-Request": "true"})
+    assert response.status_code == 200 and "HX-Request" in response["Vary"]
+    fragment = response.text.strip()
+    assert fragment.startswith('<a id="bell"') and "<html" not in fragment
+    assert '<span class="bell-count">2</span>' in fragment
+    assert f'hx-get="{bell_url(tenant)}"' in fragment  # and it goes on polling
+
+
+def test_the_polled_bell_keeps_aria_current_on_the_notifications_page_only(client, rita, tenant) -> None:
+    client.force_login(rita)
+    on_list = client.get(bell_url(tenant, "notifications"), headers={"HX-Request": "true"}).text
+    elsewhere = client.get(bell_url(tenant, "runs"), headers={"HX-Request": "true"}).text
+    made_up = client.get(bell_url(tenant, '"><script>'), headers={"HX-Request": "true"}).text
+    assert 'aria-current="page"' in on_list and 'aria-current="page"' not in elsewhere
+    assert "<script>" not in made_up and "section=" in made_up
+
+
+def test_the_polled_bell_costs_the_same_queries_whatever_the_count(client, rita, tenant) -> None:
+    client.force_login(rita)
+
+    def queries_with(count: int) -> int:
+        Notification.objects.all().delete()
+        notify(rita, tenant, count)
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(bell_url(tenant), headers={"HX-Request": "true"}).status_code == 200
+        return len(queries)
+
+    assert queries_with(1) == queries_with(UNREAD_CAP + 10)
+
+
+def test_the_bell_without_htmx_goes_to_the_notifications(client, rita, tenant) -> None:
+    client.force_login(rita)
+    response = client.get(bell_url(tenant))
+    assert response.status_code == 302 and response.url == f"/t/{tenant.code}/notifications/"
+
+
+def test_the_polled_bell_checks_ownership_and_login(client, charlie, tenant) -> None:
+    assert_login_redirect(client.get(bell_url(tenant), headers={"HX-Request": "true"}))
+    client.force_login(charlie)
+    assert client.get(bell_url(tenant), headers={"HX-Request": "true"}).status_code == 404
+    assert client.post(bell_url(tenant)).status_code == 405
+
+
+def test_marking_read_with_htmx_keeps_the_bell_polling(client, rita, tenant) -> None:
+    (note,) = notify(rita, tenant)
+    client.force_login(rita)
+    text = client.post(f"/notifications/{note.code}/read/", headers={"HX-Request": "true"}).text
+    bell = text[text.index('id="bell"') : text.index(">", text.index('id="bell"'))]
+    assert "hx-get=" in bell and 'hx-swap-oob="true"' in bell
+
+
 def test_the_list_shows_the_users_notifications_newest_first(client, rita, alice, tenant, schedule) -> None:
     from scheduling.models import BackupScheduleRun, RunStatus
 

@@ -267,3 +267,27 @@ def test_the_same_crafted_post_works_for_an_operator(page, bob, tenant, schedule
     assert response.status == 302, response.text()[:500]
     run = BackupScheduleRun.objects.get(schedule=schedule)
     assert (run.status, run.requested_by) == (RunStatus.QUEUED, bob)
+
+
+# ------------------------------------------------------------------ the bell
+
+
+def test_a_failure_while_a_page_stays_open_shows_in_the_bell_without_a_reload(page, rita, tenant, monkeypatch) -> None:
+    import tenants.views
+    import tenants.views_notifications
+    from tenants.models import Notification, NotificationKind
+
+    for module in (tenants.views, tenants.views_notifications):
+        monkeypatch.setattr(module, "BELL_POLL_SECONDS", 1)  # sooner than its 60 s
+    log_in(page, rita)
+    page.goto(f"/t/{tenant.code}/runs/")
+    bell = page.get_by_role("link", name=re.compile("^Notifications"))
+    expect(bell).to_have_accessible_name(re.compile("none unread"))
+    page.evaluate("window.__stillTheSamePage = true")
+    Notification.objects.create(
+        tenant=tenant, user=rita, kind=NotificationKind.RUN_FAILED, message="Nightly failed.", created_at=timezone.now()
+    )
+    expect(bell).to_have_accessible_name(re.compile("1 unread"), timeout=15_000)
+    assert page.evaluate("window.__stillTheSamePage === true"), "the page was reloaded"
+    bell.click()  # still a plain link to the list
+    expect(page.get_by_role("button", name=re.compile(r"^Mark read\s*: Nightly failed\.$"))).to_be_visible()
