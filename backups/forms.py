@@ -6,11 +6,10 @@ from typing import Any
 from django import forms
 
 from backups.errors import BackupError
-from backups.models import SERVER_KINDS, BackupSource, SourceKind, TlsMode
+from backups.models import DEFAULT_PORTS, SERVER_KINDS, BackupSource, SourceKind, TlsMode
 from backups.paths import check_source_path
 from tenants.models import Tenant
 
-DEFAULT_PORTS: dict[str, int] = {SourceKind.POSTGRES: 5432, SourceKind.MYSQL: 3306}
 # A host name or an IPv4/IPv6 address; never something a client tool could read as an option.
 _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,253}[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]+\]?)$")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

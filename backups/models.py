@@ -17,6 +17,8 @@ class SourceKind(models.TextChoices):
 
 # Kinds that connect to a database server; the others read files under the tenant's roots.
 SERVER_KINDS = (SourceKind.POSTGRES, SourceKind.MYSQL)
+# What a blank port means.
+DEFAULT_PORTS: dict[str, int] = {SourceKind.POSTGRES: 5432, SourceKind.MYSQL: 3306}
 
 
 class TlsMode(models.TextChoices):

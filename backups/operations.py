@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import socket
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -29,7 +30,7 @@ from backups import leases, storage, tasks
 from backups.engines.base import DumpContext, DumpTarget, RestoreTarget
 from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
-from backups.models import SERVER_KINDS, BackupItem, BackupSet, BackupSource, ItemStatus, VerifyStatus
+from backups.models import DEFAULT_PORTS, SERVER_KINDS, BackupItem, BackupSet, BackupSource, ItemStatus, VerifyStatus
 from backups.paths import check_restore_target, overlaps
 from backups.tasks import DeadlineReader, Outcome, RunLog, deadline_for, timeout_error
 from scheduling.models import BackupScheduleRun, Operation, RunStatus, Trigger
@@ -355,9 +356,26 @@ def _reads_target(source: BackupSource, origin: BackupSource, entry: dict[str, A
     if entry.get("path") and source.kind not in SERVER_KINDS and source.path:
         return overlaps(Path(source.path).resolve(), Path(entry["path"]).resolve())
     if entry.get("database") and source.kind == origin.kind and origin.kind in SERVER_KINDS:
-        same_server = (source.host, source.port) == (origin.host, origin.port)
-        return same_server and (source.all_databases or source.database == entry["database"])
+        covers = source.all_databases or source.database == entry["database"]
+        return covers and _same_server(source, origin)
     return False
+
+
+def _same_server(a: BackupSource, b: BackupSource) -> bool:
+    """Same port (blank: the kind's default) and the same host, by name or by any address
+    it resolves to, so "localhost" and "127.0.0.1" are one server."""
+    if (a.port or DEFAULT_PORTS[a.kind]) != (b.port or DEFAULT_PORTS[b.kind]):
+        return False
+    if a.host.strip().lower() == b.host.strip().lower():
+        return True
+    return bool(_addresses(a.host) & _addresses(b.host))
+
+
+def _addresses(host: str) -> frozenset[str]:
+    try:
+        return frozenset(str(info[4][0]) for info in socket.getaddrinfo(host.strip(), None))
+    except (OSError, UnicodeError):  # unresolvable here: only the name itself can match
+        return frozenset()
 
 
 def _wait_for_leases(run: BackupScheduleRun, sources: list[BackupSource], deadline: float, log: RunLog) -> None:

@@ -348,3 +348,25 @@ def test_a_database_restore_leases_the_server_sources_that_would_dump_the_target
     assert touched(database="shop", overwrite=True) == {origin.name, whole_server.name}
     assert touched(database="fresh") == {whole_server.name}
     assert other_port.name not in touched(database="shop") and other_kind.name not in touched(database="shop")
+
+
+def test_one_server_is_recognized_under_another_spelling_or_a_blank_port(schedule, tenant) -> None:
+    from backups.models import BackupItem, BackupSet
+    from backups.operations import _sources_a_restore_touches
+
+    def server(name: str, host: str, port: int | None) -> BackupSource:
+        return BackupSource.objects.create(
+            tenant=tenant, name=name, kind="postgres", host=host, port=port, database="", all_databases=True
+        )
+
+    origin = server("Local", "127.0.0.1", 5432)
+    by_name = server("Local by name", "LOCALHOST", None)  # blank port: PostgreSQL's 5432
+    elsewhere = server("Other port", "localhost", 5433)
+    nowhere = server("Unresolvable", "no-such-host.invalid", 5432)
+    run = run_now(schedule, actor=None)
+    backup_set = BackupSet.objects.create(tenant=tenant, schedule=schedule, run=run, created_at=run.created_at)
+    item = BackupItem.objects.create(backup_set=backup_set, source=origin, kind="postgres", label="shop")
+    entries = [{"item": str(item.code), "database": "shop_restored"}]
+    touched = {source.name for source in _sources_a_restore_touches(run, backup_set, entries)}
+    assert touched == {origin.name, by_name.name}
+    assert elsewhere.name not in touched and nowhere.name not in touched
