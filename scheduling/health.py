@@ -14,14 +14,18 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from scheduling.dispatch import dispatcher_disabled_message
-from scheduling.models import BackupSchedule, DispatcherBeat
+from scheduling.heartbeat import HEARTBEAT_SECONDS
+from scheduling.models import BackupSchedule, BackupScheduleRun, DispatcherBeat, RunStatus
 from scheduling.presentation import relative
 
 # The clock starts a pass every minute; three missed in a row is no hiccup.
 STALE_AFTER = timedelta(minutes=3)
+# A queued run's task reaches an idle worker within seconds; ten minutes with none busy is no hiccup.
+WORKERS_STALLED_AFTER = timedelta(minutes=10)
 # Pages read the answer from the cache: one query per process every CACHE_SECONDS, not per page.
 CACHE_KEY = "scheduling:dispatcher-health"
 CACHE_SECONDS = 15
@@ -30,7 +34,8 @@ CACHE_SECONDS = 15
 @dataclass(frozen=True)
 class DispatcherHealth:
     ok: bool
-    state: str  # "running", "disabled", "stopped", "never-ran", "waiting" (no beat, nothing overdue)
+    # "running", "disabled", "stopped", "never-ran", "workers-stalled", "waiting" (no beat, nothing overdue)
+    state: str
     last_pass_at: datetime | None
     message: str  # for people, "" when ok
 
@@ -50,7 +55,7 @@ def dispatcher_health(now: datetime | None = None) -> DispatcherHealth:
     last = DispatcherBeat.objects.filter(pk=1).values_list("at", flat=True).first()
     if last is not None:
         if now - last <= STALE_AFTER:
-            return DispatcherHealth(True, "running", last, "")
+            return _workers_health(now, last)
         return DispatcherHealth(
             False,
             "stopped",
@@ -67,6 +72,34 @@ def dispatcher_health(now: datetime | None = None) -> DispatcherHealth:
             "does. Start the cluster (manage.py runcluster).",
         )
     return DispatcherHealth(True, "waiting", None, "")
+
+
+def _workers_health(now: datetime, last: datetime) -> DispatcherHealth:
+    """The clock runs; do the workers? Runs that wait long are no proof (a night's backups
+    queue behind two workers), but runs waiting while no worker beats on any run are."""
+    cutoff = now - WORKERS_STALLED_AFTER
+    due_since = Coalesce("not_before", "created_at")
+    oldest = (
+        BackupScheduleRun.objects.filter(status=RunStatus.QUEUED, enqueued_at__isnull=False)
+        .annotate(due_since=due_since)
+        .filter(due_since__lt=cutoff)
+        .order_by("due_since")
+        .values_list("due_since", flat=True)
+        .first()
+    )
+    if oldest is None:
+        return DispatcherHealth(True, "running", last, "")
+    alive = now - timedelta(seconds=HEARTBEAT_SECONDS * 4)
+    if BackupScheduleRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__gte=alive).exists():
+        return DispatcherHealth(True, "running", last, "")  # busy, not stuck
+    waited = relative(oldest, now).removesuffix(" ago")
+    return DispatcherHealth(
+        False,
+        "workers-stalled",
+        last,
+        f"Runs are queued but no worker takes them; the oldest has waited {waited}. "
+        "Check the cluster's workers (manage.py runcluster) and its broker.",
+    )
 
 
 def cached_dispatcher_health() -> DispatcherHealth:

@@ -107,3 +107,55 @@ def test_healthz_answers_200_while_passes_come_and_503_once_they_stop(client, sc
 def test_healthz_needs_no_login_and_takes_no_post(client, db) -> None:
     assert client.get("/healthz").status_code == 200  # nothing overdue, no pass yet: waiting
     assert client.post("/healthz").status_code == 405
+
+
+def queued_run(schedule: BackupSchedule, waiting: timedelta, **fields):  # type: ignore[no-untyped-def]
+    from scheduling.models import BackupScheduleRun, RunStatus, Trigger
+
+    fields.setdefault("created_at", NOON - waiting)
+    return BackupScheduleRun.objects.create(
+        tenant=schedule.tenant,
+        schedule=schedule,
+        status=RunStatus.QUEUED,
+        trigger=Trigger.MANUAL,
+        enqueued_at=fields["created_at"],
+        **fields,
+    )
+
+
+def test_runs_waiting_while_no_worker_beats_mean_the_workers_are_stalled(schedule) -> None:
+    with time_machine.travel(NOON, tick=False):
+        run_pass()
+        run = queued_run(schedule, timedelta(minutes=9))
+        assert dispatcher_health().state == "running"  # a moment's wait is no sign
+        # Due for 12 minutes, though the dispatcher has pushed its task again since.
+        type(run).objects.filter(pk=run.pk).update(created_at=NOON - timedelta(minutes=12), enqueued_at=NOON)
+        health = dispatcher_health()
+    assert (health.ok, health.state) == (False, "workers-stalled")
+    assert "the oldest has waited 12 minutes" in health.message
+
+
+def test_runs_waiting_behind_busy_workers_are_no_alarm(schedule, tenant, source) -> None:
+    from scheduling.models import BackupScheduleRun, RunStatus
+    from tests.helpers import make_schedule
+
+    other = make_schedule(tenant, source, name="Weekly full")
+    with time_machine.travel(NOON, tick=False):
+        run_pass()
+        queued_run(schedule, timedelta(hours=2))
+        busy = queued_run(other, timedelta(hours=3))
+        BackupScheduleRun.objects.filter(pk=busy.pk).update(
+            status=RunStatus.RUNNING, heartbeat_at=NOON - timedelta(seconds=40)
+        )
+        assert dispatcher_health().state == "running"
+        BackupScheduleRun.objects.filter(pk=busy.pk).update(heartbeat_at=NOON - timedelta(minutes=10))
+        assert dispatcher_health().state == "workers-stalled"  # that worker is gone too
+
+
+def test_a_retry_waits_from_when_it_became_due_not_from_when_it_was_made(schedule) -> None:
+    with time_machine.travel(NOON, tick=False):
+        run_pass()
+        retry = queued_run(schedule, timedelta(hours=1), not_before=NOON - timedelta(minutes=2))
+        assert dispatcher_health().state == "running"
+        type(retry).objects.filter(pk=retry.pk).update(not_before=NOON - timedelta(minutes=11))
+        assert dispatcher_health().state == "workers-stalled"
