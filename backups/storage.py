@@ -207,7 +207,7 @@ def _store_local(storage: Storage, key: str, source: BinaryIO, progress: Callabl
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(temporary, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     except BaseException:
         temporary.unlink(missing_ok=True)
         raise
@@ -225,10 +225,11 @@ def _make_folders(folder: Path) -> None:
             new.mkdir(mode=0o700)
         except FileExistsError:  # another worker made it meanwhile
             continue
-        _fsync_dir(new.parent)
+        fsync_dir(new.parent)
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: Path) -> None:
+    """Make a rename or a new entry in `folder` survive a crash."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

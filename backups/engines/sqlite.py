@@ -22,6 +22,7 @@ from backups.engines.base import CheckResult, DumpContext, DumpTarget, Engine, R
 from backups.engines.registry import register
 from backups.errors import BackupError, ErrorCode
 from backups.paths import check_restore_destination, check_source_path
+from backups.storage import fsync_dir
 
 # The first 16 bytes of every SQLite 3 database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -128,7 +129,7 @@ class SqliteEngine(Engine):
                 except FileExistsError:
                     raise BackupError(ErrorCode.PERMISSION_DENIED, f"{destination} appeared meanwhile.") from None
                 scratch.unlink()
-            _fsync_dir(destination.parent)
+            fsync_dir(destination.parent)
         except PermissionError as exc:
             raise BackupError(
                 ErrorCode.PERMISSION_DENIED, f"Cannot write {exc.filename} (permission denied)."
@@ -188,11 +189,3 @@ def _refuse_database_in_use(path: Path) -> None:
             ErrorCode.PERMISSION_DENIED,
             f"{path} is in use (it has a -wal or -journal file); stop the application using it, then restore.",
         )
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
