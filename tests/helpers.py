@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from django.db import connection
 from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.signing import SignedPackage
@@ -66,3 +75,55 @@ def make_stored_set(schedule: BackupSchedule, run: Any, sha256: str = "ab" * 32,
         sha256=sha256,
     )
     return backup_set
+
+
+# ---------------------------------------------------------------- real processes
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def database_url() -> str:
+    """The test database, as a URL for another process (manage.py dispatch, runcluster)."""
+    config = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{config['NAME']}"
+    user = config["USER"] or "postgres"
+    return f"postgres://{user}@{config['HOST'] or '127.0.0.1'}:{config['PORT'] or 5432}/{config['NAME']}"
+
+
+@dataclass
+class Cluster:
+    processes: list[subprocess.Popen[str]]
+    outputs: list[str] = field(default_factory=list)
+
+    def output(self) -> str:
+        """What the nodes printed (all of it once they stopped), the end of it."""
+        return "".join(self.outputs)[-3000:]
+
+
+@contextmanager
+def runcluster(settings: Any, nodes: int = 1, workers: int = 1) -> Iterator[Cluster]:
+    """`manage.py runcluster` as real processes on the test database and storage, stopped
+    with SIGINT (as Ctrl-C) on leaving."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "BACKUPS_DIR": str(settings.BACKUPS_DIR),
+        "SOURCE_ROOTS": ",".join(str(p) for p in settings.SOURCE_ROOTS),
+        "Q_WORKERS": str(workers),
+    }
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set for the browser tests' own process only
+    command = [sys.executable, "manage.py", "runcluster"]
+    options: dict[str, Any] = {"cwd": ROOT, "env": env, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+    cluster = Cluster([subprocess.Popen(command, text=True, **options) for _ in range(nodes)])
+    try:
+        yield cluster
+    finally:
+        for process in cluster.processes:
+            process.send_signal(signal.SIGINT)
+        for process in cluster.processes:
+            try:
+                cluster.outputs.append(process.communicate(timeout=60)[0])
+            except subprocess.TimeoutExpired:
+                process.kill()
+                cluster.outputs.append(process.communicate()[0])

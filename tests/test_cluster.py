@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import time_machine
@@ -15,10 +10,7 @@ import time_machine
 from scheduling.clock import OFFSET_SECONDS, seconds_to_next_minute
 from scheduling.models import BackupScheduleRun, RunStatus
 from scheduling.runs import run_now
-from tests.helpers import make_schedule
-from tests.test_dispatch_processes import database_url
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.helpers import make_schedule, runcluster
 
 
 def test_the_clock_wakes_just_after_each_minute_boundary() -> None:
@@ -30,22 +22,7 @@ def test_the_clock_wakes_just_after_each_minute_boundary() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_a_run_now_is_executed_by_a_real_cluster(schedule, settings, tmp_path) -> None:
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "BACKUPS_DIR": str(settings.BACKUPS_DIR),
-        "SOURCE_ROOTS": ",".join(str(p) for p in settings.SOURCE_ROOTS),
-        "Q_WORKERS": "1",
-    }
-    cluster = subprocess.Popen(
-        [sys.executable, "manage.py", "runcluster"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
+    with runcluster(settings) as cluster:
         run = run_now(schedule, actor=None)
         seen = []
         deadline = time.monotonic() + 60
@@ -56,12 +33,9 @@ def test_a_run_now_is_executed_by_a_real_cluster(schedule, settings, tmp_path) -
             if run.status in (RunStatus.SUCCEEDED, RunStatus.FAILED):
                 break
             time.sleep(0.05)
-    finally:
-        cluster.send_signal(signal.SIGINT)
-        output, _ = cluster.communicate(timeout=60)
-    assert run.status == RunStatus.SUCCEEDED, (seen, run.log, output[-3000:])
+    assert run.status == RunStatus.SUCCEEDED, (seen, run.log, cluster.output())
     assert run.backup_set.size > 0
-    assert cluster.returncode == 0, output[-3000:]
+    assert cluster.processes[0].returncode == 0, cluster.output()
     assert BackupScheduleRun.objects.count() == 1
 
 
@@ -75,25 +49,7 @@ def test_two_cluster_nodes_execute_each_run_once_even_when_its_task_is_delivered
     from scheduling.queue import enqueue_runs
     from tenants.models import AuditAction, AuditLog
 
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "BACKUPS_DIR": str(settings.BACKUPS_DIR),
-        "SOURCE_ROOTS": ",".join(str(p) for p in settings.SOURCE_ROOTS),
-        "Q_WORKERS": "2",
-    }
-    nodes = [
-        subprocess.Popen(
-            [sys.executable, "manage.py", "runcluster"],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    try:
+    with runcluster(settings, nodes=2, workers=2) as cluster:
         runs = []
         for i in range(6):
             # A source of its own each: runs sharing a source would skip each other (source leases).
@@ -106,13 +62,7 @@ def test_two_cluster_nodes_execute_each_run_once_even_when_its_task_is_delivered
             if not BackupScheduleRun.objects.filter(status__in=["queued", "running"]).exists():
                 break
             time.sleep(0.1)
-    finally:
-        outputs = []
-        for node in nodes:
-            node.send_signal(signal.SIGINT)
-        for node in nodes:
-            outputs.append(node.communicate(timeout=60)[0][-2000:])
     statuses = list(BackupScheduleRun.objects.values_list("status", flat=True))
-    assert statuses == ["succeeded"] * 6, (statuses, outputs)
+    assert statuses == ["succeeded"] * 6, (statuses, cluster.output())
     assert BackupSet.objects.count() == 6
     assert AuditLog.objects.filter(action=AuditAction.RUN_STARTED).count() == 6

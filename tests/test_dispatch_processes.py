@@ -7,24 +7,13 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, time
-from pathlib import Path
 
 import pytest
-from django.db import connection
 
 from scheduling.models import BackupSchedule, BackupScheduleRun, ScheduleKind
-from tests.helpers import queued_tasks
+from tests.helpers import ROOT, database_url, queued_tasks
 
-ROOT = Path(__file__).resolve().parent.parent
 SLOT = datetime(2026, 11, 24, 1, 30, tzinfo=UTC)
-
-
-def database_url() -> str:
-    config = connection.settings_dict
-    if connection.vendor == "sqlite":
-        return f"sqlite:///{config['NAME']}"
-    user = config["USER"] or "postgres"
-    return f"postgres://{user}@{config['HOST'] or '127.0.0.1'}:{config['PORT'] or 5432}/{config['NAME']}"
 
 
 @pytest.mark.django_db(transaction=True)

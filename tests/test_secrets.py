@@ -6,7 +6,6 @@ import io
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from cryptography.fernet import Fernet
@@ -17,10 +16,10 @@ from backups.engines.registry import engine_for
 from backups.errors import ErrorCode
 from backups.models import BackupSource, SourceKind
 from backups.secrets import SecretError
+from tests.helpers import ROOT
 
 OLD_KEY = Fernet.generate_key().decode()
 NEW_KEY = Fernet.generate_key().decode()
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def server_source(tenant, name: str, password: str) -> BackupSource:

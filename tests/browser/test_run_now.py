@@ -8,12 +8,8 @@ go: each state is seen for sure, whatever the machine's speed.
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,47 +18,13 @@ import pytest
 from playwright.sync_api import expect
 
 from scheduling.models import BackupScheduleRun, RunStatus
-from tests.browser.conftest import ROOT, log_in, screenshot
-from tests.test_dispatch_processes import database_url
+from tests.browser.conftest import log_in, screenshot
+from tests.helpers import runcluster
 
 pytestmark = pytest.mark.browser
 
 # Waits for the cluster to come up and the backup to finish: a slow shared machine is fine.
 CLUSTER_TIMEOUT_MS = 90_000
-
-
-@contextmanager
-def cluster(settings) -> Iterator[Callable[[], str]]:  # type: ignore[no-untyped-def]
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "BACKUPS_DIR": str(settings.BACKUPS_DIR),
-        "SOURCE_ROOTS": ",".join(str(p) for p in settings.SOURCE_ROOTS),
-        "Q_WORKERS": "1",
-    }
-    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)
-    process = subprocess.Popen(
-        [sys.executable, "manage.py", "runcluster"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    output: list[str] = []
-
-    def tail() -> str:
-        return "".join(output)[-3000:]
-
-    try:
-        yield tail
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            output.append(process.communicate(timeout=60)[0])
-        except subprocess.TimeoutExpired:
-            process.kill()
-            output.append(process.communicate()[0])
 
 
 @contextmanager
@@ -107,7 +69,7 @@ def test_run_now_goes_queued_running_succeeded_on_the_settings_page_without_a_re
         expect(block.get_by_text(re.compile(r"Now:\s*Queued"))).to_be_visible()
         screenshot(page, "settings-queued")
 
-        with cluster(settings) as output:
+        with runcluster(settings) as cluster:
             try:
                 expect(block.get_by_text(re.compile(r"Now:\s*Running"))).to_be_visible(timeout=CLUSTER_TIMEOUT_MS)
                 screenshot(page, "settings-running")
@@ -117,7 +79,7 @@ def test_run_now_goes_queued_running_succeeded_on_the_settings_page_without_a_re
                 expect(block.get_by_role("definition").first).to_contain_text("Succeeded", timeout=CLUSTER_TIMEOUT_MS)
                 expect(block.get_by_text(re.compile(r"Now:"))).to_have_count(0)
             except AssertionError as exc:
-                raise AssertionError(f"{exc}\ncluster output:\n{output()}") from None
+                raise AssertionError(f"{exc}\ncluster output:\n{cluster.output()}") from None
     assert page.evaluate("window.__stillTheSamePage === true"), "the page was reloaded"
     screenshot(page, "settings-succeeded")
 
@@ -159,7 +121,7 @@ def test_run_now_from_the_schedules_list_is_watched_queued_running_succeeded_on_
         expect(page.get_by_text("Updating every 1 s")).to_be_visible()
         screenshot(page, "runs-queued")
 
-        with cluster(settings) as output:
+        with runcluster(settings) as cluster:
             try:
                 expect(row_status).to_have_text("Running", timeout=CLUSTER_TIMEOUT_MS)
                 screenshot(page, "runs-running")
@@ -169,7 +131,7 @@ def test_run_now_from_the_schedules_list_is_watched_queued_running_succeeded_on_
                 # Nothing left to change: the table stops polling.
                 expect(page.get_by_text("Updating every 1 s")).to_have_count(0)
             except AssertionError as exc:
-                raise AssertionError(f"{exc}\ncluster output:\n{output()}") from None
+                raise AssertionError(f"{exc}\ncluster output:\n{cluster.output()}") from None
     assert page.evaluate("window.__stillTheSamePage === true"), "the page was reloaded"
     assert page.url.endswith("?trigger=manual")
     expect(page.get_by_label("Trigger")).to_have_value("manual")
