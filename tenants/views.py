@@ -16,6 +16,7 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
 from django_htmx.middleware import HtmxDetails
@@ -72,6 +73,14 @@ def tenant_page(request: AuthedRequest, tenant: Tenant, role: str, section: str,
         "dispatcher_health": cached_dispatcher_health(),
         **extra,
     }
+
+
+def back_to(request: HttpRequest, default: str) -> str:
+    """The page a button came from (a `next` field), if it is one of ours."""
+    target = request.POST.get("next", "")
+    if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+        return target
+    return default
 
 
 def paginate(request: HttpRequest, queryset: QuerySet[ModelT], per_page: int) -> Page:

@@ -11,7 +11,6 @@ from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
@@ -22,6 +21,7 @@ from tenants.views import (
     UNREAD_CAP,
     AuthedRequest,
     ListFilterForm,
+    back_to,
     listing_template,
     tenant_page,
     unread_count,
@@ -74,13 +74,6 @@ def notification_bell(request: AuthedRequest, tenant_code: UUID) -> HttpResponse
     return render(request, "notifications/bell.html", ctx)
 
 
-def _back(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
-    target = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(target, {request.get_host()}, require_https=request.is_secure()):
-        target = reverse("notifications", args=[tenant_code])
-    return redirect(target)
-
-
 @require_POST
 @login_required
 def notification_read(request: AuthedRequest, code: UUID) -> HttpResponse:
@@ -100,7 +93,7 @@ def notification_read(request: AuthedRequest, code: UUID) -> HttpResponse:
             "oob": True,
         }
         return render(request, "notifications/read.html", ctx)
-    return _back(request, note.tenant.code)
+    return redirect(back_to(request, reverse("notifications", args=[note.tenant.code])))
 
 
 @require_POST
@@ -117,4 +110,4 @@ def notification_read_all(request: AuthedRequest, tenant_code: UUID) -> HttpResp
         ctx["page"] = window(_mine(request, tenant), 1, NOTIFICATIONS_PER_PAGE)
         ctx["oob"] = True
         return render(request, "notifications/read_all.html", ctx)
-    return _back(request, tenant.code)
+    return redirect(back_to(request, reverse("notifications", args=[tenant.code])))

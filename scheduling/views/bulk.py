@@ -22,10 +22,10 @@ from backups.models import BackupSet
 from scheduling.models import BackupSchedule
 from scheduling.runs import RunRefused, run_now
 from scheduling.services import ScheduleInUse, delete_schedule, set_enabled
-from scheduling.views.schedules import back_to, list_context, toast
+from scheduling.views.schedules import list_context, toast
 from tenants.access import MANAGE, RUN, get_tenant_for_member, role_allows
 from tenants.models import Role, Tenant
-from tenants.views import AuthedRequest
+from tenants.views import AuthedRequest, back_to
 
 # Most schedules a single request acts on: each one is a transaction and an audit entry.
 MAX_SELECTED = 500

@@ -14,7 +14,6 @@ from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
 
@@ -29,7 +28,7 @@ from scheduling.runs import run_now as request_run
 from scheduling.services import ScheduleInUse, delete_schedule, prepare, save_schedule, set_enabled, snapshot
 from tenants.access import ADMINISTER, MANAGE, RUN, SEE, get_for_member, get_tenant_for_member, role_allows
 from tenants.models import Tenant
-from tenants.views import AuthedRequest, paginate, tenant_page
+from tenants.views import AuthedRequest, back_to, paginate, tenant_page
 
 __all__ = ["describe_cadence"]  # re-exported: older callers import it from here
 
@@ -66,14 +65,6 @@ def decorate(schedule: BackupSchedule, now: datetime, viewer_tz: str = "UTC") ->
     schedule.next_relative = next_in  # type: ignore[attr-defined]
     schedule.last_relative = relative(schedule.last_run_at, now)  # type: ignore[attr-defined]
     return schedule
-
-
-def back_to(request: AuthedRequest, default: str) -> str:
-    """The page a button came from (a `next` field), if it is one of ours."""
-    target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
-        return target
-    return default
 
 
 def toast(request: AuthedRequest, body: str = "") -> HttpResponse:
