@@ -35,8 +35,8 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime, parse_time
 
+from backups import leases
 from backups.errors import ErrorCode
-from backups.models import SourceLease
 from lib.slots import Cadence, InvalidCadence, next_slot
 from scheduling.bulk import insert_rows, update_rows
 from scheduling.heartbeat import HEARTBEAT_SECONDS
@@ -189,7 +189,7 @@ def fail_abandoned_runs(now: datetime) -> int:
                 details={"status": RunStatus.FAILED, "error_code": ErrorCode.WORKER_LOST},
             )
     # Their source leases too, so the next run of those sources need not wait for a take-over.
-    SourceLease.objects.filter(run_id__in=failed_pks).delete()
+    leases.release_runs(failed_pks)
     logger.warning("failed %d runs whose worker stopped", failed)
     return failed
 
