@@ -28,7 +28,7 @@ from scheduling.runs import run_now as request_run
 from scheduling.services import ScheduleInUse, delete_schedule, prepare, save_schedule, set_enabled, snapshot
 from tenants.access import ADMINISTER, MANAGE, RUN, SEE, get_for_member, get_tenant_for_member, role_allows
 from tenants.models import Tenant
-from tenants.views import AuthedRequest, back_to, paginate, tenant_page
+from tenants.views import AuthedRequest, back_to, listing_template, paginate, tenant_page
 
 __all__ = ["describe_cadence"]  # re-exported: older callers import it from here
 
@@ -99,10 +99,8 @@ def list_context(request: AuthedRequest, tenant: Tenant) -> dict[str, Any]:
 @login_required
 def schedule_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     tenant = get_tenant_for_member(request.user, tenant_code, SEE)
-    ctx = list_context(request, tenant)
-    if request.htmx:
-        return render(request, "scheduling/schedules.html#list", ctx)
-    return render(request, "scheduling/schedules.html", ctx)
+    template = listing_template(request, "scheduling/schedules.html", "list")
+    return render(request, template, list_context(request, tenant))
 
 
 def bulk_choices(role: str) -> list[tuple[str, str]]:
