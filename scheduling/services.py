@@ -100,7 +100,15 @@ def set_enabled(schedule: BackupSchedule, enabled: bool, actor: Any) -> None:
 
 
 class ScheduleInUse(Exception):
-    """The schedule cannot be deleted now; the message says why, for the user."""
+    """The schedule cannot be deleted now; the message says why, for the user, and
+    `short` in a few words (a bulk action's summary line)."""
+
+    def __init__(self, message: str, short: str) -> None:
+        super().__init__(message)
+        self.short = short
+
+
+HAS_SETS = "has backup sets"
 
 
 def delete_schedule(schedule: BackupSchedule, actor: Any) -> None:
@@ -116,13 +124,14 @@ def delete_schedule(schedule: BackupSchedule, actor: Any) -> None:
     try:
         with transaction.atomic():
             if BackupSet.objects.filter(run__schedule=schedule).exists():
-                raise ScheduleInUse(in_use)
+                raise ScheduleInUse(in_use, HAS_SETS)
             if schedule.runs.filter(status__in=ACTIVE_STATUSES).exists():
-                raise ScheduleInUse(f"“{schedule.name}” has a run queued or running; wait for it to finish.")
+                busy = "has a run queued or running"
+                raise ScheduleInUse(f"“{schedule.name}” {busy}; wait for it to finish.", busy)
             record(schedule.tenant, AuditAction.SCHEDULE_DELETED, schedule, actor=actor, **_describe(schedule))
             schedule.delete()
     except ProtectedError:  # a backup set appeared meanwhile
-        raise ScheduleInUse(in_use) from None
+        raise ScheduleInUse(in_use, HAS_SETS) from None
 
 
 def _describe(schedule: BackupSchedule) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
@@ -103,7 +103,6 @@ class Window:
     number: int
     has_next: bool
     per_page: int
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def has_previous(self) -> bool:

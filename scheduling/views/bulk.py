@@ -18,7 +18,6 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.http import require_POST
 
-from backups.models import BackupSet
 from scheduling.models import BackupSchedule
 from scheduling.runs import RunRefused, run_now
 from scheduling.services import ScheduleInUse, delete_schedule, set_enabled
@@ -56,11 +55,8 @@ def _disable(schedule: BackupSchedule, request: AuthedRequest) -> str:
 def _delete(schedule: BackupSchedule, request: AuthedRequest) -> str:
     try:
         delete_schedule(schedule, request.user)
-    except ScheduleInUse:
-        # The service decided; this only words its reason for the summary line.
-        if BackupSet.objects.filter(run__schedule=schedule).exists():
-            return "has backup sets, kept"
-        return "has a run queued or running, kept"
+    except ScheduleInUse as exc:
+        return f"{exc.short}, kept"
     return "deleted"
 
 

@@ -30,8 +30,6 @@ from tenants.access import ADMINISTER, MANAGE, RUN, SEE, get_for_member, get_ten
 from tenants.models import Tenant
 from tenants.views import AuthedRequest, back_to, listing_template, paginate, tenant_page
 
-__all__ = ["describe_cadence"]  # re-exported: older callers import it from here
-
 SCHEDULES_PER_PAGE = 100
 HISTORY_PER_PAGE = 20
 UPCOMING_COUNT = 5
