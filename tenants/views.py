@@ -45,6 +45,11 @@ def unread_count(user: User, tenant: Tenant) -> int:
     return Notification.objects.filter(user=user, tenant=tenant, read_at__isnull=True)[:UNREAD_CAP].count()
 
 
+def bell_context(user: User, tenant: Tenant) -> dict[str, Any]:
+    """What notifications/bell.html needs, on a page or alone (its poll, a mark-read answer)."""
+    return {"unread": unread_count(user, tenant), "unread_cap": UNREAD_CAP, "bell_poll_seconds": BELL_POLL_SECONDS}
+
+
 # The list page of each nav section, for the tenant switcher.
 SECTION_URLS = {"runs": "runs", "sources": "sources", "audit": "audit_log", "notifications": "notifications"}
 
@@ -66,9 +71,7 @@ def tenant_page(request: AuthedRequest, tenant: Tenant, role: str, section: str,
         "section": section,
         "my_tenants": my_tenants,
         "several_tenants": len(my_tenants) > 1,
-        "unread": unread_count(request.user, tenant),
-        "unread_cap": UNREAD_CAP,
-        "bell_poll_seconds": BELL_POLL_SECONDS,
+        **bell_context(request.user, tenant),
         # Cached per process for a few seconds: no query on most pages.
         "dispatcher_health": cached_dispatcher_health(),
         **extra,

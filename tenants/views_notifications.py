@@ -17,14 +17,12 @@ from django.views.decorators.vary import vary_on_headers
 from tenants.access import SEE, get_for_member, get_tenant_for_member
 from tenants.models import Notification, Tenant
 from tenants.views import (
-    BELL_POLL_SECONDS,
-    UNREAD_CAP,
     AuthedRequest,
     ListFilterForm,
     back_to,
+    bell_context,
     listing_template,
     tenant_page,
-    unread_count,
     window,
 )
 
@@ -64,13 +62,7 @@ def notification_bell(request: AuthedRequest, tenant_code: UUID) -> HttpResponse
     if not request.htmx:  # a plain request wants what the bell links to
         return redirect("notifications", tenant.code)
     section = request.GET.get("section", "")
-    ctx = {
-        "tenant": tenant,
-        "unread": unread_count(request.user, tenant),
-        "unread_cap": UNREAD_CAP,
-        "section": section if section in SECTIONS else "",
-        "bell_poll_seconds": BELL_POLL_SECONDS,
-    }
+    ctx = {"tenant": tenant, "section": section if section in SECTIONS else "", **bell_context(request.user, tenant)}
     return render(request, "notifications/bell.html", ctx)
 
 
@@ -87,9 +79,7 @@ def notification_read(request: AuthedRequest, code: UUID) -> HttpResponse:
         ctx = {
             "note": note,
             "tenant": note.tenant,
-            "unread": unread_count(request.user, note.tenant),
-            "unread_cap": UNREAD_CAP,
-            "bell_poll_seconds": BELL_POLL_SECONDS,
+            **bell_context(request.user, note.tenant),
             "oob": True,
         }
         return render(request, "notifications/read.html", ctx)
