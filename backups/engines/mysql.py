@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
@@ -28,6 +27,7 @@ from backups.engines.process import (
     run_tool,
     scrub,
     secret_folder,
+    short_deadline,
     source_secrets,
     write_secret_file,
 )
@@ -40,7 +40,6 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 3306
 CONNECT_TIMEOUT = 10
-CHECK_SECONDS = 20
 MAX_IDENTIFIER = 64
 SYSTEM_SCHEMAS = frozenset({"information_schema", "performance_schema", "mysql", "sys"})
 
@@ -191,7 +190,7 @@ class MysqlEngine(Engine):
     def targets(self, source: BackupSource, ctx: DumpContext) -> list[DumpTarget]:
         if not source.all_databases:
             return [DumpTarget(label=f"{source.name} / {source.database}", database=source.database)]
-        deadline = min(filter(None, [ctx.deadline, time.monotonic() + CHECK_SECONDS]))
+        deadline = short_deadline(ctx.deadline)
         output = self._client(source, "SHOW DATABASES", deadline, "database discovery (mariadb)")
         names = sorted(name for name in output.splitlines() if name and name.lower() not in SYSTEM_SCHEMAS)
         ctx.log(
@@ -236,7 +235,7 @@ class MysqlEngine(Engine):
                 " AND ROUTINE_DEFINITION IS NULL); SHOW EVENTS"
             )
         try:
-            output = self._client(source, sql, time.monotonic() + CHECK_SECONDS, "connection test (mariadb)", database)
+            output = self._client(source, sql, short_deadline(None), "connection test (mariadb)", database)
         except BackupError as exc:
             return CheckResult(ok=False, message=exc.message, error_code=exc.code)
         version, user, *counts = output.splitlines()[0].split("\t")
@@ -265,7 +264,7 @@ class MysqlEngine(Engine):
         self, source: BackupSource, target: DumpTarget, stream: BinaryIO, to: RestoreTarget, ctx: DumpContext
     ) -> str:
         name = check_database_name(to.database)
-        limit = min(filter(None, [ctx.deadline, time.monotonic() + CHECK_SECONDS]))
+        limit = short_deadline(ctx.deadline)
         if to.overwrite:
             # MariaDB cannot restore inside one transaction (DDL commits), and the dump does
             # not drop triggers or events it does not contain: start from an empty database,

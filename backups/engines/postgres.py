@@ -12,7 +12,6 @@ compression is left to our zstd pipeline (compressing twice only costs CPU).
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +26,7 @@ from backups.engines.process import (
     run_tool,
     scrub,
     secret_folder,
+    short_deadline,
     source_secrets,
     write_secret_file,
 )
@@ -39,7 +39,6 @@ if TYPE_CHECKING:
 
 DEFAULT_PORT = 5432
 CONNECT_TIMEOUT = 10  # seconds, libpq's PGCONNECT_TIMEOUT
-CHECK_SECONDS = 20  # Test connection, discovery and the restore's CREATE DATABASE
 MAX_IDENTIFIER = 63  # PostgreSQL truncates longer names silently; we refuse instead
 DISCOVER_SQL = "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate ORDER BY datname"
 
@@ -180,7 +179,7 @@ class PostgresEngine(Engine):
     def targets(self, source: BackupSource, ctx: DumpContext) -> list[DumpTarget]:
         if not source.all_databases:
             return [DumpTarget(label=f"{source.name} / {source.database}", database=source.database)]
-        deadline = min(filter(None, [ctx.deadline, time.monotonic() + CHECK_SECONDS]))
+        deadline = short_deadline(ctx.deadline)
         output = self._psql(source, DISCOVER_SQL, "postgres", deadline, "database discovery (psql)")
         names = [line for line in output.splitlines() if line]
         ctx.log(
@@ -214,9 +213,7 @@ class PostgresEngine(Engine):
             "AND NOT has_table_privilege(format('%I.%I', schemaname, tablename), 'SELECT'))"
         )
         try:
-            output = self._psql(
-                source, sql, database, time.monotonic() + CHECK_SECONDS, "connection test (psql)"
-            ).strip()
+            output = self._psql(source, sql, database, short_deadline(None), "connection test (psql)").strip()
         except BackupError as exc:
             return CheckResult(ok=False, message=exc.message, error_code=exc.code)
         version, user, databases, unreadable = output.split("|")
@@ -280,8 +277,8 @@ class PostgresEngine(Engine):
 
     def _create_database(self, source: BackupSource, name: str, overwrite: bool, deadline: float | None) -> bool:
         """Create `name`; True if created, False if it existed and `overwrite` allows using it."""
-        limit = min(filter(None, [deadline, time.monotonic() + CHECK_SECONDS]))
-        maintenance = "postgres" if source.all_databases or not source.database else source.database
+        limit = short_deadline(deadline)
+        maintenance = self._maintenance_db(source)
         exists = self._psql(
             source,
             f"SELECT count(*) FROM pg_database WHERE datname = {quote_literal(name)}",

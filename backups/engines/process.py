@@ -57,6 +57,16 @@ class ToolCall:
     on_stderr_line: Callable[[str], None] | None = None
 
 
+# Test connection, discovery and a restore's CREATE DATABASE: quick statements, never the
+# whole of a run's time limit.
+CHECK_SECONDS = 20
+
+
+def short_deadline(deadline: float | None) -> float:
+    """CHECK_SECONDS from now, or the run's own deadline if that comes first."""
+    return min(filter(None, [deadline, time.monotonic() + CHECK_SECONDS]))
+
+
 def find_tool(*names: str) -> str:
     """The first of `names` found on PATH (e.g. mariadb-dump, then mysqldump)."""
     for name in names:
