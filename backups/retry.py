@@ -59,7 +59,7 @@ def schedule_retry(
         return None
     now = now or timezone.now()
     not_before = now + backoff_delay(run.attempt, rng)
-    first = run.retry_of or run
+    first_id = run.retry_of_id or run.pk  # the id alone: no query for the first attempt's row
     try:
         # The one-active-run constraint decides: if a Run now or a slot's run was
         # created since this run finished, that run is the next attempt already.
@@ -70,7 +70,7 @@ def schedule_retry(
                 trigger=Trigger.RETRY,
                 status=RunStatus.QUEUED,
                 attempt=run.attempt + 1,
-                retry_of=first,
+                retry_of_id=first_id,
                 created_at=now,
                 not_before=not_before,
                 enqueued_at=None,

@@ -52,7 +52,7 @@ class SqliteEngine(Engine):
                 snapshot = sqlite3.connect(snapshot_path)
                 try:
                     connection.backup(snapshot, pages=-1)
-                    tables = snapshot.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+                    tables = _table_count(snapshot)
                 finally:
                     snapshot.close()
             except sqlite3.DatabaseError as exc:
