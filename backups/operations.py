@@ -14,10 +14,12 @@ over an existing one needs `confirm` to be the target's name, typed exactly.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -338,6 +340,7 @@ def _sources_a_restore_touches(
         for item in backup_set.items.filter(code__in=codes, source__isnull=False).select_related("source")
     }
     tenant_sources = list(BackupSource.objects.filter(tenant_id=run.tenant_id))
+    addresses = functools.cache(_addresses)  # one DNS lookup per host name for this restore
     touched: dict[int, BackupSource] = {}
     for entry in entries:
         item = items.get(str(entry["item"]))
@@ -347,28 +350,30 @@ def _sources_a_restore_touches(
         if entry.get("overwrite"):
             touched[origin.pk] = origin
         for source in tenant_sources:
-            if _reads_target(source, origin, entry):
+            if _reads_target(source, origin, entry, addresses):
                 touched[source.pk] = source
     return list(touched.values())
 
 
-def _reads_target(source: BackupSource, origin: BackupSource, entry: dict[str, Any]) -> bool:
+def _reads_target(
+    source: BackupSource, origin: BackupSource, entry: dict[str, Any], addresses: Callable[[str], frozenset[str]]
+) -> bool:
     if entry.get("path") and source.kind not in SERVER_KINDS and source.path:
         return overlaps(Path(source.path).resolve(), Path(entry["path"]).resolve())
     if entry.get("database") and source.kind == origin.kind and origin.kind in SERVER_KINDS:
         covers = source.all_databases or source.database == entry["database"]
-        return covers and _same_server(source, origin)
+        return covers and _same_server(source, origin, addresses)
     return False
 
 
-def _same_server(a: BackupSource, b: BackupSource) -> bool:
+def _same_server(a: BackupSource, b: BackupSource, addresses: Callable[[str], frozenset[str]]) -> bool:
     """Same port (blank: the kind's default) and the same host, by name or by any address
     it resolves to, so "localhost" and "127.0.0.1" are one server."""
     if (a.port or DEFAULT_PORTS[a.kind]) != (b.port or DEFAULT_PORTS[b.kind]):
         return False
     if a.host.strip().lower() == b.host.strip().lower():
         return True
-    return bool(_addresses(a.host) & _addresses(b.host))
+    return bool(addresses(a.host) & addresses(b.host))
 
 
 def _addresses(host: str) -> frozenset[str]:
