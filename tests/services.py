@@ -133,3 +133,29 @@ def mariadb_user(password: str, grants: str = "", options: str = "", prefix: str
         yield name
     finally:
         mariadb(f"DROP USER IF EXISTS '{name}'@'%'; DROP USER IF EXISTS '{name}'@'localhost'")
+
+
+# ---------------------------------------------------------------- dumping through an engine
+
+DUMP_SUFFIX = {"postgres": "pgdump", "mysql": "sql"}
+
+
+def context(seconds: float = 120, log: list[str] | None = None):  # type: ignore[no-untyped-def]
+    """A run's context for an engine call: a deadline `seconds` away, log lines into `log`."""
+    import time
+
+    from backups.engines.base import DumpContext
+
+    lines = log if log is not None else []
+    return DumpContext(log=lines.append, deadline=time.monotonic() + seconds)
+
+
+def back_up(source, database: str, ctx=None):  # type: ignore[no-untyped-def]
+    """One database of a server source dumped through its engine into storage (a StoredFile)."""
+    from backups import storage
+    from backups.engines.base import DumpTarget
+    from backups.engines.registry import engine_for
+
+    target = DumpTarget(label=database, database=database)
+    with engine_for(source.kind).dump(source, target, ctx or context()) as stream:
+        return storage.store_stream(f"test/{unique_name('dump')}.{DUMP_SUFFIX[source.kind]}.zst", stream)

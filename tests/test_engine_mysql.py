@@ -24,6 +24,8 @@ from backups.models import BackupSource, SourceKind
 from tests.services import (
     MARIADB_HOST,
     MARIADB_PORT,
+    back_up,
+    context,
     mariadb,
     mariadb_database,
     mariadb_user,
@@ -106,17 +108,6 @@ def make_source(
     source.set_password(password)
     source.save()
     return source
-
-
-def context(seconds: float = 120, log: list[str] | None = None) -> DumpContext:
-    lines = log if log is not None else []
-    return DumpContext(log=lines.append, deadline=time.monotonic() + seconds)
-
-
-def back_up(source: BackupSource, database: str, ctx: DumpContext | None = None) -> storage.StoredFile:
-    engine = engine_for("mysql")
-    with engine.dump(source, DumpTarget(label=database, database=database), ctx or context()) as stream:
-        return storage.store_stream(f"test/{unique_name('dump')}.sql.zst", stream)
 
 
 def fingerprint(database: str) -> dict[str, str]:

@@ -19,6 +19,8 @@ from backups.models import BackupSource, SourceKind
 from tests.services import (
     PG_HOST,
     PG_PORT,
+    back_up,
+    context,
     pg_connect,
     pg_database,
     pg_drop_database,
@@ -92,17 +94,6 @@ def make_source(tenant, database: str = "", user: str = "postgres", port: int = 
     source.set_password(PASSWORD)
     source.save()
     return source
-
-
-def context(seconds: float = 120, log: list[str] | None = None) -> DumpContext:
-    lines = log if log is not None else []
-    return DumpContext(log=lines.append, deadline=time.monotonic() + seconds)
-
-
-def back_up(source: BackupSource, database: str, ctx: DumpContext | None = None) -> storage.StoredFile:
-    engine = engine_for("postgres")
-    with engine.dump(source, DumpTarget(label=database, database=database), ctx or context()) as stream:
-        return storage.store_stream(f"test/{unique_name('dump')}.pgdump.zst", stream)
 
 
 def fingerprint(database: str) -> dict[str, tuple[int, str]]:
