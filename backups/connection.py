@@ -6,11 +6,9 @@ import logging
 from typing import Any
 
 from backups.engines.base import CheckResult
-from backups.engines.process import scrub
 from backups.engines.registry import engine_for
 from backups.errors import BackupError
 from backups.models import BackupSource
-from backups.secrets import SecretError
 from tenants.audit import record
 from tenants.models import AuditAction
 
@@ -22,18 +20,13 @@ def test_connection(source: BackupSource, actor: Any) -> CheckResult:
     try:
         result = engine_for(source.kind).check_connection(source)
     except BackupError as exc:
-        result = CheckResult(ok=False, message=exc.message, error_code=exc.code)
+        result = CheckResult(ok=False, message=exc.summary, error_code=exc.code)
     except Exception:  # the page must say something, and never show a traceback
         logger.exception("connection test of source %s failed unexpectedly", source.code)
         result = CheckResult(
             ok=False, message="The test failed unexpectedly; the server log has the details.", error_code="UNKNOWN"
         )
-    # The engines scrub already; a second pass costs nothing and guards future engines.
-    try:
-        secrets = [source.get_password()]
-    except SecretError:
-        secrets = []
-    result = CheckResult(ok=result.ok, message=scrub(result.message, secrets), error_code=str(result.error_code))
+    result = CheckResult(ok=result.ok, message=result.message, error_code=str(result.error_code))
     record(
         source.tenant,
         AuditAction.SOURCE_TESTED,

@@ -22,7 +22,6 @@ from django.utils import timezone
 
 from backups import leases, retention, retry, storage
 from backups.engines.base import DumpContext, DumpTarget, Engine
-from backups.engines.process import scrub, source_secrets
 from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
 from backups.models import BackupItem, BackupSet, ItemStatus, SetStatus
@@ -47,20 +46,15 @@ UNEXPECTED_MESSAGE = "An unexpected error stopped the backup; the server log has
 
 
 class RunLog:
-    """The run's log. Every line, and every message the run records, goes through
-    scrub(): a secret of the run's sources never lands in the log or a message, even
-    where a tool or a database name echoes it back."""
+    """The run's log. Our own sentences go in as written: only what a tool printed is
+    scrubbed of passwords, where it is read (backups.engines.process.scrub_tool_output)."""
 
     def __init__(self) -> None:
         self.lines: list[str] = []
-        self.secrets: list[str] = []
 
     def __call__(self, message: str) -> None:
         stamp = datetime.now(UTC).strftime("%H:%M:%S")
-        self.lines.append(f"{stamp} {self.scrub(message)}")
-
-    def scrub(self, text: str) -> str:
-        return scrub(text, self.secrets)
+        self.lines.append(f"{stamp} {message}")
 
     def text(self) -> str:
         return "\n".join(self.lines) + "\n"
@@ -163,11 +157,10 @@ def execute_run(run_code: str) -> str:
         attempt=run.attempt,
     )
     log = RunLog()
-    log.secrets = _source_secrets(run)
     log(f"Run {run.code} started ({run.get_operation_display()}, {run.get_trigger_display()}, attempt {run.attempt}).")
     with heartbeat(run_code):  # through retention too: all of it is the run's work
         outcome = _perform(run, started, log)
-    if not finish(run, outcome.status, log.text(), outcome.error_code, log.scrub(outcome.message)):
+    if not finish(run, outcome.status, log.text(), outcome.error_code, outcome.message):
         logger.error("run %s had been finished by someone else; its result was not recorded", run.code)
         return "lost"
     _audit_finish(run)
@@ -185,13 +178,6 @@ def _notify(run: BackupScheduleRun) -> None:
         notify_run_finished(run)
     except Exception:
         logger.exception("run %s: could not notify its tenant's members", run.code)
-
-
-def _source_secrets(run: BackupScheduleRun) -> list[str]:
-    sources = list(run.schedule.sources.all())
-    if run.subject_set is not None:
-        sources += [item.source for item in run.subject_set.items.select_related("source") if item.source]
-    return source_secrets(sources)
 
 
 def _perform(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outcome:
@@ -266,13 +252,13 @@ class _Backup:
         self.items.append(
             _Stored(
                 source,
-                self.log.scrub(label),
+                label,
                 database,
                 source.kind,
                 at,
                 timezone.now(),
                 error_code=exc.code,
-                error_message=self.log.scrub(exc.message),
+                error_message=exc.message,
             )
         )
 

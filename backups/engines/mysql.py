@@ -25,10 +25,8 @@ from backups.engines.process import (
     find_tool,
     map_stderr,
     run_tool,
-    scrub,
     secret_folder,
     short_deadline,
-    source_secrets,
     write_secret_file,
 )
 from backups.engines.registry import register
@@ -193,11 +191,7 @@ class MysqlEngine(Engine):
         deadline = short_deadline(ctx.deadline)
         output = self._client(source, "SHOW DATABASES", deadline, "database discovery (mariadb)")
         names = sorted(name for name in output.splitlines() if name and name.lower() not in SYSTEM_SCHEMAS)
-        ctx.log(
-            scrub(
-                f"Found {len(names)} database(s) on the server: {', '.join(names) or 'none'}.", source_secrets([source])
-            )
-        )
+        ctx.log(f"Found {len(names)} database(s) on the server: {', '.join(names) or 'none'}.")
         if not names:
             raise BackupError(ErrorCode.SOURCE_NOT_FOUND, "The server has no database this user can see.")
         return [DumpTarget(label=f"{source.name} / {name}", database=name) for name in names]
@@ -217,7 +211,7 @@ class MysqlEngine(Engine):
         what = f"mariadb-dump of “{database}”"
         # "--": a database named like an option stays a name.
         with self._call(source, tool, options, ["--", database], what, ctx.deadline) as call:
-            ctx.log(scrub(f"{what} on {source.host}:{source.port or DEFAULT_PORT} as {source.username}.", call.secrets))
+            ctx.log(f"{what} on {source.host}:{source.port or DEFAULT_PORT} as {source.username}.")
             with dump_stream(call) as stream:
                 yield stream
 
@@ -237,7 +231,8 @@ class MysqlEngine(Engine):
         try:
             output = self._client(source, sql, short_deadline(None), "connection test (mariadb)", database)
         except BackupError as exc:
-            return CheckResult(ok=False, message=exc.message, error_code=exc.code)
+            # Our own sentence only: never what answered on that port (its banner, its words).
+            return CheckResult(ok=False, message=exc.summary, error_code=exc.code)
         version, user, *counts = output.splitlines()[0].split("\t")
         if not database:
             return CheckResult(ok=True, message=f"Connected to {version} as {user}.")
@@ -286,7 +281,7 @@ class MysqlEngine(Engine):
         options = ["--batch", "--binary-mode", f"--database={name}"]
         with self._call(source, tool, options, [], f"restore into “{name}” (mariadb)", ctx.deadline) as call:
             run_tool(call, stdin=stream)
-        ctx.log(scrub(f"Restored into the database “{name}”.", source_secrets([source])))
+        ctx.log(f"Restored into the database “{name}”.")
         return f"Restored into {'the emptied' if to.overwrite else 'new'} database “{name}”."
 
 

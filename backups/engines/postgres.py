@@ -24,10 +24,8 @@ from backups.engines.process import (
     find_tool,
     map_stderr,
     run_tool,
-    scrub,
     secret_folder,
     short_deadline,
-    source_secrets,
     write_secret_file,
 )
 from backups.engines.registry import register
@@ -182,11 +180,7 @@ class PostgresEngine(Engine):
         deadline = short_deadline(ctx.deadline)
         output = self._psql(source, DISCOVER_SQL, "postgres", deadline, "database discovery (psql)")
         names = [line for line in output.splitlines() if line]
-        ctx.log(
-            scrub(
-                f"Found {len(names)} database(s) on the server: {', '.join(names) or 'none'}.", source_secrets([source])
-            )
-        )
+        ctx.log(f"Found {len(names)} database(s) on the server: {', '.join(names) or 'none'}.")
         if not names:
             raise BackupError(ErrorCode.SOURCE_NOT_FOUND, "The server has no database this user can connect to.")
         return [DumpTarget(label=f"{source.name} / {name}", database=name) for name in names]
@@ -198,7 +192,7 @@ class PostgresEngine(Engine):
         what = f"pg_dump of “{database}”"
         with self._call(source, argv, what, database, ctx.deadline) as call:
             say = f"pg_dump of “{database}” on {source.host}:{source.port or DEFAULT_PORT} as {source.username}."
-            ctx.log(scrub(say, call.secrets))
+            ctx.log(say)
             with dump_stream(call) as stream:
                 yield stream
 
@@ -215,7 +209,8 @@ class PostgresEngine(Engine):
         try:
             output = self._psql(source, sql, database, short_deadline(None), "connection test (psql)").strip()
         except BackupError as exc:
-            return CheckResult(ok=False, message=exc.message, error_code=exc.code)
+            # Our own sentence only: never what answered on that port (its banner, its words).
+            return CheckResult(ok=False, message=exc.summary, error_code=exc.code)
         version, user, databases, unreadable = output.split("|")
         if source.all_databases:
             return CheckResult(
@@ -270,9 +265,7 @@ class PostgresEngine(Engine):
         argv.append(f"--dbname={_conninfo_dbname(name)}")
         with self._call(source, argv, f"pg_restore into “{name}”", name, deadline) as call:
             run_tool(call, stdin=stream)
-        ctx.log(
-            scrub(f"Restored into the {'new' if created else 'existing'} database “{name}”.", source_secrets([source]))
-        )
+        ctx.log(f"Restored into the {'new' if created else 'existing'} database “{name}”.")
         return f"Restored into {'new' if created else 'existing'} database “{name}”."
 
     def _create_database(self, source: BackupSource, name: str, overwrite: bool, deadline: float | None) -> bool:
