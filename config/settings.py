@@ -164,6 +164,13 @@ STORAGES = {
 SOURCE_ROOTS = [
     Path(p).resolve() for p in (env_str("SOURCE_ROOTS") or str(VAR_DIR / "sources")).split(",") if p.strip()
 ]
+# Database servers a tenant's PostgreSQL / MariaDB sources may connect to, unless staff give
+# the tenant rules of its own (Tenant.server_hosts): IP addresses, networks, host names or *.
+SOURCE_ALLOWED_HOSTS = [
+    h.strip() for h in (env_str("SOURCE_ALLOWED_HOSTS") or "127.0.0.1,::1,localhost").split(",") if h.strip()
+]
+# "Test connection" requests per tenant and minute (each is a task on the queue).
+SOURCE_TESTS_PER_MINUTE = env_int("SOURCE_TESTS_PER_MINUTE", 6, minimum=1)
 
 # ---------------------------------------------------------------- source secrets
 # Fernet keys that encrypt source passwords at rest (backups/secrets.py), comma-separated.

@@ -22,6 +22,9 @@ class Tenant(models.Model):
     # Folders this tenant's file sources (SQLite, folders) may read and restores may
     # write, each inside the server's SOURCE_ROOTS and no other tenant's. Set by staff.
     file_roots = models.JSONField(default=list, blank=True)
+    # Database servers this tenant's server sources may name: IP addresses, networks,
+    # host names or "*" (backups/hosts.py). Empty = settings.SOURCE_ALLOWED_HOSTS. Set by staff.
+    server_hosts = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -33,10 +36,17 @@ class Tenant(models.Model):
     def clean(self) -> None:
         """Each file root absolute, inside the server's SOURCE_ROOTS, and neither equal to,
         inside, nor containing another tenant's root: one tenant never reaches another's files."""
+        from backups.hosts import validate_rules
         from backups.paths import validate_tenant_roots
 
         if not isinstance(self.file_roots, list):
             raise ValidationError({"file_roots": "A list of absolute folder paths."})
+        if not isinstance(self.server_hosts, list):
+            raise ValidationError({"server_hosts": "A list of host names, addresses or networks."})
+        hosts, host_errors = validate_rules(self.server_hosts)
+        if host_errors:
+            raise ValidationError({"server_hosts": host_errors})
+        self.server_hosts = hosts
         _lock_file_roots()
         roots, errors = validate_tenant_roots(self, self.file_roots)
         if errors:
@@ -81,6 +91,7 @@ class AuditAction(models.TextChoices):
     SOURCE_DELETED = "source.deleted"
     SOURCE_TESTED = "source.tested"
     TENANT_ROOTS_CHANGED = "tenant.roots_changed"
+    TENANT_HOSTS_CHANGED = "tenant.hosts_changed"
     RUN_CREATED = "run.created"
     RUN_SKIPPED = "run.skipped"
     RUN_MISSED = "run.missed"

@@ -19,6 +19,7 @@ CHANGELISTS = [
     "/admin/scheduling/backupschedulerun/",
     "/admin/tenants/notification/",
     "/admin/backups/sourcelease/",
+    "/admin/backups/sourcecheck/",
     "/admin/scheduling/dispatcherbeat/",
 ]
 

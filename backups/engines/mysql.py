@@ -31,6 +31,7 @@ from backups.engines.process import (
 )
 from backups.engines.registry import register
 from backups.errors import BackupError, ErrorCode
+from backups.hosts import checked_addresses
 from backups.secrets import SecretError
 
 if TYPE_CHECKING:
@@ -144,6 +145,16 @@ def _tls_options(tool: str, mode: str) -> list[str]:
     }.get(mode, [])
 
 
+def _connect_host(source: BackupSource, tool: str, addresses: list[str]) -> str:
+    """The checked address (the client resolving the name again could get another answer),
+    except when the client verifies the certificate, which names the host: there a name
+    resolving elsewhere gets nothing, as no certificate for the name answers there."""
+    verifies = "--ssl-verify-server-cert" in _tls_options(tool, source.tls_mode) or source.tls_mode == "verify-full"
+    if verifies:
+        return source.host
+    return sorted(addresses, key=lambda address: ":" in address)[0]  # IPv4 first: what servers listen on most
+
+
 @register
 class MysqlEngine(Engine):
     kind = "mysql"
@@ -153,13 +164,14 @@ class MysqlEngine(Engine):
     def _call(
         self, source: BackupSource, tool: str, options: list[str], args: list[str], what: str, deadline: float | None
     ) -> Iterator[ToolCall]:
+        addresses = checked_addresses(source.host, source.port or DEFAULT_PORT, source.tenant)
         try:
             password = source.get_password()
         except SecretError as exc:
             raise BackupError(ErrorCode.AUTH_FAILED, str(exc)) from None
         lines = [
             "[client]",
-            f"host={_option_value(source.host)}",
+            f"host={_option_value(_connect_host(source, tool, addresses))}",
             f"port={source.port or DEFAULT_PORT}",
             f"user={_option_value(source.username)}",
             f"password={_option_value(password)}",

@@ -30,6 +30,7 @@ from backups.engines.process import (
 )
 from backups.engines.registry import register
 from backups.errors import BackupError, ErrorCode
+from backups.hosts import checked_addresses
 from backups.secrets import SecretError
 
 if TYPE_CHECKING:
@@ -77,7 +78,9 @@ _ERRORS: list[tuple[re.Pattern[str], ErrorCode, str]] = [
     (
         re.compile(
             r"could not connect|connection refused|could not translate host name|timeout expired"
-            r"|server closed the connection|no route to host|network is unreachable|SSL|could not receive data",
+            r"|server closed the connection|no route to host|network is unreachable|SSL|could not receive data"
+            # Something else answers there: said like a closed port, so the test tells no service apart.
+            r"|expected authentication request|received invalid response|unexpected message type|invalid length",
             re.I,
         ),
         ErrorCode.CONNECTION_FAILED,
@@ -134,6 +137,9 @@ class PostgresEngine(Engine):
         **extra: object,
     ) -> Iterator[ToolCall]:
         """A ToolCall with the source's connection settings and a PGPASSFILE, removed afterwards."""
+        # Only where the tenant's host rules allow, and to the very addresses checked
+        # (PGHOSTADDR): libpq resolving the name again could get another answer.
+        addresses = checked_addresses(source.host, source.port or DEFAULT_PORT, source.tenant)
         try:
             password = source.get_password()
         except SecretError as exc:
@@ -144,7 +150,9 @@ class PostgresEngine(Engine):
             escaped = password.replace("\\", "\\\\").replace(":", "\\:")
             passfile = write_secret_file(folder, "pgpass", f"*:*:*:*:{escaped}\n" if password else "")
             env = {
-                "PGHOST": source.host,
+                # One host entry per address: TLS verification still checks the name.
+                "PGHOST": ",".join([source.host] * len(addresses)),
+                "PGHOSTADDR": ",".join(addresses),
                 "PGPORT": str(source.port or DEFAULT_PORT),
                 "PGUSER": source.username,
                 "PGDATABASE": database,
