@@ -288,3 +288,53 @@ def test_switching_a_server_source_to_a_file_kind_drops_the_password(client, mia
     assert response.status_code == 302
     source.refresh_from_db()
     assert not source.has_password and source.host == "" and source.path == str(path)
+
+
+# ---------------------------------------------------------------- file sources: one error, warnings, help
+
+
+def test_a_path_outside_the_roots_gets_one_error_only(client, mia, tenant) -> None:
+    client.force_login(mia)
+    response = client.post(f"/t/{tenant.code}/sources/new/", {"name": "Etc", "kind": "sqlite", "path": "/etc/passwd"})
+    assert response.text.count("outside the folders this tenant may use") == 1
+    assert "must be an absolute path" not in response.text
+
+
+def test_a_path_that_does_not_exist_is_saved_with_a_warning(client, mia, tenant, settings) -> None:
+    client.force_login(mia)
+    path = settings.SOURCE_ROOTS[0] / "later.sqlite3"
+    response = client.post(
+        f"/t/{tenant.code}/sources/new/", {"name": "Later", "kind": "sqlite", "path": str(path)}, follow=True
+    )
+    assert BackupSource.objects.get().path == str(path)
+    assert "toast-warning" in response.text and f"{path} does not exist (yet)" in response.text
+
+
+def test_a_folder_given_as_an_sqlite_file_and_a_file_as_a_folder_are_refused(client, mia, tenant, settings) -> None:
+    client.force_login(mia)
+    url = f"/t/{tenant.code}/sources/new/"
+    folder = settings.SOURCE_ROOTS[0]
+    assert "choose the kind “Folder”" in client.post(url, {"name": "A", "kind": "sqlite", "path": str(folder)}).text
+    shop = make_sqlite_database(folder / "shop.sqlite3")
+    response = client.post(url, {"name": "B", "kind": "directory", "path": str(shop)})
+    assert "This is a file, not a folder" in response.text
+    assert not BackupSource.objects.exists()
+
+
+def test_the_path_help_names_the_tenants_folders(client, mia, tenant, settings) -> None:
+    client.force_login(mia)
+    page = client.get(f"/t/{tenant.code}/sources/new/").text
+    assert f"inside this tenant's folders: {settings.SOURCE_ROOTS[0]}." in page
+    tenant.file_roots = []
+    tenant.save()
+    assert "This tenant has no folders yet" in client.get(f"/t/{tenant.code}/sources/new/").text
+
+
+def test_the_pages_carry_no_inline_script_or_style(client, mia, tenant, source) -> None:
+    import re
+
+    client.force_login(mia)
+    for url in (f"/t/{tenant.code}/sources/", f"/t/{tenant.code}/sources/new/", f"/sources/{source.code}/edit/"):
+        page = client.get(url).text
+        assert not re.search(r"<script(?![^>]*\bsrc=)[^>]*>", page), url
+        assert " style=" not in page and not re.search(r"\son[a-z]+=", page), url
