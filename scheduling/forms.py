@@ -102,6 +102,9 @@ class ScheduleForm(TimingFieldsMixin, forms.ModelForm):
         self.tenant = tenant
         # Only this tenant's sources: another tenant's is "not one of the available choices".
         self.fields["sources"].queryset = BackupSource.objects.filter(tenant=tenant)  # type: ignore[attr-defined]
+        # The checkboxes carry public codes: database ids would tell a manager how many
+        # sources other tenants have.
+        self.fields["sources"].to_field_name = "code"  # type: ignore[attr-defined]
         self.fields["sources"].help_text = "One backup set per run holds one item per source."
         self.fields["keep_last"].widget.attrs.update(min=1)
         for name in ("keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"):

@@ -20,7 +20,7 @@ from tests.helpers import make_stored_set
 def valid_data(source, **changes) -> dict:
     data = {
         "name": "Hourly",
-        "sources": [source.pk],
+        "sources": [str(source.code)],
         "kind": ScheduleKind.DAILY,
         "time_of_day": "02:30",
         "cron": "",
@@ -317,6 +317,27 @@ def test_creating_rejects_another_tenants_source(client, mia, tenant, charlie, s
     assert response.status_code == 200
     assert "Select a valid choice" in response.text
     assert not BackupSchedule.objects.exists()
+
+
+def test_the_source_checkboxes_carry_codes_not_database_ids(client, mia, tenant, source) -> None:
+    import re
+
+    client.force_login(mia)
+    page = client.get(f"/t/{tenant.code}/schedules/new/").text
+    values = re.findall(r'<input type="checkbox" name="sources" value="([^"]*)"', page)
+    assert values == [str(source.code)]
+    # A database id is no longer a way to name a source.
+    response = client.post(f"/t/{tenant.code}/schedules/new/", {**valid_data(source), "sources": [str(source.pk)]})
+    assert response.status_code == 200 and not BackupSchedule.objects.exists()
+
+
+def test_the_edit_page_ticks_the_schedules_sources_by_code(client, mia, schedule, source) -> None:
+    client.force_login(mia)
+    import re
+
+    page = client.get(f"/schedules/{schedule.code}/edit/").text
+    boxes = re.findall(r'<input type="checkbox" name="sources"[^>]*>', page)
+    assert len(boxes) == 1 and f'value="{source.code}"' in boxes[0] and " checked" in boxes[0]
 
 
 def test_creating_requires_manager(client, bob, tenant, source) -> None:
