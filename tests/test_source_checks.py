@@ -5,6 +5,7 @@ reach only the servers its host rules allow."""
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import timedelta
 from urllib.parse import urlencode
 
@@ -15,6 +16,7 @@ from backups.models import BackupSource, CheckStatus, SourceCheck
 from tenants.models import AuditAction, AuditLog
 from tests.fakeservers import banner_server
 from tests.helpers import drain, queued_tasks
+from tests.services import _unavailable
 
 SECRET = "pa$$-Wörd-never-shown"
 FORM = "application/x-www-form-urlencoded"
@@ -88,10 +90,15 @@ def test_htmx_gets_a_box_that_polls_until_the_result_is_there(client, bob, sourc
     assert "<html" in page.text and "1 tables" in page.text
 
 
-def test_what_answered_on_the_port_is_never_shown(client, bob, tenant, caplog) -> None:
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+def test_what_answered_on_the_port_is_never_shown(client, bob, tenant, caplog, kind) -> None:
+    tool = {"postgres": "psql", "mysql": "mariadb"}[kind]
+    if shutil.which(tool) is None:
+        _unavailable(f"{tool} is not installed")
     banner = b"SSH-2.0-OpenSSH_9.6p1 Ubuntu-3ubuntu13 banner-canary-7731\r\n"
     with banner_server(banner) as fake:
         source = server_source(tenant, fake.port)
+        BackupSource.objects.filter(pk=source.pk).update(kind=kind)
         client.force_login(bob)
         browser_post(client, f"/sources/{source.code}/test/")
         with caplog.at_level("DEBUG"):
@@ -99,11 +106,12 @@ def test_what_answered_on_the_port_is_never_shown(client, bob, tenant, caplog) -
         assert fake.connections >= 1  # the test did reach it
     check = SourceCheck.objects.get()
     assert not check.ok and check.error_code == "CONNECTION_FAILED"
-    assert check.message.startswith("Could not connect to the PostgreSQL server")
+    assert check.message.startswith("Could not connect to the")
     page = client.get(f"/t/{tenant.code}/sources/").text + client.get(f"/source-checks/{check.code}/").text
     for shown in (page, check.message, all_audit_text()):
         assert "banner-canary" not in shown and "OpenSSH" not in shown and "SSH-2.0" not in shown
-        assert "server closed the connection" not in shown and "psql" not in shown  # no tool words either
+        # No tool words either.
+        assert "server closed the connection" not in shown and tool not in shown and "handshake" not in shown
     assert SECRET not in page + all_audit_text() + caplog.text
 
 
