@@ -1,0 +1,48 @@
+"""Test connection in a browser: the box beside the source waits, then shows the worker's
+result without a reload, as one whole block (not an inline box torn across lines)."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from backups.models import BackupSource
+from tests.browser.conftest import log_in, screenshot
+from tests.helpers import drain
+
+pytestmark = pytest.mark.browser
+
+
+def closed_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_test_result_appears_by_itself_as_one_block(page, bob, tenant, source) -> None:
+    failing = BackupSource(
+        tenant=tenant, name="Orders server with a long name", kind="postgres", host="127.0.0.1", port=closed_port()
+    )
+    failing.username = "backup"
+    failing.database = "orders"
+    failing.tls_mode = "disable"
+    failing.save()
+    page.set_viewport_size({"width": 700, "height": 900})  # narrow: long messages wrap
+    log_in(page, bob)
+    page.goto(f"/t/{tenant.code}/sources/")
+    for name in ("Shop", failing.name):
+        page.get_by_role("button", name=f"Test connection of {name}").click()
+    ok_box, failed_box = page.locator(f"#check-{source.code}"), page.locator(f"#check-{failing.code}")
+    expect(ok_box).to_have_attribute("data-state", "pending")
+    expect(failed_box).to_have_attribute("data-state", "pending")
+    drain()  # the worker's part
+    expect(ok_box).to_have_attribute("data-state", "ok")
+    expect(failed_box).to_have_attribute("data-state", "failed")
+    expect(failed_box).to_contain_text("Failed (CONNECTION_FAILED): Could not connect to the PostgreSQL server")
+    for box in (ok_box, failed_box):
+        # A block has one rectangle whatever its lines; an inline box broken across lines has several.
+        assert box.evaluate("element => element.getClientRects().length") == 1
+        assert box.evaluate("element => getComputedStyle(element).display") == "block"
+    screenshot(page, "sources-test-connection")
