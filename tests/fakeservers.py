@@ -92,6 +92,13 @@ class Banner(Recorder):
             self.recv(conn, 1)
 
 
+def closed_port() -> int:
+    """A loopback port nobody listens on (bound once, then released)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @contextmanager
 def fake_postgres() -> Iterator[FakePostgres]:
     server = FakePostgres()

@@ -10,6 +10,7 @@ from backups.engines.process import WITHHELD, scrub_tool_output
 from backups.models import BackupSource, SourceKind
 from scheduling.models import BackupScheduleRun, RunStatus
 from scheduling.runs import run_now
+from tests.fakeservers import closed_port
 from tests.helpers import drain, make_schedule
 from tests.services import PG_PORT, pg_database, require_postgres, unique_name
 
@@ -68,14 +69,6 @@ def run_once(schedule, django_capture_on_commit_callbacks) -> BackupScheduleRun:
     drain()
     run.refresh_from_db()
     return run
-
-
-def closed_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_a_common_word_as_password_leaves_our_sentences_whole(

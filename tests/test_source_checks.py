@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from backups.models import BackupSource, CheckStatus, SourceCheck
 from tenants.models import AuditAction, AuditLog
-from tests.fakeservers import banner_server
+from tests.fakeservers import banner_server, closed_port
 from tests.helpers import drain, queued_tasks
 from tests.services import _unavailable
 
@@ -37,14 +37,6 @@ def server_source(tenant, port: int, password: str = SECRET, host: str = "127.0.
     source.set_password(password)
     source.save()
     return source
-
-
-def closed_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def all_audit_text() -> str:

@@ -8,17 +8,10 @@ from playwright.sync_api import expect
 
 from backups.models import BackupSource
 from tests.browser.conftest import log_in, screenshot
+from tests.fakeservers import closed_port
 from tests.helpers import drain
 
 pytestmark = pytest.mark.browser
-
-
-def closed_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def test_a_test_result_appears_by_itself_as_one_block(page, bob, tenant, source) -> None:
