@@ -6,6 +6,7 @@ import json
 
 import pytest
 from cryptography.fernet import Fernet
+from django.test import TestCase
 
 from backups import connection
 from backups.errors import ErrorCode
@@ -40,7 +41,8 @@ def audit_text() -> str:
 
 def run_check(source: BackupSource, actor) -> SourceCheck:  # type: ignore[no-untyped-def]
     """Requested as the page does, done as a worker does."""
-    check = connection.request_test(source, actor)
+    with TestCase.captureOnCommitCallbacks(execute=True):  # the Redis broker pushes after commit
+        check = connection.request_test(source, actor)
     (outcome,) = drain()
     check.refresh_from_db()
     assert outcome == ("ok" if check.ok else check.error_code)

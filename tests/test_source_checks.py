@@ -10,6 +10,7 @@ from datetime import timedelta
 from urllib.parse import urlencode
 
 import pytest
+from django.test import TestCase
 from django.utils import timezone
 
 from backups.models import BackupSource, CheckStatus, SourceCheck
@@ -24,8 +25,10 @@ HTMX = {"HX-Request": "true"}
 
 
 def browser_post(client, url: str, fields: dict | None = None, **extra):  # type: ignore[no-untyped-def]
-    """A form post as a browser sends it (URL-encoded, with whatever the page's form holds)."""
-    return client.post(url, urlencode(fields or {}, doseq=True), content_type=FORM, **extra)
+    """A form post as a browser sends it (URL-encoded, with whatever the page's form holds),
+    its on-commit work done as after a real request (the Redis broker pushes tasks then)."""
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return client.post(url, urlencode(fields or {}, doseq=True), content_type=FORM, **extra)
 
 
 def server_source(tenant, port: int, password: str = SECRET, host: str = "127.0.0.1") -> BackupSource:

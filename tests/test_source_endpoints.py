@@ -9,6 +9,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 import pytest
+from django.test import TestCase
 
 from backups.models import BackupSource
 from scheduling.models import BackupScheduleRun
@@ -22,7 +23,9 @@ FORM = "application/x-www-form-urlencoded"
 
 
 def browser_post(client, url: str, fields: dict):  # type: ignore[no-untyped-def]
-    return client.post(url, urlencode(fields), content_type=FORM)
+    """As a browser posts a form; on-commit work done as after a real request (Redis pushes then)."""
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        return client.post(url, urlencode(fields), content_type=FORM)
 
 
 def fields(**overrides: str) -> dict[str, str]:
