@@ -236,3 +236,22 @@ def test_test_connection_rejects_get(client, bob, source) -> None:
 def test_test_connection_requires_login(client, source) -> None:
     response = browser_post(client, f"/sources/{source.code}/test/")
     assert response.status_code == 302 and response.url.startswith("/accounts/login/")
+
+
+def test_tenants_with_servers_from_before_the_rules_keep_them(tenant, charlie, settings) -> None:
+    import importlib
+
+    from django.apps import apps
+
+    migration = importlib.import_module("backups.migrations.0004_sources_checks")
+    settings.SOURCE_ALLOWED_HOSTS = ["127.0.0.1", "::1", "localhost"]
+    server_source(tenant, 5432, host="DB.internal.example")
+    server_source(tenant, 5433, host="10.0.5.7")
+    server_source(tenant, 5434, host="127.0.0.1")
+    theirs = charlie.memberships.get().tenant
+    server_source(theirs, 5432, host="localhost")  # inside the default: nothing to keep
+    migration.keep_existing_servers(apps, None)
+    tenant.refresh_from_db()
+    theirs.refresh_from_db()
+    assert tenant.server_hosts == ["127.0.0.1", "::1", "localhost", "10.0.5.7", "db.internal.example"]
+    assert theirs.server_hosts == []

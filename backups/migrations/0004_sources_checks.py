@@ -6,11 +6,29 @@ from django.conf import settings
 from django.db import migrations, models
 
 
+def keep_existing_servers(apps, schema_editor):
+    """Server sources saved before host rules existed keep being backed up: a tenant with
+    sources on hosts outside SOURCE_ALLOWED_HOSTS gets those plus its hosts as rules of its
+    own, which staff review in the admin (docs/security.md)."""
+    Tenant = apps.get_model("tenants", "Tenant")
+    BackupSource = apps.get_model("backups", "BackupSource")
+    default = list(settings.SOURCE_ALLOWED_HOSTS)
+    hosts: dict[int, set[str]] = {}
+    servers = BackupSource.objects.filter(kind__in=["postgres", "mysql"]).exclude(host="")
+    for tenant_id, host in servers.values_list("tenant_id", "host"):
+        hosts.setdefault(tenant_id, set()).add(host.strip("[]").lower())
+    for tenant in Tenant.objects.filter(pk__in=list(hosts)):
+        extra = sorted(host for host in hosts[tenant.pk] if host not in default)
+        if extra and not tenant.server_hosts:
+            tenant.server_hosts = default + extra
+            tenant.save(update_fields=["server_hosts"])
+
+
 class Migration(migrations.Migration):
 
     dependencies = [
         ('backups', '0003_engines_items'),
-        ('tenants', '0002_file_roots_notifications'),
+        ('tenants', '0003_sources_server_hosts'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
@@ -35,4 +53,5 @@ class Migration(migrations.Migration):
                 'indexes': [models.Index(fields=['tenant', '-created_at'], name='backups_check_tenant_time'), models.Index(fields=['source', '-created_at'], name='backups_check_source_time')],
             },
         ),
+        migrations.RunPython(keep_existing_servers, migrations.RunPython.noop),
     ]
