@@ -143,8 +143,9 @@ class SourceForm(forms.ModelForm):
         if stored.pk is None or not stored.has_password:
             return False
         before = (stored.kind, stored.host, stored.port or DEFAULT_PORTS.get(stored.kind), stored.username)
-        after = (kind, data["host"], data["port"], data["username"])
-        weaker = _TLS_RANK.get(data["tls_mode"], 0) < _TLS_RANK.get(stored.tls_mode, 0)
+        # .get(): a field with an error is no longer in the cleaned data.
+        after = (kind, data.get("host"), data.get("port"), data.get("username"))
+        weaker = _TLS_RANK.get(data.get("tls_mode", ""), 0) < _TLS_RANK.get(stored.tls_mode, 0)
         return before != after or weaker
 
     def _clean_file(self, data: dict[str, Any]) -> None:

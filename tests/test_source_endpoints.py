@@ -138,3 +138,8 @@ def test_weaker_tls_needs_the_password_again_and_stronger_does_not(client, mia, 
     assert stronger.status_code == 302
     source.refresh_from_db()
     assert source.tls_mode == "verify-full" and source.get_password() == STORED
+
+
+def test_a_bad_port_on_an_edit_is_a_form_error_not_a_crash(client, stored) -> None:
+    response = browser_post(client, f"/sources/{stored.code}/edit/", fields(port="70000"))
+    assert response.status_code == 200 and "from 1 to 65535" in response.text
