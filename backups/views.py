@@ -39,7 +39,7 @@ def source_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
         .order_by("name")
     )
     ids = [s.last_check_id for s in sources if s.last_check_id]  # type: ignore[attr-defined]
-    checks = {check.pk: check for check in SourceCheck.objects.filter(pk__in=ids)}
+    checks = {check.pk: check for check in SourceCheck.objects.filter(pk__in=ids).select_related("requested_by")}
     rows = [SourceRow(s, s.schedule_count, checks.get(s.last_check_id)) for s in sources]  # type: ignore[attr-defined]
     ctx = tenant_page(request, tenant, tenant.member_role, "sources", rows=rows)  # type: ignore[attr-defined]
     if ctx["can_manage"]:

@@ -255,3 +255,20 @@ def test_tenants_with_servers_from_before_the_rules_keep_them(tenant, charlie, s
     theirs.refresh_from_db()
     assert tenant.server_hosts == ["127.0.0.1", "::1", "localhost", "10.0.5.7", "db.internal.example"]
     assert theirs.server_hosts == []
+
+
+def test_the_list_costs_the_same_queries_for_2_and_6_tested_sources(client, bob, tenant, settings) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.SOURCE_TESTS_PER_MINUTE = 10
+    client.force_login(bob)
+    counts = []
+    for total in (2, 6):
+        while BackupSource.objects.count() < total:
+            browser_post(client, f"/sources/{server_source(tenant, closed_port()).code}/test/")
+        drain()
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(f"/t/{tenant.code}/sources/").status_code == 200
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
