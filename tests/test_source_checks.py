@@ -156,16 +156,24 @@ def test_a_test_no_worker_took_says_so_and_stops_polling(client, bob, source) ->
 
 
 def test_a_host_outside_the_tenants_rules_is_never_contacted(client, bob, tenant) -> None:
+    from scheduling.models import BackupScheduleRun
+    from scheduling.runs import run_now
+    from tests.helpers import make_schedule
+
     with banner_server(b"hello\r\n") as fake:
         source = server_source(tenant, fake.port)  # saved before staff narrowed the rules
         tenant.server_hosts = ["10.9.8.0/24"]
         tenant.save()
         client.force_login(bob)
         browser_post(client, f"/sources/{source.code}/test/")
+        with TestCase.captureOnCommitCallbacks(execute=True):
+            run_now(make_schedule(tenant, source, name="Nightly"), actor=None)
         drain()
         assert fake.connections == 0
     check = SourceCheck.objects.get()
     assert check.error_code == "PERMISSION_DENIED" and "not among the database servers" in check.message
+    run = BackupScheduleRun.objects.get()
+    assert run.error_code == "PERMISSION_DENIED" and "not among the database servers" in run.error_message
 
 
 def test_the_default_rules_come_from_the_setting(client, bob, tenant, settings) -> None:
@@ -272,3 +280,33 @@ def test_the_list_costs_the_same_queries_for_2_and_6_tested_sources(client, bob,
             assert client.get(f"/t/{tenant.code}/sources/").status_code == 200
         counts.append(len(queries))
     assert counts[0] == counts[1]
+
+
+@pytest.mark.parametrize("kind", ["postgres", "mysql"])
+def test_the_tool_connects_to_the_address_that_was_checked_not_to_a_new_lookup(
+    client, bob, tenant, monkeypatch, kind
+) -> None:
+    """DNS rebinding: the name resolves to an allowed address when we check it, and to
+    anything (here: nothing at all) when the tool would look it up again. The tool must
+    use the checked address, so the listener there is what it reaches."""
+    import socket
+
+    tool = {"postgres": "psql", "mysql": "mariadb"}[kind]
+    if shutil.which(tool) is None:
+        _unavailable(f"{tool} is not installed")
+    real = socket.getaddrinfo
+
+    def our_dns(host, *args, **kwargs):  # type: ignore[no-untyped-def]
+        # What an attacker's DNS server answers the worker: the tool's own lookup (another
+        # process) still goes to the real resolver, which knows no such name.
+        return real("127.0.0.1" if host == "db.rebind.invalid" else host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", our_dns)
+    with banner_server(b"") as fake:
+        source = server_source(tenant, fake.port, host="db.rebind.invalid")
+        BackupSource.objects.filter(pk=source.pk).update(kind=kind)
+        client.force_login(bob)
+        browser_post(client, f"/sources/{source.code}/test/")
+        drain()
+        assert fake.connections == 1
+    assert SourceCheck.objects.get().error_code == "CONNECTION_FAILED"
