@@ -202,3 +202,22 @@ def test_staff_set_a_tenants_database_servers_and_it_is_audited(client, admin_us
     assert tenant.server_hosts == ["10.0.5.0/24", "db.example.internal", "2001:db8::1/128"]
     entry = AuditLog.objects.get(action=AuditAction.TENANT_HOSTS_CHANGED)
     assert entry.details == {"before": [], "after": tenant.server_hosts}
+
+
+def test_moving_a_server_source_to_a_tenant_that_may_not_reach_its_host_is_refused(
+    client, admin_user, tenant, charlie
+) -> None:
+    from backups.models import BackupSource
+
+    other = charlie.memberships.get().tenant
+    other.server_hosts = ["10.9.8.0/24"]
+    other.save()
+    source = BackupSource.objects.create(
+        tenant=tenant, name="PG", kind="postgres", host="127.0.0.1", port=5432, username="u"
+    )
+    client.force_login(admin_user)
+    data = {"tenant": other.pk, "name": "PG", "kind": "postgres", "path": ""}
+    response = client.post(f"/admin/backups/backupsource/{source.pk}/change/", data)
+    assert response.status_code == 200 and "not among the database servers" in response.text
+    source.refresh_from_db()
+    assert source.tenant_id == tenant.pk
