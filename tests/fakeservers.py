@@ -79,6 +79,50 @@ class FakePostgres(Recorder):
             conn.sendall(b"E" + struct.pack("!i", len(fields) + 4) + fields)
 
 
+def _message(kind: bytes, body: bytes) -> bytes:
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+class AnsweringPostgres(Recorder):
+    """Lets anyone in (AuthenticationOk) and answers every query with one row of `values`:
+    what a hostile "server" can put into a connection test's result."""
+
+    def __init__(self, values: list[bytes], parameters: dict[bytes, bytes]) -> None:
+        self.values = values
+        self.parameters = parameters
+        super().__init__()
+
+    def talk(self, conn: socket.socket) -> None:
+        while True:
+            (length,) = struct.unpack("!i", self.recv(conn, 4))
+            body = self.recv(conn, length - 4)
+            if struct.unpack("!i", body[:4])[0] in (SSL_REQUEST, GSSENC_REQUEST):
+                conn.sendall(b"N")
+                continue
+            break
+        out = _message(b"R", struct.pack("!i", 0))
+        for name, value in self.parameters.items():
+            out += _message(b"S", name + b"\0" + value + b"\0")
+        out += _message(b"K", struct.pack("!ii", 1, 2)) + _message(b"Z", b"I")
+        conn.sendall(out)
+        while True:
+            kind = self.recv(conn, 1)
+            (length,) = struct.unpack("!i", self.recv(conn, 4))
+            self.recv(conn, length - 4)
+            if kind == b"X":
+                return
+            columns = b"".join(
+                f"c{i}".encode() + b"\0" + struct.pack("!ihihih", 0, 0, 25, -1, -1, 0) for i in range(len(self.values))
+            )
+            row = b"".join(struct.pack("!i", len(v)) + v for v in self.values)
+            conn.sendall(
+                _message(b"T", struct.pack("!h", len(self.values)) + columns)
+                + _message(b"D", struct.pack("!h", len(self.values)) + row)
+                + _message(b"C", b"SELECT 1\0")
+                + _message(b"Z", b"I")
+            )
+
+
 class Banner(Recorder):
     """Any other service: says something first (an SSH or SMTP greeting), then records."""
 
@@ -102,6 +146,15 @@ def closed_port() -> int:
 @contextmanager
 def fake_postgres() -> Iterator[FakePostgres]:
     server = FakePostgres()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@contextmanager
+def answering_postgres(values: list[bytes], parameters: dict[bytes, bytes]) -> Iterator[AnsweringPostgres]:
+    server = AnsweringPostgres(values, parameters)
     try:
         yield server
     finally:

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from backups.models import BackupSource, CheckStatus, SourceCheck
 from tenants.models import AuditAction, AuditLog
-from tests.fakeservers import banner_server, closed_port
+from tests.fakeservers import answering_postgres, banner_server, closed_port
 from tests.helpers import drain, queued_tasks
 from tests.services import _unavailable
 
@@ -310,3 +310,26 @@ def test_the_tool_connects_to_the_address_that_was_checked_not_to_a_new_lookup(
         drain()
         assert fake.connections == 1
     assert SourceCheck.objects.get().error_code == "CONNECTION_FAILED"
+
+
+def test_a_hostile_server_that_lets_anyone_in_cannot_write_into_the_result(client, bob, tenant) -> None:
+    if shutil.which("psql") is None:
+        _unavailable("psql is not installed")
+    canary = b"<b>canary-9931</b>"
+    parameters = {
+        b"server_version": b"15.4 " + canary,
+        b"client_encoding": b"UTF8",
+        b"standard_conforming_strings": b"on",
+        b"integer_datetimes": b"on",
+        b"DateStyle": b"ISO, MDY",
+    }
+    with answering_postgres([b"15.4 " + canary, b"root " + canary, b"3", b"0"], parameters) as fake:
+        source = server_source(tenant, fake.port)
+        client.force_login(bob)
+        browser_post(client, f"/sources/{source.code}/test/")
+        drain()
+        assert fake.connections == 1
+    check = SourceCheck.objects.get()
+    assert check.ok and check.message == "Connected to PostgreSQL 15.4 as postgres; database “postgres”."
+    page = client.get(f"/t/{tenant.code}/sources/").text
+    assert "canary" not in page + all_audit_text()

@@ -247,7 +247,13 @@ class MysqlEngine(Engine):
         except BackupError as exc:
             # Our own sentence only: never what answered on that port (its banner, its words).
             return CheckResult(ok=False, message=exc.summary, error_code=exc.code)
-        version, user, *counts = output.splitlines()[0].split("\t")
+        answer, _user, *counts = output.splitlines()[0].split("\t")
+        # Only what we can vouch for reaches the page: the product and its version number
+        # (not the server's own text), our user name, and counts that parse as numbers.
+        found = re.match(r"\s*(\d{1,4}(?:\.\d{1,4}){0,3})", answer)
+        version = f"{'MariaDB' if 'mariadb' in answer.lower() else 'MySQL'} {found.group(1) if found else ''}".strip()
+        user = source.username
+        counts = [str(int(count)) for count in counts]
         if not database:
             return CheckResult(ok=True, message=f"Connected to {version} as {user}.")
         tables, hidden_routines = counts

@@ -219,7 +219,12 @@ class PostgresEngine(Engine):
         except BackupError as exc:
             # Our own sentence only: never what answered on that port (its banner, its words).
             return CheckResult(ok=False, message=exc.summary, error_code=exc.code)
-        version, user, databases, unreadable = output.split("|")
+        answer, _user, databases, unreadable = output.split("|")
+        # Only what we can vouch for reaches the page: the version's number (not the
+        # server's own text), our user name, and counts that parse as numbers.
+        version = _version_number(answer)
+        user = source.username
+        databases, unreadable = str(int(databases)), str(int(unreadable))
         if source.all_databases:
             return CheckResult(
                 ok=True, message=f"Connected to PostgreSQL {version} as {user}; {databases} database(s) to back up."
@@ -309,6 +314,11 @@ class PostgresEngine(Engine):
                 raise
             return False
         return True
+
+
+def _version_number(answer: str) -> str:
+    found = re.match(r"\s*(\d{1,4}(?:\.\d{1,4}){0,3})", answer)
+    return found.group(1) if found else "(unknown version)"
 
 
 def _conninfo_dbname(name: str) -> str:
