@@ -39,3 +39,17 @@ def test_a_test_result_appears_by_itself_as_one_block(page, bob, tenant, source)
         assert box.evaluate("element => element.getClientRects().length") == 1
         assert box.evaluate("element => getComputedStyle(element).display") == "block"
     screenshot(page, "sources-test-connection")
+
+
+def test_the_source_form_shows_the_fields_of_the_chosen_kind(page, mia, tenant) -> None:
+    log_in(page, mia)
+    page.goto(f"/t/{tenant.code}/sources/new/")
+    server = page.locator('main [data-kinds="postgres mysql"]')
+    files = page.locator('main [data-kinds="sqlite directory"]')
+    page.get_by_label("Kind").select_option("postgres")
+    expect(server).to_be_visible()
+    expect(files).to_be_hidden()
+    page.get_by_label("Kind").select_option("directory")
+    expect(files).to_be_visible()
+    expect(server).to_be_hidden()
+    expect(page.get_by_text(f"inside this tenant's folders: {tenant.file_roots[0]}")).to_be_visible()
