@@ -48,7 +48,7 @@ def request_test(source: BackupSource, actor: Any) -> SourceCheck:
     with transaction.atomic():
         # Serializes the count below per tenant on PostgreSQL; SQLite's write lock
         # (BEGIN IMMEDIATE) already does. Two requests at once cannot both slip past it.
-        Tenant.objects.select_for_update().filter(pk=source.tenant_id).exists()
+        Tenant.objects.select_for_update().only("pk").get(pk=source.tenant_id)
         waiting = SourceCheck.objects.filter(
             source=source, status__in=[CheckStatus.QUEUED, CheckStatus.RUNNING], created_at__gte=now - STALE_AFTER
         ).first()
