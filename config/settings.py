@@ -182,9 +182,25 @@ SOURCE_ROOTS = [
 ]
 # Database servers a tenant's PostgreSQL / MariaDB sources may connect to, unless staff give
 # the tenant rules of its own (Tenant.server_hosts): IP addresses, networks, host names or *.
-SOURCE_ALLOWED_HOSTS = [
-    h.strip() for h in (env_str("SOURCE_ALLOWED_HOSTS") or "127.0.0.1,::1,localhost").split(",") if h.strip()
-]
+
+
+def _source_allowed_hosts() -> list[str]:
+    import ipaddress
+    import re
+
+    rules = [h.strip() for h in (env_str("SOURCE_ALLOWED_HOSTS") or "127.0.0.1,::1,localhost").split(",") if h.strip()]
+    for rule in rules:
+        try:
+            ipaddress.ip_network(rule, strict=False)
+        except ValueError:
+            if rule != "*" and not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?\.?", rule):
+                raise ImproperlyConfigured(
+                    f"SOURCE_ALLOWED_HOSTS: {rule!r} is neither an IP address, a network, a host name nor *"
+                ) from None
+    return rules
+
+
+SOURCE_ALLOWED_HOSTS = _source_allowed_hosts()
 # "Test connection" requests per tenant and minute (each is a task on the queue).
 SOURCE_TESTS_PER_MINUTE = env_int("SOURCE_TESTS_PER_MINUTE", 6, minimum=1)
 

@@ -172,3 +172,10 @@ def test_a_malformed_key_is_refused_without_showing_it() -> None:
     result = django_settings({"DEBUG": "false", "SECRET_KEY": "prod", "SOURCE_SECRET_KEYS": f"{NEW_KEY},not-a-key-xyz"})
     assert result.returncode != 0
     assert "key number 2 is not a Fernet key" in result.stderr and "not-a-key-xyz" not in result.stderr
+
+
+def test_a_bad_allowed_hosts_setting_stops_the_start_and_says_which() -> None:
+    result = django_settings({"DEBUG": "true", "SOURCE_ALLOWED_HOSTS": "10.0.0.0/8,10.0.0.0/33"})
+    assert result.returncode != 0 and "SOURCE_ALLOWED_HOSTS: '10.0.0.0/33'" in result.stderr
+    fine = django_settings({"DEBUG": "true", "SOURCE_ALLOWED_HOSTS": "10.0.0.0/8, db.internal ,*,fd00::/8"})
+    assert fine.returncode == 0, fine.stderr
