@@ -17,6 +17,7 @@ from scheduling.runs import run_now
 from tenants.models import AuditAction, AuditLog
 from tests.fakeservers import fake_postgres
 from tests.helpers import drain, make_schedule
+from tests.test_views_sources import pg_fields
 
 STORED = "Stored-Secret-4711"
 FORM = "application/x-www-form-urlencoded"
@@ -30,18 +31,7 @@ def browser_post(client, url: str, fields: dict):  # type: ignore[no-untyped-def
 
 def fields(**overrides: str) -> dict[str, str]:
     """The edit form as a browser posts it: the password field empty unless typed."""
-    values = {
-        "name": "Orders DB",
-        "kind": "postgres",
-        "host": "127.0.0.1",
-        "port": "5432",
-        "database": "orders",
-        "username": "backup",
-        "password": "",
-        "tls_mode": "disable",
-    }
-    values.update(overrides)
-    return values
+    return pg_fields(**{"password": "", "tls_mode": "disable", **overrides})
 
 
 @pytest.fixture
