@@ -26,7 +26,8 @@ def value(draw: st.DrawFn, field: int, valid: bool, near: list[int] | None = Non
     return f"0{number}" if draw(st.integers(0, 9)) == 0 else str(number)  # Vixie reads 05 as 5
 
 
-def _number(text: str, field: int) -> int:
+def number(text: str, field: int) -> int:
+    """A value as the grammar reads it: a number, or a name's number."""
     names = LIMITS[field][2]
     for index, name in enumerate(names or []):
         if name.lower() == text.lower():
@@ -50,7 +51,7 @@ def item(draw: st.DrawFn, field: int, valid: bool, near: list[int] | None = None
     if shape == "a":
         return a
     b = draw(value(field, valid, near))
-    if valid and _number(b, field) < _number(a, field):
+    if valid and number(b, field) < number(a, field):
         a, b = b, a
     return f"{a}-{b}" if shape == "a-b" else f"{a}-{b}/{step}"
 

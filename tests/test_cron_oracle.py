@@ -11,11 +11,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from lib import cron
-from tests.cron_strategies import expressions
+from tests.cron_strategies import expressions, number
 from tests.vixie_oracle import Refused, read_entry
 
 WALLS = 30
@@ -93,3 +93,43 @@ def test_the_oracle_itself_reads_the_day_rule_as_crontab_5_says(expression: str,
     """The oracle is checked against hand-worked calendars (January 2026 starts on a Thursday)."""
     walls = oracle_walls(expression, datetime(2026, 1, 1) - timedelta(minutes=1))
     assert [wall.strftime("%Y-%m-%d %H:%M") for wall in walls[:3]] == first
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(expression=expressions(valid=True), start=starts)
+def test_a_second_opinion_healthchecks_cronsim_reads_them_alike(expression: str, start: datetime) -> None:
+    """cronsim follows Debian cron too; where the oracle and lib/cron.py share a misreading, it would differ.
+
+    Except in one place, where cronsim departs from Vixie: it reads a one-value range with a
+    step, `0-0/1`, as `0/1` (every value from 0), the way croniter reads `2-2`.
+    """
+    from cronsim import CronSim
+
+    assume(not _one_value_range_with_step(expression))
+
+    theirs: list[datetime] = []
+    for wall in CronSim(expression, start.replace(second=0)):  # naive: plain calendar walk, no DST fix-up
+        if wall.year > start.year + HORIZON_YEARS or len(theirs) == WALLS:
+            break
+        theirs.append(wall)
+    assert product_walls(expression, start.replace(second=0)) == theirs, expression
+
+
+def _one_value_range_with_step(expression: str) -> bool:
+    for index, text in enumerate(expression.split()):
+        for item in text.split(","):
+            body, slash, _ = item.partition("/")
+            first, dash, last = body.partition("-")
+            if slash and dash and number(first, index) == number(last, index):
+                return True
+    return False
+
+
+def test_cronsim_departs_from_vixie_on_a_one_value_range_with_a_step() -> None:
+    """Why the second opinion skips those: Vixie's loop from 0 to 0 sets hour 0 only."""
+    from cronsim import CronSim
+
+    start = datetime(2026, 1, 1)
+    assert [wall.hour for wall in product_walls("0 0-0/1 * * *", start)[:2]] == [0, 0]
+    assert [wall.hour for wall in oracle_walls("0 0-0/1 * * *", start)[:2]] == [0, 0]
+    assert next(CronSim("0 0-0/1 * * *", start)).hour == 1
