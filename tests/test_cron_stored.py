@@ -21,7 +21,7 @@ def utc(*args: int) -> datetime:
     return datetime(*args, tzinfo=UTC)
 
 
-def test_the_migration_moves_next_runs_to_the_vixie_reading(tenant, source) -> None:
+def test_the_migration_moves_next_runs_to_the_vixie_reading(tenant, source, capsys) -> None:
     # Stored while croniter read '2-2' as every hour: its next run was the coming hour.
     hourly_by_mistake = make_schedule(
         tenant, source, name="a", kind="cron", cron="30 2-2 * * *", next_run_at=utc(2026, 6, 1, 3, 30)
@@ -41,6 +41,9 @@ def test_the_migration_moves_next_runs_to_the_vixie_reading(tenant, source) -> N
     for schedule, next_run in expected.items():
         schedule.refresh_from_db()
         assert schedule.next_run_at == next_run, schedule.cron
+    told = capsys.readouterr().out
+    assert f"schedule {refused.pk} (d): Invalid cron expression '0 22-2 * * *': Range 22-2 runs backwards" in told
+    assert "1 enabled cron schedule(s) will be skipped" in told
 
 
 def test_the_migration_gives_factory_and_localtime_real_zones(tenant, source, tmp_path: Path, monkeypatch) -> None:

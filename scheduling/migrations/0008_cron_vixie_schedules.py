@@ -41,13 +41,17 @@ def forwards(apps, schema_editor) -> None:
     if local is not None:
         schedules.filter(timezone="localtime").update(timezone=local)
     crons = schedules.filter(kind="cron", enabled=True, next_run_at__isnull=False)
-    for pk, tz, expression, stored in crons.values_list("pk", "timezone", "cron", "next_run_at"):
+    refused = []
+    for pk, name, tz, expression, stored in crons.values_list("pk", "name", "timezone", "cron", "next_run_at"):
         try:
             moved = next_slot(Cadence("cron", tz, cron=expression), stored - timedelta(minutes=1))
-        except InvalidCadence:
+        except InvalidCadence as exc:
+            refused.append(f"  schedule {pk} ({name}): {exc}")
             continue
         if moved is not None and moved != stored:
             schedules.filter(pk=pk).update(next_run_at=moved)
+    if refused:  # the operator running migrate sees them before their next slot is skipped
+        print(f"\n{len(refused)} enabled cron schedule(s) will be skipped until fixed and saved:", *refused, sep="\n")
 
 
 class Migration(migrations.Migration):
