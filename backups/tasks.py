@@ -219,18 +219,17 @@ def execute_run(run_code: str) -> str:
         logger.error("run %s had been finished by someone else; its result was not recorded", run.code)
         return "lost"
     _audit_finish(run)
-    if run.status == RunStatus.FAILED:
-        _maybe_retry(run)
-    _notify(run)
+    retrying = run.status == RunStatus.FAILED and _maybe_retry(run)
+    _notify(run, retrying)
     if run.status in (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.SKIPPED):
         return str(run.status)
     return outcome.error_code or str(run.status)
 
 
-def _notify(run: BackupScheduleRun) -> None:
+def _notify(run: BackupScheduleRun, retrying: bool) -> None:
     # The run's result is recorded; telling people about it must not undo that.
     try:
-        notify_run_finished(run)
+        notify_run_finished(run, retrying)
     except Exception:
         logger.exception("run %s: could not notify its tenant's members", run.code)
 
@@ -260,14 +259,15 @@ def _perform(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outcome:
         return Outcome(RunStatus.FAILED, ErrorCode.UNKNOWN, UNEXPECTED_MESSAGE)
 
 
-def _maybe_retry(run: BackupScheduleRun) -> None:
+def _maybe_retry(run: BackupScheduleRun) -> bool:
+    """Schedule the next attempt if the failure may pass; True if one is pending."""
     try:
         nxt = retry.schedule_retry(run)
-    except Exception:  # the failure is recorded; a hiccup here must not hide it
+    except Exception:  # the failure is recorded; a hiccup here must not hide it (it is notified)
         logger.exception("could not schedule the automatic retry of run %s", run.code)
-        return
+        return False
     if nxt is None:
-        return
+        return False
     assert nxt.not_before is not None
     note = (
         f"{datetime.now(UTC):%H:%M:%S} Attempt {nxt.attempt} of {run.schedule.max_attempts} "
@@ -275,6 +275,7 @@ def _maybe_retry(run: BackupScheduleRun) -> None:
     )
     run.log += note
     BackupScheduleRun.objects.filter(pk=run.pk).update(log=run.log)
+    return True
 
 
 # ---------------------------------------------------------------- backup

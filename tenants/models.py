@@ -137,6 +137,7 @@ class NotificationKind(models.TextChoices):
     SLOT_MISSED = "slot_missed", "Slot missed"
     RUN_REQUESTED = "run_requested", "Run now / Retry requested"
     RESTORE_FINISHED = "restore_finished", "Restore finished"
+    RUN_RECOVERED = "run_recovered", "Backups work again"
 
 
 class Notification(models.Model):
@@ -149,6 +150,9 @@ class Notification(models.Model):
     run = models.ForeignKey(
         "scheduling.BackupScheduleRun", models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
     )
+    # What the list shows ("Backup of “Shop DB” failed after 3 attempts"); the detail,
+    # one click away, is `message` (the error, the names). Blank on older rows.
+    title = models.CharField(max_length=200, blank=True)
     message = models.CharField(max_length=500)
     created_at = models.DateTimeField()
     read_at = models.DateTimeField(null=True, blank=True)
@@ -165,4 +169,11 @@ class Notification(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.message
+        return self.title or self.message
+
+    @property
+    def headline(self) -> str:
+        """The short line the list shows (rows from before titles: their message, cut)."""
+        if self.title:
+            return self.title
+        return self.message if len(self.message) <= 120 else self.message[:119] + "…"
