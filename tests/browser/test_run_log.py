@@ -9,21 +9,25 @@ page load.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect
 
+from backups.tasks import execute_run
 from scheduling.models import BackupScheduleRun, RunStatus, ScheduleSource
 from scheduling.runs import run_now
 from tests.browser.conftest import log_in, screenshot
 from tests.browser.test_run_now import CLUSTER_TIMEOUT_MS, locked
+from tests.conftest import make_sqlite_database
 from tests.helpers import runcluster
 from tests.test_run_log import locked_database, postgres_source
 
-pytestmark = [pytest.mark.browser, pytest.mark.services]
+pytestmark = pytest.mark.browser
 
 
+@pytest.mark.services
 def test_the_run_page_shows_the_log_growing_while_a_slow_backup_runs(
     page, bob, tenant, source, schedule, settings, monkeypatch
 ) -> None:
@@ -81,3 +85,60 @@ def _watch(page, bob, run, source, settings, database: str, release_pg) -> None:
         except AssertionError as exc:
             raise AssertionError(f"{exc}\ncluster output:\n{cluster.output()}") from None
     assert page.evaluate("window.__stillTheSamePage === true"), "the page was reloaded"
+
+
+# ---------------------------------------------------------------- notifications and audit at 390 px
+
+
+def _fits(page) -> None:  # type: ignore[no-untyped-def]
+    """Nothing sticks out sideways: the page is usable without scrolling left and right."""
+    width = page.evaluate("document.documentElement.clientWidth")
+    assert page.evaluate("document.documentElement.scrollWidth") <= width
+
+
+def test_notifications_have_short_titles_and_their_detail_one_click_away_at_390_and_1280_px(
+    page, rita, alice, bob, tenant, source, schedule
+) -> None:
+    Path(source.path).unlink()  # the real worker path: a failure people are told of
+    failed = run_now(schedule, bob)
+    assert execute_run(str(failed.code)) == "SOURCE_NOT_FOUND"
+    make_sqlite_database(Path(source.path))
+    assert execute_run(str(run_now(schedule, bob).code)) == "succeeded"  # and the recovery
+    log_in(page, rita)
+    for width in (390, 1280):
+        page.set_viewport_size({"width": width, "height": 844})
+        page.goto(f"/t/{tenant.code}/notifications/")
+        items = page.get_by_role("listitem").filter(has=page.get_by_role("link", name="Backup of “Nightly”"))
+        expect(items).to_have_count(2)
+        expect(page.get_by_role("link", name="Backup of “Nightly” works again")).to_be_visible()
+        expect(page.get_by_role("link", name="Backup of “Nightly” failed", exact=True)).to_be_visible()
+        expect(page.get_by_text("SOURCE_NOT_FOUND")).to_have_count(0)  # the detail is one click away
+        _fits(page)
+        screenshot(page, f"notifications-{width}")
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.get_by_role("link", name="Backup of “Nightly” failed", exact=True).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Backup of “Nightly” failed")
+    expect(page.get_by_text("SOURCE_NOT_FOUND: ")).to_be_visible()
+    _fits(page)
+    screenshot(page, "notification-detail-390")
+    page.get_by_role("link", name="Open the run and its log").click()
+    expect(page).to_have_url(re.compile(rf"/runs/{failed.code}/$"))
+
+
+def test_the_audit_log_reads_as_sentences_at_390_px(page, rita, bob, tenant, schedule) -> None:
+    assert execute_run(str(run_now(schedule, bob).code)) == "succeeded"
+    log_in(page, rita)
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"/t/{tenant.code}/audit/")
+    entries = page.get_by_role("list", name="Audit entries, page 1")
+    expect(entries).to_contain_text("bob pressed Run now on “Nightly”.")
+    expect(entries).not_to_contain_text("A worker started")
+    _fits(page)
+    screenshot(page, "audit-390")
+    page.get_by_label("Show automatic entries").check()  # htmx redraws the list on change
+    expect(entries).to_contain_text("A worker started the backup of “Nightly” (attempt 1).")
+    expect(page).to_have_url(re.compile(r"automatic=on"))
+    entries.get_by_text("Details").first.click()
+    expect(entries.locator("pre.details").first).to_be_visible()
+    _fits(page)
+    screenshot(page, "audit-automatic-390")
