@@ -219,3 +219,35 @@ def test_a_schedule_working_again_after_a_partial_run_says_so(
     assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
     (note,) = Notification.objects.filter(kind=NotificationKind.RUN_RECOVERED, user=team["bob"])
     assert note.message.startswith("It succeeded after 1 failed run; the last failure was SOURCE_NOT_FOUND: ")
+
+
+def test_a_recovery_costs_the_same_queries_after_2_and_40_failed_runs(team, schedule) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from tenants.notifications import notify_run_finished
+
+    def queries_after(failures: int) -> int:
+        BackupScheduleRun.objects.all().delete()
+        for _ in range(failures):
+            BackupScheduleRun.objects.create(
+                tenant=schedule.tenant,
+                schedule=schedule,
+                status=RunStatus.FAILED,
+                error_code=ErrorCode.SOURCE_NOT_FOUND,
+                created_at=timezone.now(),
+                finished_at=timezone.now(),
+            )
+        good = BackupScheduleRun.objects.create(
+            tenant=schedule.tenant,
+            schedule=schedule,
+            status=RunStatus.SUCCEEDED,
+            created_at=timezone.now(),
+            finished_at=timezone.now(),
+        )
+        with CaptureQueriesContext(connection) as queries:
+            assert notify_run_finished(good) == 4
+        return len(queries)
+
+    assert queries_after(2) == queries_after(40)
