@@ -271,6 +271,8 @@ def schedule_preview(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     as an out-of-band swap, so one request per keystroke updates both."""
     form, before, tenant = _form_for_partial(request, tenant_code)
     slots = render_to_string("scheduling/schedule_form.html#preview", {"preview": preview_of(form, before)}, request)
+    if form.instance.pk is None:  # a new schedule's page has no #retention-preview to swap into
+        return HttpResponse(slots)
     retention = render_to_string(
         "scheduling/schedule_form.html#retention", {"retention": retention_preview_of(form), "oob": True}, request
     )
