@@ -29,6 +29,30 @@ TIMING_HINTS = {
 }
 
 
+# <input type="time"> shows the browser's locale (02:00 AM in en-US); the app speaks 24-hour
+# times everywhere, so a text input that takes and shows HH:MM.
+TIME_PATTERN = "([01]?[0-9]|2[0-3]):[0-5][0-9]"
+
+
+def time_of_day_field() -> forms.TimeField:
+    return forms.TimeField(
+        input_formats=["%H:%M", "%H:%M:%S"],
+        error_messages={"invalid": "Enter a 24-hour time as HH:MM, e.g. 02:30 or 14:00."},
+        widget=forms.TimeInput(
+            format="%H:%M",
+            attrs={
+                "pattern": TIME_PATTERN,
+                "inputmode": "numeric",
+                "placeholder": "HH:MM",
+                "maxlength": 8,
+                "size": 5,
+                "autocomplete": "off",
+                "spellcheck": "false",
+            },
+        ),
+    )
+
+
 def needed_fields(kind: str) -> frozenset[str]:
     return frozenset(name for name, kinds in FIELDS_BY_KIND.items() if kind in kinds)
 
@@ -79,7 +103,7 @@ class ScheduleForm(TimingFieldsMixin, forms.ModelForm):
     weekdays = forms.TypedMultipleChoiceField(
         choices=WEEKDAY_CHOICES, coerce=int, required=False, widget=forms.CheckboxSelectMultiple
     )
-    time_of_day = forms.TimeField(widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"))
+    time_of_day = time_of_day_field()
     timezone = forms.CharField(max_length=64, initial="UTC", label="Time zone")
 
     class Meta:
@@ -123,7 +147,7 @@ class TimingForm(TimingFieldsMixin, forms.ModelForm):
     weekdays = forms.TypedMultipleChoiceField(
         choices=WEEKDAY_CHOICES, coerce=int, required=False, widget=forms.CheckboxSelectMultiple
     )
-    time_of_day = forms.TimeField(widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"))
+    time_of_day = time_of_day_field()
     timezone = forms.CharField(max_length=64, label="Time zone")
 
     class Meta:

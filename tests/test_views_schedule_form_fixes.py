@@ -4,9 +4,11 @@ the strategy control and its hints."""
 from __future__ import annotations
 
 import re
+from datetime import time
 
 import pytest
 
+from scheduling.models import BackupSchedule
 from tests.test_views_schedules import valid_data
 
 HX = {"HX-Request": "true"}
@@ -52,3 +54,46 @@ def test_no_partial_of_the_new_form_names_a_missing_target(client, mia, tenant, 
     else:
         answer = client.post(f"/t/{tenant.code}/schedules/preview/", valid_data(source, kind="weekly"), headers=HX).text
     assert oob_targets(answer) <= element_ids(page)
+
+
+# ------------------------------------------------------------------ 24-hour times
+
+
+def time_input(html: str, name: str) -> str:
+    match = re.search(rf'<input[^>]*name="{name}"[^>]*>', html)
+    assert match, f"no input named {name}"
+    return match.group(0)
+
+
+def test_the_time_of_day_is_a_24_hour_text_input_not_the_locales_clock(client, mia, schedule) -> None:
+    schedule.time_of_day = time(14, 5)
+    schedule.save()
+    client.force_login(mia)
+    tag = time_input(client.get(f"/schedules/{schedule.code}/edit/").text, "time_of_day")
+    # type="time" renders 02:05 PM in an en-US browser whatever value it holds.
+    assert 'type="text"' in tag and 'type="time"' not in tag
+    assert 'value="14:05"' in tag and 'placeholder="HH:MM"' in tag
+
+
+def test_a_settings_block_takes_24_hour_times_too(client, mia, schedule) -> None:
+    client.force_login(mia)
+    html = client.get(f"/t/{schedule.tenant.code}/settings/").text
+    tag = time_input(html, f"s{schedule.code.hex}-time_of_day")
+    assert 'type="text"' in tag and f'value="{schedule.time_of_day:%H:%M}"' in tag
+
+
+@pytest.mark.parametrize("typed, saved", [("14:00", time(14, 0)), ("2:30", time(2, 30)), ("23:59", time(23, 59))])
+def test_a_typed_24_hour_time_is_saved(client, mia, tenant, source, typed, saved) -> None:
+    client.force_login(mia)
+    response = client.post(f"/t/{tenant.code}/schedules/new/", valid_data(source, time_of_day=typed))
+    assert response.status_code == 302
+    assert BackupSchedule.objects.get(name="Hourly").time_of_day == saved
+
+
+@pytest.mark.parametrize("typed", ["2pm", "02:00 PM", "24:00", "12:60", "noon"])
+def test_a_time_that_is_not_24_hour_hh_mm_is_a_form_error(client, mia, tenant, source, typed) -> None:
+    client.force_login(mia)
+    response = client.post(f"/t/{tenant.code}/schedules/new/", valid_data(source, time_of_day=typed))
+    assert response.status_code == 200
+    assert "Enter a 24-hour time as HH:MM" in response.text
+    assert not BackupSchedule.objects.exists()

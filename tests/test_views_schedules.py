@@ -286,7 +286,7 @@ def test_creating_tells_when_the_tenant_has_no_source(client, mia, tenant) -> No
         ({"kind": "every_n_hours", "every_hours": "169"}, "N must be between 1 and 168 hours."),
         ({"kind": "weekly"}, "Pick at least one weekday for a weekly schedule."),
         ({"keep_last": "0"}, "Keep at least 1 backup."),
-        ({"time_of_day": "25:99"}, "Enter a valid time."),
+        ({"time_of_day": "25:99"}, "Enter a 24-hour time as HH:MM"),
         ({"name": ""}, "This field is required."),
     ],
 )
@@ -705,7 +705,7 @@ def test_the_preview_lists_the_next_five_runs_in_the_zone_and_utc(client, mia, t
         ({"timezone": "Mars/Olympus"}, "Unknown time zone"),
         ({"kind": "every_n_hours", "every_hours": "0"}, "N must be between 1 and 168 hours."),
         ({"kind": "weekly"}, "Pick at least one weekday"),
-        ({"time_of_day": "25:99"}, "Enter a valid time."),
+        ({"time_of_day": "25:99"}, "Enter a 24-hour time as HH:MM"),
         ({"kind": "nonsense"}, "Select a valid choice"),
     ],
 )
