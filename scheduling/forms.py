@@ -168,3 +168,23 @@ def unbound_copy(form: forms.ModelForm, **kwargs: Any) -> Any:
     """
     initial = {name: form[name].data for name in TIMING_FIELDS if name in form.fields}
     return type(form)(initial=initial, **kwargs)
+
+
+class ConfirmNameForm(forms.Form):
+    """A destructive action confirmed by typing the name of what it destroys."""
+
+    confirm = forms.CharField(
+        max_length=200,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false", "autocapitalize": "off"}),
+    )
+
+    def __init__(self, *args: Any, name: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = name
+        self.fields["confirm"].label = f"To confirm, type the schedule's name: {name}"
+
+    def clean_confirm(self) -> str:
+        typed = self.cleaned_data["confirm"].strip()
+        if typed != self.name:
+            raise forms.ValidationError(f"That is not the schedule's name; type “{self.name}” exactly.")
+        return typed

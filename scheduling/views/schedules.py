@@ -9,18 +9,22 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q, Sum
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
 
+from backups.deletion import delete_schedule_with_sets
 from backups.models import BackupSet
 from backups.retention import preview_retention
 from lib.slots import InvalidCadence, all_zone_names, upcoming, validate
-from scheduling.forms import TIMING_FIELDS, ScheduleForm, unbound_copy
+from scheduling.forms import TIMING_FIELDS, ConfirmNameForm, ScheduleForm, unbound_copy
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, ScheduleKind
 from scheduling.presentation import describe_cadence, relative, utc_iso, viewer_zone, wall_text
 from scheduling.runs import RunRefused
@@ -292,9 +296,14 @@ def schedule_form_fields(request: AuthedRequest, tenant_code: UUID) -> HttpRespo
 @require_http_methods(["GET", "POST"])
 @login_required
 def schedule_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
+    """Delete a schedule (manager); one that made backup sets goes with them (owner, after
+    typing its name)."""
     schedule = get_for_member(request.user, BackupSchedule, code, MANAGE)
-    tenant = schedule.tenant
-    if request.method == "POST":  # delete_schedule itself refuses a schedule in use
+    tenant, role = schedule.tenant, schedule.member_role  # type: ignore[attr-defined]
+    made = BackupSet.objects.filter(tenant=tenant, run__schedule=schedule)
+    has_sets = made.exists()
+    form = ConfirmNameForm(request.POST or None, name=schedule.name) if has_sets else None
+    if request.method == "POST" and form is None:  # delete_schedule itself refuses a schedule in use
         try:
             delete_schedule(schedule, request.user)
         except ScheduleInUse as exc:
@@ -302,13 +311,32 @@ def schedule_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
             return redirect("schedule_detail", code=code)
         messages.success(request, f"Schedule “{schedule.name}” deleted.")
         return redirect("schedules", tenant_code=tenant.code)
+    if request.method == "POST" and form is not None:
+        if not role_allows(role, ADMINISTER):
+            raise PermissionDenied("Deleting a schedule with its backup sets needs the Owner role.")
+        if form.is_valid():
+            try:
+                count = delete_schedule_with_sets(schedule, request.user)
+            except ScheduleInUse as exc:
+                form.add_error(None, str(exc))
+            else:
+                done = f"Schedule “{schedule.name}” and its {count} backup set{pluralize(count)} deleted."
+                messages.success(request, done)
+                return redirect("schedules", tenant_code=tenant.code)
+    live = made.filter(deleted_at__isnull=True).aggregate(
+        count=Count("id"), size=Sum("size"), pinned=Count("id", filter=Q(pinned=True))
+    )
     ctx = tenant_page(
         request,
         tenant,
-        schedule.member_role,  # type: ignore[attr-defined]
+        role,
         "schedules",
         schedule=schedule,
-        set_count=BackupSet.objects.filter(tenant=tenant, run__schedule=schedule).count(),
+        has_sets=has_sets,
+        set_count=live["count"],
+        set_size=live["size"] or 0,
+        pinned_count=live["pinned"],
+        form=form,
         busy=BackupScheduleRun.objects.filter(tenant=tenant, schedule=schedule, status__in=ACTIVE_STATUSES).exists(),
         run_count=BackupScheduleRun.objects.filter(tenant=tenant, schedule=schedule).count(),
     )
