@@ -67,11 +67,19 @@ ACTIONS: dict[str, tuple[str, Role, Callable[[BackupSchedule, AuthedRequest], st
     "disable": ("Disable", MANAGE, _disable),
     "delete": ("Delete", MANAGE, _delete),
 }
+# What the browser asks before it sends the action: schedules.js puts in the number
+# selected ({count}) and the plural ending ({s}), and asks nothing when none is.
+QUESTIONS = {
+    "run": "Run {count} selected schedule{s} now?",
+    "enable": "Enable {count} selected schedule{s}? Their next slots will run.",
+    "disable": "Disable {count} selected schedule{s}? They will not run until enabled again.",
+    "delete": "Delete {count} selected schedule{s} and their run history? Schedules with backup sets are kept.",
+}
 
 
-def actions_for(role: str) -> list[tuple[str, str]]:
-    """The actions a member with `role` may pick, for the list's select."""
-    return [(key, label) for key, (label, least, _) in ACTIONS.items() if role_allows(role, least)]
+def actions_for(role: str) -> list[tuple[str, str, str]]:
+    """The actions a member with `role` may pick, for the list's select: key, label, question."""
+    return [(key, label, QUESTIONS[key]) for key, (label, least, _) in ACTIONS.items() if role_allows(role, least)]
 
 
 def _codes(values: list[str]) -> list[UUID] | None:

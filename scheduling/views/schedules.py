@@ -105,7 +105,7 @@ def schedule_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     return render(request, template, list_context(request, tenant))
 
 
-def bulk_choices(role: str) -> list[tuple[str, str]]:
+def bulk_choices(role: str) -> list[tuple[str, str, str]]:
     from scheduling.views.bulk import actions_for  # bulk imports this module
 
     return actions_for(role)

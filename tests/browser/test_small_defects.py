@@ -9,7 +9,9 @@ from datetime import time
 import pytest
 from playwright.sync_api import expect
 
+from scheduling.models import BackupSchedule
 from tests.browser.conftest import TIMEOUT_MS, log_in, screenshot
+from tests.helpers import make_schedule
 
 pytestmark = pytest.mark.browser
 
@@ -57,3 +59,58 @@ def _artifact(name: str):  # type: ignore[no-untyped-def]
 
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     return SCREENSHOTS / f"{name}.png"
+
+
+# ------------------------------------------------------------------ bulk confirmation
+
+
+def _bulk_page(page, user, tenant, names):  # type: ignore[no-untyped-def]
+    log_in(page, user)
+    page.goto(f"/t/{tenant.code}/schedules/")
+    for name in names:
+        page.get_by_label(f"Select {name}").check()
+
+
+def test_bulk_delete_asks_naming_the_action_and_the_count(page, mia, tenant, schedule, source) -> None:
+    for name in ("Hourly", "Weekly"):
+        make_schedule(tenant, source, name=name)
+    _bulk_page(page, mia, tenant, ["Hourly", "Weekly"])
+    page.get_by_label("With the selected schedules").select_option(label="Delete")
+    asked: list[str] = []
+
+    def dismiss(dialog) -> None:  # type: ignore[no-untyped-def]
+        asked.append(dialog.message)
+        dialog.dismiss()
+
+    page.once("dialog", dismiss)
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_label("Select Hourly")).to_be_checked()  # nothing sent
+    assert asked == ["Delete 2 selected schedules and their run history? Schedules with backup sets are kept."]
+    assert BackupSchedule.objects.filter(name__in=["Hourly", "Weekly"]).count() == 2
+
+    page.get_by_label("Select Weekly").uncheck()
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    page.get_by_role("button", name="Apply").click()
+    expect(page.get_by_role("link", name="Hourly")).to_have_count(0)
+    assert asked[-1] == "Delete 1 selected schedule and their run history? Schedules with backup sets are kept."
+    assert set(BackupSchedule.objects.values_list("name", flat=True)) == {"Nightly", "Weekly"}
+
+
+def test_bulk_actions_ask_nothing_when_nothing_is_selected(page, mia, tenant, schedule) -> None:
+    _bulk_page(page, mia, tenant, [])
+    page.get_by_label("With the selected schedules").select_option(label="Delete")
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("#messages")).to_contain_text("Select at least one schedule.")
+    assert asked == []
+    assert BackupSchedule.objects.filter(pk=schedule.pk).exists()
+
+
+def test_an_operators_run_now_in_bulk_names_the_count(page, bob, tenant, schedule) -> None:
+    _bulk_page(page, bob, tenant, ["Nightly"])
+    asked: list[str] = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    page.get_by_role("button", name="Apply").click()
+    expect(page.locator("#messages")).to_contain_text("Nightly: queued")
+    assert asked == ["Run 1 selected schedule now?"]
