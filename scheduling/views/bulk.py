@@ -19,7 +19,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from scheduling.models import BackupSchedule
-from scheduling.runs import RunRefused, run_now
+from scheduling.presentation import viewer_zone, wall_text
+from scheduling.runs import RetryPending, RunRefused, run_now
 from scheduling.services import ScheduleInUse, delete_schedule, set_enabled
 from scheduling.views.schedules import list_context, toast
 from tenants.access import MANAGE, RUN, get_tenant_for_member, role_allows
@@ -33,6 +34,8 @@ MAX_SELECTED = 500
 def _run(schedule: BackupSchedule, request: AuthedRequest) -> str:
     try:
         run_now(schedule, request.user)
+    except RetryPending as exc:
+        return f"automatic retry pending, starts {wall_text(exc.starts_at, viewer_zone(request))}"
     except RunRefused:
         return "already running"
     return "queued"

@@ -26,7 +26,7 @@ from backups.retention import preview_retention
 from lib.slots import InvalidCadence, all_zone_names, upcoming, validate
 from scheduling.forms import TIMING_FIELDS, ConfirmNameForm, ScheduleForm, unbound_copy
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, ScheduleKind
-from scheduling.presentation import describe_cadence, relative, utc_iso, viewer_zone, wall_text
+from scheduling.presentation import describe_cadence, refusal_text, relative, utc_iso, viewer_zone, wall_text
 from scheduling.runs import RunRefused
 from scheduling.runs import run_now as request_run
 from scheduling.services import ScheduleInUse, delete_schedule, prepare, save_schedule, set_enabled, snapshot
@@ -376,7 +376,7 @@ def schedule_run_now(request: AuthedRequest, code: UUID) -> HttpResponse:
     try:
         request_run(schedule, request.user)
     except RunRefused as exc:
-        messages.error(request, str(exc))
+        messages.error(request, refusal_text(exc, viewer_zone(request), timezone.now()))
     else:
         messages.success(request, f"Run of “{schedule.name}” queued.")
     if request.htmx:  # the button stays where it is; only the toast appears
