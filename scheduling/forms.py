@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.utils.html import format_html
 
 from backups.models import BackupSource
 from scheduling.models import EDITABLE_FIELDS, BackupSchedule, ScheduleKind
@@ -17,16 +18,27 @@ FIELDS_BY_KIND: dict[str, frozenset[str]] = {
     "weekdays": frozenset({ScheduleKind.WEEKLY}),
     "cron": frozenset({ScheduleKind.CRON}),
     "every_hours": frozenset({ScheduleKind.EVERY_N_HOURS}),
-    "timezone": frozenset({ScheduleKind.DAILY, ScheduleKind.WEEKLY, ScheduleKind.CRON, ScheduleKind.EVERY_N_HOURS}),
+    "timezone": frozenset(ScheduleKind),
 }
 TIMING_FIELDS = ("kind", *FIELDS_BY_KIND)
-TIMING_HINTS = {
-    "time_of_day": "Daily, Weekly; Every N hours counts from this time.",
-    "weekdays": "Weekly only.",
-    "cron": "Cron expression only: minute hour day-of-month month day-of-week, e.g. 30 2 * * 1-5.",
-    "every_hours": "Every N hours only, 1 to 168.",
-    "timezone": "IANA name, e.g. Europe/Berlin. Not used when disabled.",
+# field -> (which strategies use it, what to type). The first part matters only when
+# every field shows (no JavaScript): with scripts a field shows only for the strategies
+# that use it, and "Weekly only." under a field shown only for weekly is noise, so
+# schedules.css hides it (.strategy-hint) once schedules.js runs.
+TIMING_HINTS: dict[str, tuple[str, str]] = {
+    "time_of_day": ("Daily, Weekly and Every N hours.", "24-hour HH:MM; Every N hours counts from it."),
+    "weekdays": ("Weekly only.", ""),
+    "cron": ("Cron expression only.", "minute hour day-of-month month day-of-week, e.g. 30 2 * * 1-5."),
+    "every_hours": ("Every N hours only.", "1 to 168."),
+    "timezone": ("", "IANA name, e.g. Europe/Berlin."),
 }
+
+
+def timing_hint(name: str) -> str:
+    uses, what = TIMING_HINTS[name]
+    if not uses:
+        return what
+    return format_html('<span class="strategy-hint">{}</span>{}', uses, f" {what}" if what else "")
 
 
 # <input type="time"> shows the browser's locale (02:00 AM in en-US); the app speaks 24-hour
@@ -63,9 +75,9 @@ class TimingFieldsMixin:
     fields: dict[str, forms.Field]
 
     def setup_timing(self) -> None:
-        for name, hint in TIMING_HINTS.items():
+        for name in TIMING_HINTS:
             if name in self.fields:
-                self.fields[name].help_text = hint
+                self.fields[name].help_text = timing_hint(name)
         if "every_hours" in self.fields:
             self.fields["every_hours"].widget.attrs.update(min=1, max=168)
         # A searchable zone list: <input list> plus one <datalist id="tz-names"> on the page.

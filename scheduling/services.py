@@ -29,7 +29,7 @@ AUDITED_FIELDS = tuple(name for name in EDITABLE_FIELDS if name != "sources")
 def refresh_next_run(schedule: BackupSchedule, now: datetime | None = None) -> None:
     """No catch-up: the next slot is always counted from now."""
     now = now or timezone.now()
-    if not schedule.enabled or schedule.kind == ScheduleKind.DISABLED:
+    if not schedule.enabled:
         schedule.next_run_at = None
     else:
         schedule.next_run_at = next_slot(schedule.cadence, now)
@@ -85,7 +85,7 @@ def save_schedule(
             changes["sources"] = [before.get("sources"), source_names(schedule)]
         if changes:
             record(schedule.tenant, AuditAction.SCHEDULE_UPDATED, schedule, actor=actor, changes=changes)
-    if not schedule.enabled or schedule.kind == ScheduleKind.DISABLED:
+    if not schedule.enabled:
         cancel_pending_retries(schedule)
     return schedule
 

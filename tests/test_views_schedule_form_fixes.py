@@ -7,6 +7,7 @@ import re
 from datetime import time
 
 import pytest
+from django.utils import timezone
 
 from scheduling.models import BackupSchedule
 from tests.test_views_schedules import valid_data
@@ -97,3 +98,54 @@ def test_a_time_that_is_not_24_hour_hh_mm_is_a_form_error(client, mia, tenant, s
     assert response.status_code == 200
     assert "Enter a 24-hour time as HH:MM" in response.text
     assert not BackupSchedule.objects.exists()
+
+
+# ------------------------------------------------------------------ one on/off control
+
+
+def test_the_strategy_offers_no_disabled_choice_next_to_the_enabled_flag(client, mia, tenant) -> None:
+    client.force_login(mia)
+    html = client.get(f"/t/{tenant.code}/schedules/new/").text
+    select = re.search(r'<select name="kind".*?</select>', html, re.S).group(0)
+    assert re.findall(r'<option value="([^"]+)"', select) == ["daily", "weekly", "cron", "every_n_hours"]
+    assert 'name="enabled"' in html and "Off: no scheduled runs; Run now still works." in html
+
+
+def test_a_posted_disabled_strategy_is_a_form_error_not_a_500(client, mia, tenant, source) -> None:
+    client.force_login(mia)
+    response = client.post(f"/t/{tenant.code}/schedules/new/", valid_data(source, kind="disabled"))
+    assert response.status_code == 200 and "Select a valid choice" in response.text
+    assert not BackupSchedule.objects.exists()
+
+
+def test_an_unticked_enabled_box_saves_a_schedule_that_runs_only_on_demand(client, mia, tenant, source) -> None:
+    client.force_login(mia)
+    data = valid_data(source)
+    del data["enabled"]  # an unticked checkbox is not posted
+    assert client.post(f"/t/{tenant.code}/schedules/new/", data).status_code == 302
+    schedule = BackupSchedule.objects.get()
+    assert (schedule.enabled, schedule.next_run_at) == (False, None)
+    client.force_login(mia)
+    assert client.post(f"/schedules/{schedule.code}/run/").status_code == 302
+    assert schedule.runs.count() == 1  # Run now still works
+
+
+def test_the_migration_turns_a_disabled_strategy_into_the_enabled_flag(tenant, source) -> None:
+    from django.db import connection
+    from django.db.migrations.loader import MigrationLoader
+
+    from tests.helpers import make_schedule
+
+    run_now_only = make_schedule(tenant, source, name="Manual", kind="disabled", enabled=True)
+    paused = make_schedule(tenant, source, name="Paused", kind="weekly", weekdays=[0], enabled=False)
+    running = make_schedule(tenant, source, name="Nightly", kind="daily", enabled=True, next_run_at=timezone.now())
+    loader = MigrationLoader(connection)
+    migration = loader.get_migration("scheduling", "0008_smalls_one_on_off_control")
+    before = loader.project_state(("scheduling", "0007_dispatcher_beat")).apps
+    forward = next(op for op in migration.operations if hasattr(op, "code")).code
+    forward(before, connection.schema_editor())
+    rows = {s.name: (s.kind, s.enabled, s.next_run_at) for s in BackupSchedule.objects.all()}
+    assert rows["Manual"] == ("daily", False, None)  # still: no scheduled runs, Run now only
+    assert rows["Paused"] == ("weekly", False, None) == (paused.kind, paused.enabled, paused.next_run_at)
+    assert rows["Nightly"] == ("daily", True, running.next_run_at)
+    assert run_now_only.pk and not BackupSchedule.objects.filter(kind="disabled").exists()

@@ -645,7 +645,7 @@ def test_the_form_shows_every_timing_field_with_a_hint_and_marks_the_unneeded(cl
     text = client.get(f"/t/{tenant.code}/schedules/new/").text
     for name in ("time_of_day", "weekdays", "cron", "every_hours", "timezone"):
         assert f"field-{name}" in text
-    assert "Cron expression only:" in text and "Weekly only." in text
+    assert '<span class="strategy-hint">Cron expression only.</span>' in text and "Weekly only." in text
     assert '<div class="field field-cron" data-unneeded>' in text
     assert '<div class="field field-time_of_day">' in text
     assert '<datalist id="tz-names">' in text and '<option value="Europe/Berlin">' in text
@@ -725,9 +725,11 @@ def test_the_preview_ignores_errors_of_fields_that_do_not_time_runs(client, mia,
     assert len(preview_slots(response.text)) == 5
 
 
-def test_the_preview_of_a_disabled_strategy_says_it_runs_only_on_demand(client, mia, tenant, source) -> None:
+def test_the_preview_of_a_schedule_not_enabled_says_it_runs_only_on_demand(client, mia, tenant, source) -> None:
     client.force_login(mia)
-    response = client.post(f"/t/{tenant.code}/schedules/preview/", valid_data(source, kind="disabled"))
+    data = valid_data(source)
+    del data["enabled"]  # an unticked checkbox is not posted
+    response = client.post(f"/t/{tenant.code}/schedules/preview/", data)
     assert "runs only when someone presses Run now" in response.text
 
 

@@ -25,7 +25,7 @@ from backups.models import BackupSet
 from backups.retention import preview_retention
 from lib.slots import InvalidCadence, all_zone_names, upcoming, validate
 from scheduling.forms import TIMING_FIELDS, ConfirmNameForm, ScheduleForm, unbound_copy
-from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, ScheduleKind
+from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun
 from scheduling.presentation import describe_cadence, refusal_text, relative, utc_iso, viewer_zone, wall_text
 from scheduling.runs import RunRefused
 from scheduling.runs import run_now as request_run
@@ -40,7 +40,7 @@ UPCOMING_COUNT = 5
 
 
 def upcoming_slots(schedule: BackupSchedule, now: datetime) -> list[datetime]:
-    if not schedule.enabled or schedule.kind == ScheduleKind.DISABLED:
+    if not schedule.enabled:
         return []
     try:
         validate(schedule.cadence)
@@ -207,12 +207,11 @@ def preview_of(form: ScheduleForm, before: dict[str, Any] | None) -> dict[str, A
         if errors:
             return {"errors": errors}
     schedule = form.instance  # the form's values are in it, unsaved
-    if schedule.kind == ScheduleKind.DISABLED:
-        return {"slots": [], "note": "Disabled: this schedule runs only when someone presses Run now."}
     now = timezone.now()
     prepare(schedule, before, now)
     slots = upcoming(schedule.cadence, now, UPCOMING_COUNT)
-    note = "" if schedule.enabled else "The schedule is not enabled: these slots apply once it is."
+    off = "Not enabled: it runs only when someone presses Run now; these slots apply once it is enabled."
+    note = "" if schedule.enabled else off
     return {"slots": slots, "tz": schedule.timezone, "note": note or ("" if slots else "No slot in the next 5 years.")}
 
 

@@ -114,3 +114,28 @@ def test_an_operators_run_now_in_bulk_names_the_count(page, bob, tenant, schedul
     page.get_by_role("button", name="Apply").click()
     expect(page.locator("#messages")).to_contain_text("Nightly: queued")
     assert asked == ["Run 1 selected schedule now?"]
+
+
+# ------------------------------------------------------------------ hints of hidden fields
+
+
+def test_a_field_shown_only_for_its_strategy_does_not_say_so(page, mia, tenant, source) -> None:
+    log_in(page, mia)
+    page.goto(f"/t/{tenant.code}/schedules/new/")
+    strategy = page.get_by_label("Strategy")
+    with page.expect_response(lambda r: r.request.headers.get("hx-request") == "true"):
+        strategy.select_option(label="Weekly")
+    page.wait_for_function("() => !document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling')")
+    weekdays = page.locator(".field-weekdays")
+    expect(weekdays).to_be_visible()
+    expect(page.locator(".field-cron")).to_be_hidden()
+    assert "Weekly only" not in weekdays.inner_text()
+    time_field = page.locator(".field-time_of_day")
+    assert "Daily, Weekly" not in time_field.inner_text() and "24-hour HH:MM" in time_field.inner_text()
+    assert [o for o in strategy.locator("option").all_inner_texts()] == [
+        "Daily",
+        "Weekly",
+        "Cron expression",
+        "Every N hours",
+    ]
+    screenshot(page, "schedule-form-weekly")
