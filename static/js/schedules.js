@@ -40,6 +40,22 @@
     if (window.confirm(text)) event.detail.issueRequest(true);
   });
 
-  document.addEventListener("DOMContentLoaded", function () { wireSelectAll(document); });
+  // A settings block redrawn after a save stays open. Chromium closes an open
+  // <details name> inserted while another of its group is open (htmx inserts the new
+  // block before it removes the old one), so it is opened again once the swap settled.
+  document.addEventListener("htmx:afterSettle", function () {
+    document.querySelectorAll("details[data-keep-open]").forEach(function (details) {
+      details.removeAttribute("data-keep-open");
+      details.open = true;
+    });
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    wireSelectAll(document);
+    // A page as loaded is already right; only later swaps need reopening.
+    document.querySelectorAll("details[data-keep-open]").forEach(function (details) {
+      details.removeAttribute("data-keep-open");
+    });
+  });
   document.addEventListener("htmx:afterSettle", function (event) { wireSelectAll(event.target); });
 })();

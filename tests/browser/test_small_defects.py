@@ -3,6 +3,7 @@ locale, the bulk-delete confirmation, hints of hidden fields, the Settings page'
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import time
 
@@ -10,7 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from scheduling.models import BackupSchedule
-from tests.browser.conftest import TIMEOUT_MS, log_in, screenshot
+from tests.browser.conftest import SCREENSHOTS, TIMEOUT_MS, log_in, screenshot
 from tests.helpers import make_schedule
 
 pytestmark = pytest.mark.browser
@@ -46,19 +47,13 @@ def test_the_time_of_day_reads_24_hour_in_an_en_us_browser(us_page, mia, schedul
     expect(field).to_have_value("14:05")
     field.fill("23:45")
     expect(field).to_have_value("23:45")
-    field.screenshot(path=str(_artifact("time-of-day-en-us")))
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    field.screenshot(path=str(SCREENSHOTS / "time-of-day-en-us.png"))
     us_page.get_by_role("button", name="Save changes").click()
     expect(us_page.get_by_role("heading", name=schedule.name, level=1)).to_be_visible()
     schedule.refresh_from_db()
     assert schedule.time_of_day == time(23, 45)
     screenshot(us_page, "schedule-after-24h-time")
-
-
-def _artifact(name: str):  # type: ignore[no-untyped-def]
-    from tests.browser.conftest import SCREENSHOTS
-
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS / f"{name}.png"
 
 
 # ------------------------------------------------------------------ bulk confirmation
@@ -139,3 +134,44 @@ def test_a_field_shown_only_for_its_strategy_does_not_say_so(page, mia, tenant, 
         "Every N hours",
     ]
     screenshot(page, "schedule-form-weekly")
+
+
+# ------------------------------------------------------------------ the Settings page
+
+
+def settings_with_13_schedules(page, mia, tenant, source):  # type: ignore[no-untyped-def]
+    for i in range(13):
+        make_schedule(tenant, source, name=f"Schedule {i:02}", kind="weekly", weekdays=[0, 3])
+    log_in(page, mia)
+    page.goto(f"/t/{tenant.code}/settings/")
+    expect(page.get_by_role("region", name="Schedule 12")).to_be_visible()
+
+
+def test_the_settings_page_is_one_compact_row_per_schedule(page, mia, tenant, source) -> None:
+    settings_with_13_schedules(page, mia, tenant, source)
+    height = page.evaluate("document.documentElement.scrollHeight")
+    (SCREENSHOTS / "settings-height.txt").write_text(f"{height}\n")
+    screenshot(page, "settings-13-schedules")
+    # Every row shows its name, cadence and status; no timing form until one is opened.
+    assert page.locator(".status-area").count() == 13
+    expect(page.get_by_role("button", name=re.compile(r"^Save "))).to_have_count(0)
+    assert height < 2000, f"the page is {height} px tall with 13 schedules"
+
+
+def test_one_schedules_timing_form_is_open_at_a_time(page, mia, tenant, source) -> None:
+    settings_with_13_schedules(page, mia, tenant, source)
+    page.get_by_text("Change when Schedule 03 runs").click()
+    expect(page.get_by_role("button", name="Save Schedule 03")).to_be_visible()
+    page.get_by_text("Change when Schedule 07 runs").click()
+    expect(page.get_by_role("button", name="Save Schedule 07")).to_be_visible()
+    expect(page.get_by_role("button", name="Save Schedule 03")).to_be_hidden()
+    assert page.locator("details.block-edit[open]").count() == 1
+    # Saving keeps the block open, with the result in a toast.
+    block = page.get_by_role("region", name="Schedule 07")
+    block.get_by_label("Time of day").fill("04:45")
+    block.get_by_role("button", name="Save Schedule 07").click()
+    expect(page.locator("#messages")).to_contain_text("Schedule “Schedule 07” saved.")
+    expect(
+        page.get_by_role("region", name="Schedule 07").get_by_role("button", name="Save Schedule 07")
+    ).to_be_visible()
+    assert BackupSchedule.objects.get(name="Schedule 07").time_of_day == time(4, 45)
