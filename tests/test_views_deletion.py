@@ -3,8 +3,6 @@ one unpinned set (manager). Files go through the storage module, local or S3."""
 
 from __future__ import annotations
 
-import io
-
 import pytest
 from django.utils import timezone
 
@@ -12,25 +10,18 @@ from backups import storage
 from backups.deletion import delete_schedule_with_sets, delete_set
 from backups.models import BackupItem, BackupSet
 from backups.retention import apply_retention
-from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
+from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
 from tenants.models import AuditAction, AuditLog
-from tests.helpers import make_stored_set
+from tests.test_retention_apply import operation_on
+from tests.test_retention_apply import stored_set as stored_at
 from tests.test_storage import bucket, moto_endpoint, s3_client, s3_settings  # noqa: F401  (fixtures)
 
 HX = {"HX-Request": "true"}
 
 
-def stored_set(schedule: BackupSchedule, **fields) -> BackupSet:
+def stored_set(schedule: BackupSchedule, pinned: bool = False) -> BackupSet:
     """A finished backup with a real file in the configured storage behind its item."""
-    run = BackupScheduleRun.objects.create(
-        tenant=schedule.tenant, schedule=schedule, status=RunStatus.SUCCEEDED, created_at=timezone.now()
-    )
-    backup_set = make_stored_set(schedule, run, **fields)
-    item = backup_set.items.get()
-    item.storage_key = f"{schedule.tenant.code}/{schedule.code}/{run.code}.zst"
-    item.save(update_fields=["storage_key"])
-    storage.store_stream(item.storage_key, io.BytesIO(b"dump bytes " * 100))
-    return backup_set
+    return stored_at(schedule, timezone.now(), pinned=pinned)
 
 
 def key_of(backup_set: BackupSet) -> str:
@@ -38,15 +29,7 @@ def key_of(backup_set: BackupSet) -> str:
 
 
 def queue_operation(backup_set: BackupSet, operation: str) -> BackupScheduleRun:
-    return BackupScheduleRun.objects.create(
-        tenant=backup_set.tenant,
-        schedule=backup_set.schedule,
-        trigger=Trigger.MANUAL,
-        operation=operation,
-        subject_set=backup_set,
-        status=RunStatus.QUEUED,
-        created_at=timezone.now(),
-    )
+    return operation_on(backup_set, operation)
 
 
 def delete_url(schedule: BackupSchedule) -> str:

@@ -60,7 +60,13 @@ def _pin(request: AuthedRequest, code: UUID, pinned: bool) -> HttpResponse:
     else:
         state = "pinned: retention keeps it" if pinned else "unpinned: retention decides after the next backup"
         messages.success(request, f"{backup_set} is {state}." if changed else f"{backup_set} already was.")
-    if request.htmx and backup_set.schedule_id is not None:  # the table's row, redrawn in its new state
+    return _answer_row(request, backup_set)
+
+
+def _answer_row(request: AuthedRequest, backup_set: BackupSet) -> HttpResponse:
+    """htmx: the table's row in its new state (nothing if the set is gone), with the toast;
+    otherwise back to the schedule's page."""
+    if request.htmx and backup_set.schedule_id is not None:
         return toast(request, _row(request, backup_set))
     return _back_to_schedule(backup_set)
 
@@ -105,9 +111,7 @@ def set_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"{backup_set} deleted, with its files.")
-    if request.htmx and backup_set.schedule_id is not None:  # the row, redrawn or gone
-        return toast(request, _row(request, backup_set))
-    return _back_to_schedule(backup_set)
+    return _answer_row(request, backup_set)
 
 
 @require_POST
