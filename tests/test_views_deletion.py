@@ -232,3 +232,21 @@ def test_deleting_removes_the_objects_from_an_s3_bucket(request, alice, mia, sch
     assert listed() == {f"prefix/{key_of(two)}"}
     assert delete_schedule_with_sets(schedule, alice) == 1
     assert listed() == set()
+
+
+def test_a_file_that_cannot_be_removed_does_not_stop_the_others(client, alice, schedule, monkeypatch, caplog) -> None:
+    stuck, other = stored_set(schedule), stored_set(schedule)
+    stuck_key, other_key, real_delete = key_of(stuck), key_of(other), storage.delete
+
+    def failing_delete(key: str) -> None:
+        if key == stuck_key:
+            raise PermissionError(13, "Permission denied")
+        real_delete(key)
+
+    monkeypatch.setattr(storage, "delete", failing_delete)
+    client.force_login(alice)
+    assert client.post(delete_url(schedule), {"confirm": "Nightly"}).status_code == 302
+    assert not BackupSchedule.objects.exists() and not BackupSet.objects.exists()
+    # The rows went in one transaction; a file left behind is logged and misleads nobody.
+    assert not storage.exists(other_key)
+    assert storage.exists(stuck_key) and "could not remove file" in caplog.text
