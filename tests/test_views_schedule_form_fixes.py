@@ -140,8 +140,8 @@ def test_the_migration_turns_a_disabled_strategy_into_the_enabled_flag(tenant, s
     paused = make_schedule(tenant, source, name="Paused", kind="weekly", weekdays=[0], enabled=False)
     running = make_schedule(tenant, source, name="Nightly", kind="daily", enabled=True, next_run_at=timezone.now())
     loader = MigrationLoader(connection)
-    migration = loader.get_migration("scheduling", "0008_smalls_one_on_off_control")
-    before = loader.project_state(("scheduling", "0007_dispatcher_beat")).apps
+    migration = loader.get_migration("scheduling", "0009_smalls_one_on_off_control")
+    before = loader.project_state(("scheduling", "0008_cron_vixie_schedules")).apps
     forward = next(op for op in migration.operations if hasattr(op, "code")).code
     forward(before, connection.schema_editor())
     rows = {s.name: (s.kind, s.enabled, s.next_run_at) for s in BackupSchedule.objects.all()}

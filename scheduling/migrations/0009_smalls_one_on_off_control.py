@@ -17,7 +17,7 @@ def disabled_strategy_to_flag(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('scheduling', '0007_dispatcher_beat'),
+        ('scheduling', '0008_cron_vixie_schedules'),
     ]
 
     operations = [
