@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('tenants', '0002_file_roots_notifications'),
+        ('tenants', '0004_runlog_audit_people'),
     ]
 
     operations = [
