@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from backups import storage
+from backups.dirfd import open_resolved
 from backups.engines.base import DumpContext, DumpTarget, RestoreTarget
 from backups.engines.directory import archive_stream
 from backups.engines.registry import engine_for
@@ -186,12 +187,15 @@ def test_an_unreadable_file_fails_the_backup_as_permission_denied() -> None:
         os.chmod(base / "secret.txt", 0o000)
 
         def archive() -> str:
+            fd = open_resolved(base)
             try:
-                with archive_stream(base, DumpContext(log=lambda _: None)) as stream:
+                with archive_stream(fd, base, DumpContext(log=lambda _: None)) as stream:
                     while stream.read(1 << 20):
                         pass
             except BackupError as exc:
                 return f"{exc.code}: {exc.message}"
+            finally:
+                os.close(fd)
             return "no error"
 
         result = run_as_nobody(archive) if os.geteuid() == 0 else archive()
