@@ -79,7 +79,12 @@ def _check(path: str, tenant: Tenant, what: str) -> Path:
         raise BackupError(ErrorCode.PERMISSION_DENIED, f"The {what} must be an absolute path (start with /).")
     # resolve() follows every symlink that exists and folds `..` after it, so the
     # check sees where the bytes really are (a missing tail is taken literally).
-    resolved = Path(path).resolve()
+    try:
+        resolved = Path(path).resolve()
+    except (OSError, RuntimeError):  # a link changing under readlink (EINVAL), a link loop
+        raise BackupError(
+            ErrorCode.PERMISSION_DENIED, f"The {what} has a symlink on the way that loops or changed while checked."
+        ) from None
     roots = allowed_roots(tenant)
     if not roots:
         raise BackupError(

@@ -140,7 +140,14 @@ class _ArchiveWriter:
         try:
             seen = os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
             if stat.S_ISLNK(seen.st_mode):
-                archive.addfile(_symlink_info(archive, arcname, seen, os.readlink(name, dir_fd=folder_fd)))
+                try:
+                    target = os.readlink(name, dir_fd=folder_fd)
+                except OSError as exc:
+                    if exc.errno != errno.EINVAL:  # EINVAL: no longer a symlink
+                        raise
+                    self.ctx.log(f"Skipped {arcname}: it was replaced while the backup ran.")
+                    return None
+                archive.addfile(_symlink_info(archive, arcname, seen, target))
                 self.counts.links += 1
             elif stat.S_ISREG(seen.st_mode):
                 with os.fdopen(os.open(name, dirfd.FILE_FLAGS, dir_fd=folder_fd), "rb") as handle:
@@ -471,6 +478,13 @@ class _Extractor:
         except (tarfile.AbsoluteLinkError, tarfile.LinkOutsideDestinationError):
             _skipped_link(self.log, member, self.counts)
             return
+        except OSError:
+            # The filter resolves the member's path on disk; a symlink in the target that
+            # changes while it reads it makes that fail. Nothing was written for it.
+            raise BackupError(
+                ErrorCode.PERMISSION_DENIED,
+                f"{self.label} changed while it was restored into (at {member.name}); nothing was written there.",
+            ) from None
         parts = _member_parts(checked.name)
         if not parts:
             return  # "." : the target folder itself

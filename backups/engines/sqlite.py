@@ -260,6 +260,8 @@ def _put_in_place(copy: Path, parent_fd: int, place: Place, replace: bool) -> No
                 raise BackupError(ErrorCode.PERMISSION_DENIED, f"{place.path} appeared meanwhile.") from None
         placed = dirfd.lstat_at(parent_fd, place.name)
         if placed is None or not dirfd.same_file(placed, ours):
+            if not replace and placed is not None:
+                os.unlink(place.name, dir_fd=parent_fd)  # the link just made, to whatever took our file's name
             raise BackupError(ErrorCode.PERMISSION_DENIED, f"{place.path} was replaced while the restore ran.")
         os.fsync(parent_fd)
     finally:
