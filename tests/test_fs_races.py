@@ -302,3 +302,28 @@ def test_the_helpers_really_attack(tmp_path: Path) -> None:
             if (parent / ".x.restoring-1").is_symlink():
                 break
     assert (parent / ".x.restoring-1").is_symlink() and (parent / "stolen-1").is_dir()
+
+
+def test_a_sqlite_source_swapped_just_before_sqlite_opens_it_is_refused_not_copied(
+    tenant: Tenant, settings, app_var: Path, marker: bytes, monkeypatch
+) -> None:
+    """The worst moment, every time: after the engine opened and checked the file,
+    before SQLite opens it by name. (The random race above rarely lands there.)"""
+    path = settings.SOURCE_ROOTS[0] / "shop.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE items (label TEXT)")
+    db.close()
+    source = BackupSource.objects.create(tenant=tenant, name="Shop", kind=SourceKind.SQLITE, path=str(path))
+    real_connect = sqlite3.connect
+
+    def swap_then_connect(database, *args, **kwargs):
+        if str(database).startswith("file:"):  # the source, not the engine's own snapshot
+            path.rename(path.with_name("hidden.sqlite3"))
+            path.symlink_to(app_var / "secret.sqlite3")
+        return real_connect(database, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", swap_then_connect)
+    with pytest.raises(BackupError) as caught:
+        back_up(SourceKind.SQLITE, source, "t/shop.sqlite3.zst")
+    assert caught.value.code == "PERMISSION_DENIED" and "changed while SQLite opened it" in caught.value.message
+    assert not [p for p in storage.backups_root().rglob("*") if p.is_file()]
