@@ -317,7 +317,7 @@ def test_a_sqlite_source_swapped_just_before_sqlite_opens_it_is_refused_not_copi
     real_connect = sqlite3.connect
 
     def swap_then_connect(database, *args, **kwargs):
-        if str(database).startswith("file:"):  # the source, not the engine's own snapshot
+        if str(database).startswith("file:") and not path.is_symlink():  # the source, once
             path.rename(path.with_name("hidden.sqlite3"))
             path.symlink_to(app_var / "secret.sqlite3")
         return real_connect(database, *args, **kwargs)

@@ -38,6 +38,7 @@ from backups.paths import Place, open_parent, open_restore_destination, source_p
 
 CHUNK = 1024 * 1024
 SIDECARS = ("-wal", "-shm", "-journal")
+OPEN_ATTEMPTS = 3
 
 # The first 16 bytes of every SQLite 3 database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -185,25 +186,45 @@ def _unreadable(place: Place) -> BackupError:
 
 @contextmanager
 def _connected(real: Path, parent_fd: int, place: Place, opened: os.stat_result) -> Iterator[sqlite3.Connection]:
-    before = _open_files()
-    # mode=ro: never create or change the source, even by accident.
+    connection = _connect_checked(real, parent_fd, place, opened)
     try:
-        connection = sqlite3.connect(f"{real.as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise BackupError(ErrorCode.PERMISSION_DENIED, f"Cannot open the SQLite file: {exc}.") from None
-    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def _connect_checked(real: Path, parent_fd: int, place: Place, opened: os.stat_result) -> sqlite3.Connection:
+    """A connection in a read transaction that holds the source's very inode. Another thread
+    of the worker opening a file at that moment (the heartbeat's database connection) looks
+    like a swap, so a failed check is tried again a few times, each time in full."""
+    for _attempt in range(OPEN_ATTEMPTS):
+        before = _open_files()
+        # mode=ro: never create or change the source, even by accident.
+        try:
+            connection = sqlite3.connect(f"{real.as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise BackupError(ErrorCode.PERMISSION_DENIED, f"Cannot open the SQLite file: {exc}.") from None
         try:
             # A read transaction: SQLite opens the file (and -wal, -shm) now and keeps them.
             connection.execute("BEGIN")
             _table_count(connection)
+            if _holds_only_the_source(before, parent_fd, place, opened):
+                return connection
         except sqlite3.OperationalError as exc:
+            connection.close()
             raise BackupError(ErrorCode.PERMISSION_DENIED, f"Cannot open the SQLite file: {exc}.") from None
         except sqlite3.DatabaseError as exc:
+            connection.close()
             raise BackupError(ErrorCode.UNKNOWN, f"SQLite could not read the source: {exc}.") from None
-        _check_sqlite_holds(before, parent_fd, place, opened)
-        yield connection
-    finally:
+        except BaseException:
+            connection.close()
+            raise
         connection.close()
+    raise BackupError(
+        ErrorCode.PERMISSION_DENIED,
+        f"{place.path} changed while SQLite opened it (it was replaced, perhaps by a symlink); "
+        "nothing was copied. Run the backup again.",
+    )
 
 
 def _open_files() -> set[tuple[str, int, int]]:
@@ -218,23 +239,18 @@ def _open_files() -> set[tuple[str, int, int]]:
     return files
 
 
-def _check_sqlite_holds(
+def _holds_only_the_source(
     before: set[tuple[str, int, int]], parent_fd: int, place: Place, opened: os.stat_result
-) -> None:
-    """Every file SQLite opened must be the source we opened, or its -wal/-shm/-journal in
-    the same folder (SQLite opens those with O_NOFOLLOW itself), and the source must be among them."""
+) -> bool:
+    """Whether every file SQLite opened is the source we opened, or its -wal/-shm/-journal in
+    the same folder (SQLite opens those with O_NOFOLLOW itself), the source among them."""
     allowed = {(opened.st_dev, opened.st_ino)}
     for suffix in SIDECARS:
         sidecar = dirfd.lstat_at(parent_fd, place.name + suffix)
         if sidecar is not None and stat.S_ISREG(sidecar.st_mode):
             allowed.add((sidecar.st_dev, sidecar.st_ino))
     held = {(device, inode) for _number, device, inode in _open_files() - before}
-    if (opened.st_dev, opened.st_ino) not in held or not held <= allowed:
-        raise BackupError(
-            ErrorCode.PERMISSION_DENIED,
-            f"{place.path} changed while SQLite opened it (it was replaced, perhaps by a symlink); "
-            "nothing was copied. Run the backup again.",
-        )
+    return (opened.st_dev, opened.st_ino) in held and held <= allowed
 
 
 def _put_in_place(copy: Path, parent_fd: int, place: Place, replace: bool) -> None:
