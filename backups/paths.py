@@ -101,6 +101,15 @@ def _check(path: str, tenant: Tenant, what: str) -> Path:
     return resolved
 
 
+def resolved_or_literal(path: str) -> Path:
+    """`path` resolved, or as written when a symlink on the way loops or changes meanwhile
+    (for comparisons that must not fail, like which sources a restore touches)."""
+    try:
+        return Path(path).resolve()
+    except (OSError, RuntimeError):
+        return Path(os.path.normpath(path))
+
+
 def inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 

@@ -125,6 +125,14 @@ def test_another_tenants_folder_is_refused_even_if_roots_were_saved_overlapping(
         check_source_path(str(server_root / "acme"), acme)
 
 
+@pytest.mark.parametrize("check", [check_source_path, check_restore_target])
+def test_a_symlink_loop_on_the_way_is_refused_with_a_code(acme, server_root, check) -> None:
+    (server_root / "acme" / "loop").symlink_to(server_root / "acme" / "loop")
+    with pytest.raises(BackupError) as caught:
+        check(str(server_root / "acme" / "loop" / "db.sqlite3"), acme)
+    assert caught.value.code == ErrorCode.PERMISSION_DENIED and "loops" in caught.value.message
+
+
 def test_a_root_itself_is_no_restore_target(acme, server_root) -> None:
     with pytest.raises(BackupError, match="whole root"):
         check_restore_target(str(server_root / "acme"), acme)

@@ -193,8 +193,8 @@ class _ArchiveWriter:
         in use (normal), or someone swaps things in it. Either way it is not followed."""
         if isinstance(exc, FileNotFoundError):
             self.ctx.log(f"Skipped {arcname}: removed while the backup ran.")
-        elif exc.errno in (errno.ELOOP, errno.ENOTDIR):
-            self.ctx.log(f"Skipped {arcname}: it became a symlink while the backup ran (not followed).")
+        elif exc.errno in (errno.ELOOP, errno.ENOTDIR):  # O_NOFOLLOW met a symlink, O_DIRECTORY a non-folder
+            self.ctx.log(f"Skipped {arcname}: it was replaced while the backup ran (a symlink is never followed).")
         else:
             raise exc
 
