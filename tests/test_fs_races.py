@@ -213,14 +213,20 @@ def watched(tmp_path: Path) -> Path:
     return folder
 
 
-def test_a_scratch_folder_swapped_for_a_symlink_mid_restore_writes_nothing_outside(
-    tenant: Tenant, settings, watched: Path
-) -> None:
-    root = settings.SOURCE_ROOTS[0]
-    site = root / "site"
+@pytest.fixture
+def site_backup(tenant: Tenant, settings) -> tuple[BackupSource, str]:
+    """A folder source of a few MB and the key of its stored backup."""
+    site = settings.SOURCE_ROOTS[0] / "site"
     make_site(site)
     source = BackupSource.objects.create(tenant=tenant, name="Site", kind=SourceKind.DIRECTORY, path=str(site))
-    key = back_up(SourceKind.DIRECTORY, source, "t/site.tar.zst")
+    return source, back_up(SourceKind.DIRECTORY, source, "t/site.tar.zst")
+
+
+def test_a_scratch_folder_swapped_for_a_symlink_mid_restore_writes_nothing_outside(
+    settings, site_backup: tuple[BackupSource, str], watched: Path
+) -> None:
+    root = settings.SOURCE_ROOTS[0]
+    source, key = site_backup
     leaked = 0
     with helper(ATTACKER, root, watched):
         for attempt in range(RESTORES):
@@ -231,14 +237,10 @@ def test_a_scratch_folder_swapped_for_a_symlink_mid_restore_writes_nothing_outsi
 
 
 def test_a_folder_swapped_for_a_symlink_during_an_overwrite_restore_writes_nothing_outside(
-    tenant: Tenant, settings, watched: Path
+    settings, site_backup: tuple[BackupSource, str], watched: Path
 ) -> None:
-    root = settings.SOURCE_ROOTS[0]
-    site = root / "site"
-    make_site(site)
-    source = BackupSource.objects.create(tenant=tenant, name="Site", kind=SourceKind.DIRECTORY, path=str(site))
-    key = back_up(SourceKind.DIRECTORY, source, "t/site.tar.zst")
-    existing = root / "existing"
+    source, key = site_backup
+    existing = settings.SOURCE_ROOTS[0] / "existing"
     (existing / "swap").mkdir(parents=True)
     leaked = 0
     with helper(SWAPPER, existing / "swap", watched):

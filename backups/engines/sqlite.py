@@ -87,11 +87,7 @@ class SqliteEngine(Engine):
     def verify_stream(self, stream: BinaryIO, ctx: DumpContext) -> str:
         # SQLite needs a file to open: the snapshot goes to a private scratch folder.
         with tempfile.TemporaryDirectory(prefix="sqlite-verify-") as scratch:
-            copy = Path(scratch) / "verify.sqlite3"
-            with open(copy, "wb") as out:
-                for chunk in iter_chunks(stream):
-                    out.write(chunk)
-            tables = _check_database(copy)
+            tables = _write_and_check(stream, Path(scratch) / "verify.sqlite3")
         summary = f"SQLite integrity check ok: {tables} tables."
         ctx.log(summary)
         return summary
@@ -107,10 +103,7 @@ class SqliteEngine(Engine):
             # tenant's folder is opened by path. A damaged backup never gets that far.
             with tempfile.TemporaryDirectory(prefix="sqlite-restore-") as private:
                 copy = Path(private) / "restore.sqlite3"
-                with open(copy, "wb") as out:
-                    for chunk in iter_chunks(stream):
-                        out.write(chunk)
-                tables = _check_database(copy)
+                tables = _write_and_check(stream, copy)
                 _put_in_place(copy, parent_fd, place, replace=to.overwrite)
         except PermissionError:
             raise BackupError(ErrorCode.PERMISSION_DENIED, f"Cannot write {place.path} (permission denied).") from None
@@ -127,6 +120,15 @@ class SqliteEngine(Engine):
 
 def _table_count(connection: sqlite3.Connection) -> int:
     return int(connection.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0])
+
+
+def _write_and_check(stream: BinaryIO, copy: Path) -> int:
+    """Write the decompressed backup to `copy`, in a private folder of the worker (SQLite
+    opens by path), and check it: the number of tables."""
+    with open(copy, "wb") as out:
+        for chunk in iter_chunks(stream):
+            out.write(chunk)
+    return _check_database(copy)
 
 
 def _check_database(path: Path) -> int:
