@@ -174,17 +174,20 @@ def restore_place(path: str, tenant: Tenant) -> Place:
 
 
 def _place(path: str, resolved: Path, tenant: Tenant) -> Place:
-    # Stored paths are resolved when saved; one that now differs from its resolved form
-    # goes through a symlink made since. Opening it would follow that link: refuse.
+    root = max((root for root in allowed_roots(tenant) if inside(resolved, root)), key=lambda root: len(root.parts))
+    parts = resolved.relative_to(root).parts
+    # Stored paths are resolved when saved; one whose part below the root now differs from
+    # its resolved form goes through a symlink made since: refused, not followed. (Above the
+    # root a link is the server's layout, staff's business: /srv -> /data/srv is fine.)
     lexical = Path(os.path.normpath(path))
-    if lexical != resolved:
+    above = Path(*lexical.parts[: len(lexical.parts) - len(parts)])
+    if lexical.parts[len(lexical.parts) - len(parts) :] != parts or resolved_or_literal(str(above)) != root:
         raise BackupError(
             ErrorCode.PERMISSION_DENIED,
             f"{lexical} leads through a symlink (to {resolved}); the backup service never follows symlinks "
             "in a tenant's folders. Use the real path.",
         )
-    root = max((root for root in allowed_roots(tenant) if inside(resolved, root)), key=lambda root: len(root.parts))
-    return Place(root=root, parts=resolved.relative_to(root).parts)
+    return Place(root=root, parts=parts)
 
 
 def open_folder(place: Place) -> int:

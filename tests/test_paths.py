@@ -14,7 +14,7 @@ from backups.engines.base import DumpContext, DumpTarget, RestoreTarget
 from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
 from backups.models import BackupSource, SourceKind
-from backups.paths import check_restore_target, check_source_path, open_folder, source_place
+from backups.paths import Place, check_restore_target, check_source_path, open_folder, source_place
 from tenants.models import AuditAction, AuditLog, Tenant
 
 
@@ -191,6 +191,13 @@ def test_a_stored_path_that_now_leads_through_a_symlink_is_refused_when_opened(a
         source_place(str(server_root / "acme" / "alias" / "db.sqlite3"), acme)
     assert caught.value.code == ErrorCode.PERMISSION_DENIED and "symlink" in caught.value.message
     assert source_place(str(real / "db.sqlite3"), acme).parts == ("real", "db.sqlite3")
+
+
+def test_a_symlink_above_the_root_is_the_servers_layout_and_is_followed(acme, server_root, tmp_path) -> None:
+    (server_root / "acme" / "db.sqlite3").touch()
+    (tmp_path / "layout").symlink_to(server_root)  # e.g. /srv -> /data/srv, made by staff
+    place = source_place(str(tmp_path / "layout" / "acme" / "db.sqlite3"), acme)
+    assert place == Place(root=server_root / "acme", parts=("db.sqlite3",))
 
 
 def test_a_folder_on_the_way_swapped_for_a_symlink_after_the_check_is_not_followed(acme, server_root) -> None:
