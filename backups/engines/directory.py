@@ -554,6 +554,8 @@ class _Extractor:
     def _hard_link(self, member: tarfile.TarInfo, parent_fd: int, name: str, where: Path) -> None:
         # The data filter made sure the link's target is inside the target folder.
         link_parts = _member_parts(member.linkname)
+        if not link_parts:
+            raise BackupError(ErrorCode.CORRUPTED, f"The archive's hard link {member.name} names no file.")
         source_fd = dirfd.walk(self.folder_fd, link_parts[:-1], self.label)
         try:
             self._replace(
