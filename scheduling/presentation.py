@@ -16,6 +16,7 @@ from django.utils.safestring import SafeString
 
 from lib.slots import InvalidCadence, all_zone_names, zone
 from scheduling.models import BackupSchedule, ScheduleKind
+from scheduling.runs import RetryPending, RunRefused
 
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 # Set by static/js/schedules.js from Intl.DateTimeFormat; read only if it names a real zone.
@@ -106,3 +107,10 @@ def wall_text(instant: datetime | None, zone_name: str, fmt: str = WALL_FORMAT) 
 def utc_iso(instant: datetime | None) -> str:
     """For <time datetime="...">."""
     return instant.astimezone(UTC).isoformat() if instant is not None else ""
+
+
+def refusal_text(exc: RunRefused, zone_name: str, now: datetime) -> str:
+    """Why a run was not created, with the time a pending retry starts in the viewer's zone."""
+    if isinstance(exc, RetryPending):
+        return f"{exc.pending} {wall_text(exc.starts_at, zone_name)} ({relative(exc.starts_at, now)})."
+    return str(exc)

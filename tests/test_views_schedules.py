@@ -286,7 +286,7 @@ def test_creating_tells_when_the_tenant_has_no_source(client, mia, tenant) -> No
         ({"kind": "every_n_hours", "every_hours": "169"}, "N must be between 1 and 168 hours."),
         ({"kind": "weekly"}, "Pick at least one weekday for a weekly schedule."),
         ({"keep_last": "0"}, "Keep at least 1 backup."),
-        ({"time_of_day": "25:99"}, "Enter a valid time."),
+        ({"time_of_day": "25:99"}, "Enter a 24-hour time as HH:MM"),
         ({"name": ""}, "This field is required."),
     ],
 )
@@ -421,13 +421,12 @@ def test_a_manager_deletes_a_schedule_after_confirming(client, mia, schedule, te
     assert AuditLog.objects.filter(action=AuditAction.SCHEDULE_DELETED, actor=mia).exists()
 
 
-def test_a_schedule_with_backup_sets_is_not_deleted(client, mia, schedule) -> None:
+def test_a_manager_cannot_delete_a_schedule_with_backup_sets(client, mia, schedule) -> None:
     make_backup_set(schedule)
     client.force_login(mia)
-    assert "cannot be deleted" in client.get(f"/schedules/{schedule.code}/delete/").text
-    response = client.post(f"/schedules/{schedule.code}/delete/", follow=True)
-    assert response.status_code == 200
-    assert "has backup sets, which are kept" in response.text
+    assert "Only an owner of the tenant can delete" in client.get(f"/schedules/{schedule.code}/delete/").text
+    response = client.post(f"/schedules/{schedule.code}/delete/", {"confirm": schedule.name})
+    assert response.status_code == 403
     assert BackupSchedule.objects.filter(pk=schedule.pk).exists()
     assert not AuditLog.objects.filter(action=AuditAction.SCHEDULE_DELETED).exists()
 
@@ -667,7 +666,7 @@ def test_the_form_shows_every_timing_field_with_a_hint_and_marks_the_unneeded(cl
     text = client.get(f"/t/{tenant.code}/schedules/new/").text
     for name in ("time_of_day", "weekdays", "cron", "every_hours", "timezone"):
         assert f"field-{name}" in text
-    assert "Cron expression only:" in text and "Weekly only." in text
+    assert '<span class="strategy-hint">Cron expression only.</span>' in text and "Weekly only." in text
     assert '<div class="field field-cron" data-unneeded>' in text
     assert '<div class="field field-time_of_day">' in text
     assert '<datalist id="tz-names">' in text and '<option value="Europe/Berlin">' in text
@@ -726,7 +725,7 @@ def test_the_preview_lists_the_next_five_runs_in_the_zone_and_utc(client, mia, t
         ({"timezone": "Mars/Olympus"}, "Unknown time zone"),
         ({"kind": "every_n_hours", "every_hours": "0"}, "N must be between 1 and 168 hours."),
         ({"kind": "weekly"}, "Pick at least one weekday"),
-        ({"time_of_day": "25:99"}, "Enter a valid time."),
+        ({"time_of_day": "25:99"}, "Enter a 24-hour time as HH:MM"),
         ({"kind": "nonsense"}, "Select a valid choice"),
     ],
 )
@@ -747,9 +746,11 @@ def test_the_preview_ignores_errors_of_fields_that_do_not_time_runs(client, mia,
     assert len(preview_slots(response.text)) == 5
 
 
-def test_the_preview_of_a_disabled_strategy_says_it_runs_only_on_demand(client, mia, tenant, source) -> None:
+def test_the_preview_of_a_schedule_not_enabled_says_it_runs_only_on_demand(client, mia, tenant, source) -> None:
     client.force_login(mia)
-    response = client.post(f"/t/{tenant.code}/schedules/preview/", valid_data(source, kind="disabled"))
+    data = valid_data(source)
+    del data["enabled"]  # an unticked checkbox is not posted
+    response = client.post(f"/t/{tenant.code}/schedules/preview/", data)
     assert "runs only when someone presses Run now" in response.text
 
 

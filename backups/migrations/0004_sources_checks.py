@@ -28,7 +28,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('backups', '0003_engines_items'),
-        ('tenants', '0003_sources_server_hosts'),
+        ('tenants', '0006_sources_server_hosts'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 

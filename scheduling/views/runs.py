@@ -15,11 +15,13 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from backups.models import BackupSet
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
+from scheduling.presentation import refusal_text, viewer_zone
 from scheduling.runs import RETRYABLE, RunRefused, retry
 from tenants.access import RUN, SEE, get_for_member, get_tenant_for_member
 from tenants.views import AuthedRequest, ListFilterForm, listing_template, tenant_page, window
@@ -320,7 +322,7 @@ def run_retry(request: AuthedRequest, code: UUID) -> HttpResponse:
     try:
         new_run = retry(run, request.user)
     except RunRefused as exc:
-        messages.error(request, str(exc))
+        messages.error(request, refusal_text(exc, viewer_zone(request), timezone.now()))
         return redirect("run_detail", code=run.code)
     messages.success(request, f"Retry queued (attempt {new_run.attempt}).")
     return redirect("run_detail", code=new_run.code)

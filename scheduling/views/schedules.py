@@ -9,20 +9,25 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q, Sum
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
 
+from backups.deletion import delete_schedule_with_sets
 from backups.models import BackupSet
 from backups.retention import preview_retention
-from lib.slots import InvalidCadence, all_zone_names, upcoming, validate
-from scheduling.forms import TIMING_FIELDS, ScheduleForm, unbound_copy
-from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, ScheduleKind
-from scheduling.presentation import describe_cadence, relative, utc_iso, viewer_zone, wall_text
+from lib.slots import InvalidCadence, upcoming, validate
+from lib.zones import offered_zone_names
+from scheduling.forms import TIMING_FIELDS, ConfirmNameForm, ScheduleForm, unbound_copy
+from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun
+from scheduling.presentation import describe_cadence, refusal_text, relative, utc_iso, viewer_zone, wall_text
 from scheduling.runs import RunRefused
 from scheduling.runs import run_now as request_run
 from scheduling.services import ScheduleInUse, delete_schedule, prepare, save_schedule, set_enabled, snapshot
@@ -36,7 +41,7 @@ UPCOMING_COUNT = 5
 
 
 def upcoming_slots(schedule: BackupSchedule, now: datetime) -> list[datetime]:
-    if not schedule.enabled or schedule.kind == ScheduleKind.DISABLED:
+    if not schedule.enabled:
         return []
     try:
         validate(schedule.cadence)
@@ -101,7 +106,7 @@ def schedule_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     return render(request, template, list_context(request, tenant))
 
 
-def bulk_choices(role: str) -> list[tuple[str, str]]:
+def bulk_choices(role: str) -> list[tuple[str, str, str]]:
     from scheduling.views.bulk import actions_for  # bulk imports this module
 
     return actions_for(role)
@@ -148,7 +153,7 @@ def form_page(request: AuthedRequest, tenant: Tenant, role: str, form: ScheduleF
         role,
         "schedules",
         form=form,
-        zone_names=sorted(all_zone_names()),
+        zone_names=offered_zone_names(),
         preview_url=reverse("schedule_preview", args=[tenant.code]) + query,
         preview=preview_of(form, extra.pop("before", None)),
         retention=retention_preview_of(form),
@@ -203,12 +208,11 @@ def preview_of(form: ScheduleForm, before: dict[str, Any] | None) -> dict[str, A
         if errors:
             return {"errors": errors}
     schedule = form.instance  # the form's values are in it, unsaved
-    if schedule.kind == ScheduleKind.DISABLED:
-        return {"slots": [], "note": "Disabled: this schedule runs only when someone presses Run now."}
     now = timezone.now()
     prepare(schedule, before, now)
     slots = upcoming(schedule.cadence, now, UPCOMING_COUNT)
-    note = "" if schedule.enabled else "The schedule is not enabled: these slots apply once it is."
+    off = "Not enabled: it runs only when someone presses Run now; these slots apply once it is enabled."
+    note = "" if schedule.enabled else off
     return {"slots": slots, "tz": schedule.timezone, "note": note or ("" if slots else "No slot in the next 5 years.")}
 
 
@@ -271,6 +275,8 @@ def schedule_preview(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     as an out-of-band swap, so one request per keystroke updates both."""
     form, before, tenant = _form_for_partial(request, tenant_code)
     slots = render_to_string("scheduling/schedule_form.html#preview", {"preview": preview_of(form, before)}, request)
+    if form.instance.pk is None:  # a new schedule's page has no #retention-preview to swap into
+        return HttpResponse(slots)
     retention = render_to_string(
         "scheduling/schedule_form.html#retention", {"retention": retention_preview_of(form), "oob": True}, request
     )
@@ -290,9 +296,14 @@ def schedule_form_fields(request: AuthedRequest, tenant_code: UUID) -> HttpRespo
 @require_http_methods(["GET", "POST"])
 @login_required
 def schedule_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
+    """Delete a schedule (manager); one that made backup sets goes with them (owner, after
+    typing its name)."""
     schedule = get_for_member(request.user, BackupSchedule, code, MANAGE)
-    tenant = schedule.tenant
-    if request.method == "POST":  # delete_schedule itself refuses a schedule in use
+    tenant, role = schedule.tenant, schedule.member_role  # type: ignore[attr-defined]
+    made = BackupSet.objects.filter(tenant=tenant, run__schedule=schedule)
+    has_sets = made.exists()
+    form = ConfirmNameForm(request.POST or None, name=schedule.name) if has_sets else None
+    if request.method == "POST" and form is None:  # delete_schedule itself refuses a schedule in use
         try:
             delete_schedule(schedule, request.user)
         except ScheduleInUse as exc:
@@ -300,13 +311,32 @@ def schedule_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
             return redirect("schedule_detail", code=code)
         messages.success(request, f"Schedule “{schedule.name}” deleted.")
         return redirect("schedules", tenant_code=tenant.code)
+    if request.method == "POST" and form is not None:
+        if not role_allows(role, ADMINISTER):
+            raise PermissionDenied("Deleting a schedule with its backup sets needs the Owner role.")
+        if form.is_valid():
+            try:
+                count = delete_schedule_with_sets(schedule, request.user)
+            except ScheduleInUse as exc:
+                form.add_error(None, str(exc))
+            else:
+                done = f"Schedule “{schedule.name}” and its {count} backup set{pluralize(count)} deleted."
+                messages.success(request, done)
+                return redirect("schedules", tenant_code=tenant.code)
+    live = made.filter(deleted_at__isnull=True).aggregate(
+        count=Count("id"), size=Sum("size"), pinned=Count("id", filter=Q(pinned=True))
+    )
     ctx = tenant_page(
         request,
         tenant,
-        schedule.member_role,  # type: ignore[attr-defined]
+        role,
         "schedules",
         schedule=schedule,
-        set_count=BackupSet.objects.filter(tenant=tenant, run__schedule=schedule).count(),
+        has_sets=has_sets,
+        set_count=live["count"],
+        set_size=live["size"] or 0,
+        pinned_count=live["pinned"],
+        form=form,
         busy=BackupScheduleRun.objects.filter(tenant=tenant, schedule=schedule, status__in=ACTIVE_STATUSES).exists(),
         run_count=BackupScheduleRun.objects.filter(tenant=tenant, schedule=schedule).count(),
     )
@@ -346,7 +376,7 @@ def schedule_run_now(request: AuthedRequest, code: UUID) -> HttpResponse:
     try:
         request_run(schedule, request.user)
     except RunRefused as exc:
-        messages.error(request, str(exc))
+        messages.error(request, refusal_text(exc, viewer_zone(request), timezone.now()))
     else:
         messages.success(request, f"Run of “{schedule.name}” queued.")
     if request.htmx:  # the button stays where it is; only the toast appears
