@@ -10,6 +10,7 @@ starts, so the run stays `running` until the test lets go.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,10 +28,6 @@ pytestmark = pytest.mark.browser
 
 # 1 July 2026 17:04:05 UTC: 12:04:05 CDT in Chicago, 19:04:05 CEST in Berlin (the schedule's zone).
 INSTANT = datetime(2026, 7, 1, 17, 4, 5, tzinfo=UTC)
-
-
-def still_the_same_page(page) -> None:  # type: ignore[no-untyped-def]
-    assert page.evaluate("window.__stillTheSamePage === true"), "the page was reloaded"
 
 
 # ------------------------------------------------------------------ the viewer's clock
@@ -79,38 +76,50 @@ def test_a_new_schedule_starts_in_the_browsers_zone(open_page, mia, tenant, sour
 # ------------------------------------------------------------------ live pages
 
 
+def open_live(page, user, url: str) -> None:  # type: ignore[no-untyped-def]
+    """Log in, open `url`, and mark the page so a reload would show."""
+    log_in(page, user)
+    page.goto(url)
+    page.evaluate("window.__stillTheSamePage = true")
+
+
+def watch_run(settings, source, status, start: Callable[[], object]) -> None:  # type: ignore[no-untyped-def]
+    """With the source held, `start` a run; watch `status` read Queued, then Running while a
+    real cluster works on it, then Succeeded once the source is let go; then the page must
+    have stopped polling. All on one page load."""
+    page = status.page
+    with locked(Path(source.path)) as release:
+        start()
+        expect(status).to_contain_text("Queued")
+        with runcluster(settings) as cluster:
+            try:
+                expect(status).to_contain_text("Running", timeout=CLUSTER_TIMEOUT_MS)
+                release()
+                expect(status).to_contain_text("Succeeded", timeout=CLUSTER_TIMEOUT_MS)
+                expect(page.get_by_text(re.compile(r"Updating every"))).to_have_count(0)  # polling stopped
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\ncluster output:\n{cluster.output()}") from None
+    assert page.evaluate("window.__stillTheSamePage === true"), "the page was reloaded"
+
+
 def test_run_now_on_the_schedules_list_is_watched_in_its_row_to_the_end(
     page, bob, tenant, source, schedule, settings, monkeypatch
 ) -> None:
     import scheduling.views.schedules as schedule_views
 
     monkeypatch.setattr(schedule_views, "POLL_SECONDS", 1)
-    log_in(page, bob)
-    page.goto(f"/t/{tenant.code}/schedules/")
-    page.evaluate("window.__stillTheSamePage = true")
+    open_live(page, bob, f"/t/{tenant.code}/schedules/")
     row = page.get_by_role("row").filter(has=page.get_by_role("link", name="Nightly"))
     last_run = row.get_by_role("cell").nth(4)  # pick, name (a row header), sources, cadence, next, last
     expect(last_run).to_have_text("Never run")
     row.get_by_label("Select Nightly").check()  # a selection for a bulk action must survive the swaps
 
-    with locked(Path(source.path)) as release:
-        row.get_by_role("button", name="Run Nightly now").click()
-        expect(last_run).to_contain_text("Queued")
-        expect(page.get_by_text(re.compile(r"Updating every 1 s"))).to_be_visible()
-        with runcluster(settings) as cluster:
-            try:
-                expect(last_run).to_contain_text("Running", timeout=CLUSTER_TIMEOUT_MS)
-                screenshot(page, "schedules-running")
-                release()
-                expect(last_run).to_contain_text("Succeeded", timeout=CLUSTER_TIMEOUT_MS)
-                expect(page.get_by_text(re.compile(r"Updating every"))).to_have_count(0)  # polling stopped
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\ncluster output:\n{cluster.output()}") from None
-    still_the_same_page(page)
+    watch_run(settings, source, last_run, row.get_by_role("button", name="Run Nightly now").click)
     expect(row.get_by_label("Select Nightly")).to_be_checked()
     # Focus came back to the pressed button after each swap of its row.
     assert page.evaluate("document.activeElement && document.activeElement.id") == f"run-{schedule.code}"
     assert BackupScheduleRun.objects.get(schedule=schedule).status == RunStatus.SUCCEEDED
+    screenshot(page, "schedules-succeeded")
 
 
 def test_run_now_on_the_schedule_page_is_watched_in_its_history_to_the_end(
@@ -119,28 +128,15 @@ def test_run_now_on_the_schedule_page_is_watched_in_its_history_to_the_end(
     import scheduling.views.schedules as schedule_views
 
     monkeypatch.setattr(schedule_views, "POLL_SECONDS", 1)
-    log_in(page, bob)
-    page.goto(f"/schedules/{schedule.code}/")
-    page.evaluate("window.__stillTheSamePage = true")
+    open_live(page, bob, f"/schedules/{schedule.code}/")
     expect(page.get_by_text("No runs yet.")).to_be_visible()
     last_run = page.locator("dt:text-is('Last run') + dd")
     expect(last_run).to_contain_text("Never run")
+    history = page.get_by_role("table", name=re.compile("Runs of Nightly"))
+    status = history.get_by_role("row").nth(1).get_by_role("cell").nth(1)
 
-    with locked(Path(source.path)) as release:
-        page.get_by_role("button", name="Run now").click()
-        history = page.get_by_role("table", name=re.compile("Runs of Nightly"))
-        status = history.get_by_role("row").nth(1).get_by_role("cell").nth(1)
-        expect(status).to_have_text("Queued")
-        with runcluster(settings) as cluster:
-            try:
-                expect(status).to_have_text("Running", timeout=CLUSTER_TIMEOUT_MS)
-                release()
-                expect(status).to_have_text("Succeeded", timeout=CLUSTER_TIMEOUT_MS)
-                expect(last_run).to_contain_text("Succeeded")
-                expect(page.get_by_text(re.compile(r"Updating every"))).to_have_count(0)
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\ncluster output:\n{cluster.output()}") from None
-    still_the_same_page(page)
+    watch_run(settings, source, status, page.get_by_role("button", name="Run now").click)
+    expect(last_run).to_contain_text("Succeeded")
     screenshot(page, "schedule-history-succeeded")
 
 
@@ -149,31 +145,18 @@ def test_the_runs_page_shows_a_run_created_after_it_was_opened_and_follows_it(
 ) -> None:
     """Nothing active when the page opens: it only asks now and then whether a newer run
     matches its filters; one does (someone pressed Run now elsewhere), and the table shows
-    it and follows it to the end, keeping the filters."""
+    it and follows it to the end, keeping the filters and the focus."""
     import scheduling.views.runs as run_views
 
     monkeypatch.setattr(run_views, "POLL_SECONDS", 1)
     monkeypatch.setattr(run_views, "NEWER_SECONDS", 1)
-    log_in(page, bob)
-    page.goto(f"/t/{tenant.code}/runs/?trigger=manual")
-    page.evaluate("window.__stillTheSamePage = true")
+    open_live(page, bob, f"/t/{tenant.code}/runs/?trigger=manual")
     expect(page.get_by_text("No runs match these filters")).to_be_visible()
     page.get_by_label("Status").focus()
+    table = page.get_by_role("table").filter(has=page.get_by_role("columnheader", name="Status"))
+    status = table.get_by_role("row").nth(1).get_by_role("cell").nth(3)
 
-    with locked(Path(source.path)) as release:
-        run_now(schedule, bob)  # pressed in another tab
-        table = page.get_by_role("table").filter(has=page.get_by_role("columnheader", name="Status"))
-        status = table.get_by_role("row").nth(1).get_by_role("cell").nth(3)
-        expect(status).to_have_text("Queued")
-        with runcluster(settings) as cluster:
-            try:
-                expect(status).to_have_text("Running", timeout=CLUSTER_TIMEOUT_MS)
-                release()
-                expect(status).to_have_text("Succeeded", timeout=CLUSTER_TIMEOUT_MS)
-                expect(page.get_by_text("Updating every 1 s")).to_have_count(0)
-            except AssertionError as exc:
-                raise AssertionError(f"{exc}\ncluster output:\n{cluster.output()}") from None
-    still_the_same_page(page)
+    watch_run(settings, source, status, lambda: run_now(schedule, bob))  # pressed in another tab
     assert page.url.endswith("?trigger=manual")
     expect(page.get_by_label("Trigger")).to_have_value("manual")
     expect(page.get_by_label("Status")).to_be_focused()  # the form is never swapped
