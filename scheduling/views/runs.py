@@ -25,7 +25,7 @@ from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun
 from scheduling.presentation import trigger_text
 from scheduling.runs import RETRYABLE, RunRefused, retry
 from tenants.access import RUN, SEE, get_for_member, get_tenant_for_member
-from tenants.views import AuthedRequest, ListFilterForm, listing_template, tenant_page, window
+from tenants.views import AuthedRequest, ListFilterForm, Window, listing_template, tenant_page, window
 
 RUNS_PER_PAGE = 50
 # How often the browser asks again while a shown run is queued or running (htmx `every`).
@@ -222,7 +222,7 @@ def run_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
         columns=_column_sorts(sort),
         poll=poll,
         poll_seconds=POLL_SECONDS,
-        newer_url=None if poll or page.number > 1 else _newer_url(request, tenant.pk, form),
+        newer_url=None if poll or page.number > 1 else _newer_url(request, tenant.pk, form, page),
         newer_seconds=NEWER_SECONDS,
         # Row links without a reverse() per row.
         run_url=_url_prefix("run_detail"),
@@ -231,12 +231,17 @@ def run_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     return render(request, listing_template(request, "scheduling/runs.html", "run-table"), ctx)
 
 
-def _newer_url(request: AuthedRequest, tenant_id: int, form: RunFilterForm) -> str:
-    """This page's URL asking whether a run newer than the newest matching one has come
-    (one short walk of scheduling_run_tenant_time)."""
-    newest = matching_runs(tenant_id, form).order_by("-created_at", "-id").values_list("created_at", flat=True)[:1]
+def _newer_url(request: AuthedRequest, tenant_id: int, form: RunFilterForm, page: Window) -> str:
+    """This page's URL asking whether a run newer than the newest matching one has come. Newest
+    first, that is the first row; otherwise one short walk of scheduling_run_tenant_time."""
+    newest: datetime | None
+    if (form.value("sort") or DEFAULT_SORT) == DEFAULT_SORT and page.object_list:
+        newest = page.object_list[0].created_at
+    else:
+        runs = matching_runs(tenant_id, form).order_by("-created_at", "-id")
+        newest = runs.values_list("created_at", flat=True).first()
     query = request.GET.copy()
-    query["newer_than"] = newest[0].isoformat() if newest else ""
+    query["newer_than"] = newest.isoformat() if newest else ""
     return f"{request.path}?{query.urlencode()}"
 
 

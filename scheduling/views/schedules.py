@@ -78,11 +78,15 @@ def decorate(
 
 
 def active_runs(schedules: list[BackupSchedule]) -> dict[int, str]:
-    """Each schedule's queued or running run's status: one query for a page of schedules
-    (along scheduling_run_one_active for backups). A backup wins over a verify or restore
-    of the same schedule: "backup" sorts first, and later rows overwrite earlier ones."""
+    """Each schedule's queued or running run's status: one query for a page of schedules of
+    one tenant, along scheduling_run_tenant_status. A backup wins over a verify or restore of
+    the same schedule: "backup" sorts first, and later rows overwrite earlier ones."""
+    if not schedules:
+        return {}
     rows = (
-        BackupScheduleRun.objects.filter(schedule__in=[s.pk for s in schedules], status__in=ACTIVE_STATUSES)
+        BackupScheduleRun.objects.filter(
+            tenant_id=schedules[0].tenant_id, schedule__in=[s.pk for s in schedules], status__in=ACTIVE_STATUSES
+        )
         .order_by("-operation")
         .values_list("schedule_id", "status")
     )
