@@ -15,10 +15,6 @@ from lib.slots import InvalidCadence, all_zone_names, zone
 # Set by static/js/app.js from Intl.DateTimeFormat, URL-encoded as a cookie value must be
 # ("America%2FChicago"); read only if it names a real zone.
 TZ_COOKIE = "tz"
-# Names tzdata ships that are no place (a node's own clock, "not set", a build default) or
-# copies under another tree: a viewer is never in these. Links (Asia/Calcutta) are places.
-NOT_PLACES = frozenset({"localtime", "Factory", "posixrules"})
-NOT_PLACE_PREFIXES = ("posix/", "right/")
 # The longest IANA name is 32 characters; anything much longer is not worth decoding.
 MAX_COOKIE_LENGTH = 100
 
@@ -32,11 +28,12 @@ SECONDS = "%Y-%m-%d %H:%M:%S %Z"
 
 def viewer_zone_name(cookie: str | None) -> str:
     """The zone a `tz` cookie names, exactly as the browser sends it (URL-encoded); UTC when
-    it is absent, garbled or not a real place."""
+    it is absent, garbled or not a zone a schedule could use (lib/zones.py: every IANA name,
+    links such as Asia/Calcutta included, never localtime, Factory or posixrules)."""
     if not cookie or len(cookie) > MAX_COOKIE_LENGTH:
         return "UTC"
     name = unquote(cookie).strip()
-    if name in NOT_PLACES or name.startswith(NOT_PLACE_PREFIXES) or name not in all_zone_names():
+    if name not in all_zone_names():
         return "UTC"
     return name
 
