@@ -183,7 +183,7 @@ HAND_PICKED = [
     "0 0 1 jan-mar,jul 1", "0 0 */3 * *", "0 0 2-31/2 * *", "0 0 1-10/4 * *", "0 0 29 2 *", "0 0 31 * *",
     "*/7 * * * *", "*/15 9-17 * * mon-fri", "0 */2 * * *", "0 9-17 * * *", "0 1,3,5,7-9 * * *", "30 2-2 * * *",
     "5,35 2,14 * * *", "0-5 1 * * *", "* * * * *", "@yearly", "@monthly", "@weekly", "@daily", "@hourly",
-    "0 0 */2 * */2", "0 0 1-7,15 * */7", "0 0 5-5 JUN Sun",
+    "0 0 */2 * */2", "0 0 1-7,15 * */7", "0 0 5-5 JUN Sun", "0-49/7 * * * *", "0-55/5 * * * *",
 ]  # fmt: skip
 
 
@@ -192,7 +192,7 @@ def test_hand_picked_words_say_the_days_and_times_the_product_runs(expression: s
     assert_words_tell_the_truth(expression)
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(expression=expressions(valid=True))
 def test_generated_words_say_the_days_and_times_the_product_runs(expression: str) -> None:
     words = cron_words(expression)
@@ -227,6 +227,8 @@ def test_generated_day_fields_in_words_say_the_days_the_product_runs(day_fields:
         ("0 0 */3 * *", "At 00:00 on days 1, 4, 7, …, 31 of the month"),
         ("30 2-2 * * *", "At 02:30 every day"),
         ("*/7 * * * *", "At minutes 0, 7, 14, …, 56"),  # not "every 7 minutes": 56 is followed by 0
+        ("0-49/7 * * * *", "At minutes 0, 7, 14, …, 49"),
+        ("0-55/5 * * * *", "Every 5 minutes"),
         ("*/15 9-17 * * mon-fri", "Every 15 minutes in hours 9–17 on Monday to Friday"),
         ("0 */2 * * *", "Every 2 hours from 00:00 to 22:00"),
         ("@yearly", "At 00:00 on day 1 of the month in January"),
