@@ -11,8 +11,9 @@ days a claim means is worked out here from crontab(5)'s rule, not by lib.cron.
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from itertools import product
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import HealthCheck, assume, example, given, settings
@@ -33,18 +34,19 @@ TIMES_CHECKED_ON = 2  # run days whose every slot is compared (a frequent cron h
 # ------------------------------------------------------------------ what the product runs
 
 
-def _cursor(day: date) -> datetime:
-    """The last minute before `day`: next_slot looks strictly after it."""
-    return datetime.combine(day, time(0, 0), tzinfo=UTC) - timedelta(minutes=1)
+def _cursor(day: date, tz: tzinfo = UTC) -> datetime:
+    """The last minute before `day` starts in `tz`: next_slot looks strictly after it."""
+    return datetime.combine(day, time(0, 0), tzinfo=tz).astimezone(UTC) - timedelta(minutes=1)
 
 
-def run_days(expression: str) -> set[date]:
-    cadence = Cadence(kind="cron", tz="UTC", cron=expression)
+def run_days(expression: str, zone_name: str = "UTC") -> set[date]:
+    """The days (on the zone's calendar) with at least one slot in YEAR."""
+    cadence, tz = Cadence(kind="cron", tz=zone_name, cron=expression), ZoneInfo(zone_name)
     days: set[date] = set()
-    cursor = _cursor(date(YEAR, 1, 1))
-    while (slot := next_slot(cadence, cursor)) is not None and slot.year == YEAR:
-        days.add(slot.date())
-        cursor = _cursor(slot.date() + timedelta(days=1))  # one slot tells the day runs
+    cursor = _cursor(date(YEAR, 1, 1), tz)
+    while (slot := next_slot(cadence, cursor)) is not None and (local := slot.astimezone(tz).date()).year == YEAR:
+        days.add(local)
+        cursor = _cursor(local + timedelta(days=1), tz)  # one slot tells the day runs
     return days
 
 
@@ -190,6 +192,27 @@ HAND_PICKED = [
 @pytest.mark.parametrize("expression", HAND_PICKED)
 def test_hand_picked_words_say_the_days_and_times_the_product_runs(expression: str) -> None:
     assert_words_tell_the_truth(expression)
+
+
+@pytest.mark.parametrize(
+    ("expression", "skipped"),
+    [
+        ("30 2 * * */7", set()),
+        ("0 0 1-7 * */7", set()),
+        ("0 2 29-31 3,10 *", set()),
+        # Debian's rule for a job whose minute or hour starts with '*' (docs/scheduling.md, DST
+        # rules): its times in the gap do not exist, so it does not run that day.
+        ("*/20 2 * * *", {date(YEAR, 3, 28)}),
+    ],
+)
+def test_the_words_keep_their_days_across_dst_changes(expression: str, skipped: set[date]) -> None:
+    """Berlin's clocks jump over 02:00-03:00 on the last Sunday of March (28 March 2027) and repeat
+    it on the last Sunday of October: a fixed-time 02:30 slot moves to 03:00 or runs once, the same day."""
+    words = cron_words(expression)
+    assert words is not None
+    claimed = claimed_days(set(words.months), set(words.days), set(words.weekdays), words.either)
+    assert claimed == read_words(words.text)[1]
+    assert run_days(expression, "Europe/Berlin") == claimed - skipped
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
