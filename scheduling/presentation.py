@@ -7,12 +7,11 @@ anything that touched the database would make their query count grow with the li
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 
-from cron_descriptor import ExpressionDescriptor, Options
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
+from lib.cron_words import cron_words
 from lib.wallclock import WALL_FORMAT, wall_text
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, ScheduleKind
 from scheduling.runs import RetryPending, RunRefused
@@ -52,14 +51,10 @@ def describe_cadence(schedule: BackupSchedule) -> SafeString:
     return format_html("{}", "Never by itself (Run now only)")
 
 
-@lru_cache(maxsize=1024)
 def cron_in_words(expression: str) -> str:
-    options = Options()
-    options.use_24hour_time_format = True
-    try:
-        return ExpressionDescriptor(expression, options).get_description()
-    except Exception:  # a description is a nicety; the expression itself is shown anyway
-        return ""
+    """What lib/cron.py runs, in words; "" for an expression it refuses (shown bare)."""
+    words = cron_words(expression)
+    return words.text if words else ""
 
 
 def _amount(count: int, unit: str) -> str:

@@ -78,7 +78,7 @@ def test_a_cron_cadence_shows_the_expression_and_its_meaning() -> None:
     schedule = BackupSchedule(kind=ScheduleKind.CRON, cron="*/2 * * * *", timezone="UTC")
     assert describe_cadence(schedule) == "Every 2 minutes, UTC <code>*/2 * * * *</code>"
     schedule.cron = "30 2 * * 1-5"
-    assert describe_cadence(schedule) == "At 02:30, Monday through Friday, UTC <code>30 2 * * 1-5</code>"
+    assert describe_cadence(schedule) == "At 02:30 on Monday to Friday, UTC <code>30 2 * * 1-5</code>"
 
 
 def test_a_cron_expression_is_escaped() -> None:
