@@ -16,10 +16,11 @@ from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from scheduling.models import BackupSchedule
-from scheduling.presentation import viewer_zone, wall_text
+from scheduling.presentation import wall_text
 from scheduling.runs import RetryPending, RunRefused, run_now
 from scheduling.services import ScheduleInUse, delete_schedule, set_enabled
 from scheduling.views.schedules import list_context, toast
@@ -35,7 +36,7 @@ def _run(schedule: BackupSchedule, request: AuthedRequest) -> str:
     try:
         run_now(schedule, request.user)
     except RetryPending as exc:
-        return f"automatic retry pending, starts {wall_text(exc.starts_at, viewer_zone(request))}"
+        return f"automatic retry pending, starts {wall_text(exc.starts_at, timezone.get_current_timezone_name())}"
     except RunRefused:
         return "already running"
     return "queued"

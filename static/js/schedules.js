@@ -4,16 +4,6 @@
   // Fields a strategy does not use are hidden only when scripts run (see schedules.css).
   document.documentElement.classList.add("js");
 
-  // The viewer's time zone, for "your time" next to each schedule's own zone.
-  try {
-    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
-    if (zone && document.cookie.indexOf("tz=" + encodeURIComponent(zone)) === -1) {
-      document.cookie = "tz=" + encodeURIComponent(zone) + "; path=/; max-age=31536000; samesite=lax";
-    }
-  } catch (e) {
-    // No Intl support: the server shows UTC.
-  }
-
   // "Select all" for bulk actions, shown only when it can work.
   function wireSelectAll(root) {
     root.querySelectorAll("input.select-all").forEach(function (box) {
