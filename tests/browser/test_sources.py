@@ -8,6 +8,7 @@ from playwright.sync_api import expect
 
 from backups.models import BackupSource
 from tests.browser.conftest import log_in, screenshot
+from tests.browser.test_narrow import assert_fits, assert_on_screen
 from tests.fakeservers import closed_port
 from tests.helpers import drain
 
@@ -22,7 +23,7 @@ def test_a_test_result_appears_by_itself_as_one_block(page, bob, tenant, source)
     failing.database = "orders"
     failing.tls_mode = "disable"
     failing.save()
-    page.set_viewport_size({"width": 700, "height": 900})  # narrow: long messages wrap
+    page.set_viewport_size({"width": 900, "height": 900})  # long messages wrap
     log_in(page, bob)
     page.goto(f"/t/{tenant.code}/sources/")
     for name in ("Shop", failing.name):
@@ -39,6 +40,11 @@ def test_a_test_result_appears_by_itself_as_one_block(page, bob, tenant, source)
         assert box.evaluate("element => element.getClientRects().length") == 1
         assert box.evaluate("element => getComputedStyle(element).display") == "block"
     screenshot(page, "sources-test-connection")
+    page.set_viewport_size({"width": 390, "height": 900})  # a phone: the rows stack, the boxes fit
+    assert_fits(page, 390)
+    for box in (ok_box, failed_box):
+        assert_on_screen(box, 390)
+    screenshot(page, "narrow-sources-test-connection")
 
 
 def test_the_source_form_shows_the_fields_of_the_chosen_kind(page, mia, tenant) -> None:
