@@ -98,6 +98,7 @@ class AuditAction(models.TextChoices):
     RESTORE_FINISHED = "backup_set.restored"
     RETENTION_CHANGED = "schedule.retention_changed"
     NOTIFICATION_SENT = "notification.sent"
+    LOGIN_LOCKED = "account.locked_out"
 
 
 class AuditLog(models.Model):

@@ -75,8 +75,26 @@
     empty.forEach(function (key) { delete params[key]; });
   });
 
+  // ---------------------------------------------------------------- source form
+  // Show only the fields of the chosen kind (without JavaScript every group shows, headed by its kinds).
+  function armSourceForms() {
+    document.querySelectorAll("form.source-form").forEach(function (form) {
+      var kind = form.querySelector("select[name=kind]");
+      if (!kind || form.dataset.armed) return;
+      form.dataset.armed = "1";
+      function show() {
+        form.querySelectorAll("[data-kinds]").forEach(function (group) {
+          group.hidden = group.dataset.kinds.split(" ").indexOf(kind.value) < 0;
+        });
+      }
+      kind.addEventListener("change", show);
+      show();
+    });
+  }
+
   document.addEventListener("DOMContentLoaded", function () {
     armToasts();
+    armSourceForms();
     var log = document.getElementById("run-log");
     if (log && log.dataset.follow) scrollLog();
   });
@@ -86,6 +104,7 @@
   });
   document.addEventListener("htmx:afterSettle", function () {
     armToasts();
+    armSourceForms();
     scrollLog();
   });
   document.addEventListener("htmx:oobAfterSwap", armToasts);

@@ -71,13 +71,31 @@ def browser() -> Iterator:
 def page(browser, live_server) -> Iterator:
     context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(TIMEOUT_MS)
+    # Every page runs under the app's Content-Security-Policy; the browser reports each
+    # refusal as a `securitypolicyviolation` event (and on the console): collect both.
+    context.add_init_script(
+        'document.addEventListener("securitypolicyviolation", function (e) {'
+        ' console.error("CSP violation: " + e.violatedDirective + " blocked " + (e.blockedURI || "inline")); });'
+    )
     tab = context.new_page()
     errors: list[str] = []
+    violations: list[str] = []
     tab.on("pageerror", lambda exc: errors.append(str(exc)))
+    tab.on(
+        "console",
+        lambda message: (
+            violations.append(message.text)
+            if message.type == "error"
+            and ("CSP violation" in message.text or "Content Security Policy" in message.text)
+            else None
+        ),
+    )
+    tab.csp_violations = violations
     yield tab
     context.close()
-    # A script error on any page is a bug, even when the assertions passed.
+    # A script error or a refused script/style on any page is a bug, even when the assertions passed.
     assert not errors, errors
+    assert not violations, violations
 
 
 def screenshot(page, name: str) -> None:
