@@ -334,5 +334,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL") or "INFO"},
-    "loggers": {"django_q": {"level": env_str("Q_LOG_LEVEL") or "WARNING"}},
+    "loggers": {
+        "django_q": {"level": env_str("Q_LOG_LEVEL") or "WARNING"},
+        # Its locks are warnings; its INFO lines (one per process start, per failed login) are noise.
+        "axes": {"level": "WARNING"},
+    },
 }
