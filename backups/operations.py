@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
+from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
@@ -41,6 +42,7 @@ from scheduling.runs import RunRefused
 from tenants.access import ADMINISTER, RUN, get_for_member
 from tenants.audit import record
 from tenants.models import AuditAction
+from tenants.validators import validate_path, validate_plain_text
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +161,7 @@ def _checked_target(item: BackupItem, target: RestoreTarget | None, confirm: str
     if item.kind in SERVER_KINDS:
         if not chosen.database:
             raise OperationRefused("Name the database to restore into.")
+        _check_typed(validate_plain_text, chosen.database)
         exists = chosen.overwrite  # the engine refuses to write into an existing database without it
         name = chosen.database
     else:
@@ -167,6 +170,7 @@ def _checked_target(item: BackupItem, target: RestoreTarget | None, confirm: str
         path = Path(chosen.path)
         if not path.is_absolute():
             path = Path(source.path).parent / path
+        _check_typed(validate_path, str(path))
         try:
             resolved = check_restore_target(str(path), source.tenant)
         except BackupError as exc:
@@ -185,6 +189,13 @@ def _checked_target(item: BackupItem, target: RestoreTarget | None, confirm: str
         )
     chosen.overwrite = chosen.overwrite and exists
     return {"item": str(item.code), "label": item.label, **asdict(chosen)}
+
+
+def _check_typed(validator: Callable[[str], None], value: str) -> None:
+    try:
+        validator(value)
+    except ValidationError as exc:
+        raise OperationRefused(" ".join(exc.messages)) from None
 
 
 def _target_label(entry: dict[str, Any]) -> str:

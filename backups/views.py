@@ -10,7 +10,7 @@ from django.db import transaction
 from django.db.models import Count
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from backups.connection import test_connection
 from backups.forms import SourceForm
@@ -20,6 +20,7 @@ from tenants.access import MANAGE, RUN, SEE, get_for_member, get_tenant_for_memb
 from tenants.views import AuthedRequest, tenant_page
 
 
+@require_GET
 @login_required
 def source_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     tenant = get_tenant_for_member(request.user, tenant_code, SEE)
