@@ -26,7 +26,7 @@ from typing import Any
 
 import zstandard
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from backups import leases, storage, tasks
@@ -36,7 +36,7 @@ from backups.errors import BackupError, ErrorCode
 from backups.models import DEFAULT_PORTS, SERVER_KINDS, BackupItem, BackupSet, BackupSource, ItemStatus, VerifyStatus
 from backups.paths import check_restore_target, overlaps
 from backups.tasks import DeadlineReader, Outcome, RunLog, deadline_for, timeout_error
-from scheduling.models import BackupScheduleRun, Operation, RunStatus, Trigger
+from scheduling.models import ACTIVE_STATUSES, BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.queue import enqueue_runs
 from scheduling.runs import RunRefused
 from tenants.access import ADMINISTER, RUN, get_for_member
@@ -213,23 +213,34 @@ def _create_run(
     backup_set: BackupSet, actor: Any, operation: str, restore_target: dict[str, Any] | None, enqueue: bool
 ) -> BackupScheduleRun:
     now = timezone.now()
-    with transaction.atomic():
-        run = BackupScheduleRun.objects.create(
-            tenant_id=backup_set.tenant_id,
-            schedule_id=backup_set.schedule_id,  # type: ignore[misc]  # _check_usable: not None
-            trigger=Trigger.MANUAL,
-            operation=operation,
-            subject_set=backup_set,
-            restore_target=restore_target,
-            status=RunStatus.QUEUED,
-            requested_by=actor if getattr(actor, "is_authenticated", False) else None,
-            created_at=now,
-            # Also when executed in-process (enqueue=False): if that process dies
-            # before claiming, the dispatcher pushes a task after REQUEUE_AFTER.
-            enqueued_at=now,
+    try:
+        with transaction.atomic():
+            run = BackupScheduleRun.objects.create(
+                tenant_id=backup_set.tenant_id,
+                schedule_id=backup_set.schedule_id,  # type: ignore[misc]  # _check_usable: not None
+                trigger=Trigger.MANUAL,
+                operation=operation,
+                subject_set=backup_set,
+                restore_target=restore_target,
+                status=RunStatus.QUEUED,
+                requested_by=actor if getattr(actor, "is_authenticated", False) else None,
+                created_at=now,
+                # Also when executed in-process (enqueue=False): if that process dies
+                # before claiming, the dispatcher pushes a task after REQUEUE_AFTER.
+                enqueued_at=now,
+            )
+            if enqueue:
+                enqueue_runs([run.code])
+    except IntegrityError:  # scheduling_run_one_active_per_set
+        active = (
+            BackupScheduleRun.objects.filter(subject_set=backup_set, operation=operation, status__in=ACTIVE_STATUSES)
+            .values_list("code", flat=True)
+            .first()
         )
-        if enqueue:
-            enqueue_runs([run.code])
+        what = "A verification" if operation == Operation.VERIFY else "A restore"
+        raise OperationRefused(
+            f"{what} of this backup set is already queued or running (run {active}); wait for it to finish."
+        ) from None
     return run
 
 

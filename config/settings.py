@@ -286,6 +286,10 @@ SOURCE_SECRET_KEYS = _source_secret_keys()
 DISPATCHER_ENABLED = env_bool("DISPATCHER_ENABLED", True)
 # A slot older than this when the dispatcher reaches it is recorded as missed, not run.
 DISPATCH_GRACE_SECONDS = env_int("DISPATCH_GRACE_SECONDS", 300, minimum=0)
+# At most this many runs of one tenant run at once (0 = no limit): a worker that takes a
+# run of a tenant at its limit leaves it queued for a later pass (scheduling.runs.claim),
+# so one tenant's pile of verifies cannot hold every worker while others wait.
+TENANT_MAX_RUNNING = env_int("TENANT_MAX_RUNNING", 2, minimum=0)
 
 # ---------------------------------------------------------------- task queue
 REDIS_URL = env_str("REDIS_URL")

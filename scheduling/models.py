@@ -248,6 +248,13 @@ class BackupScheduleRun(models.Model):
                 name="scheduling_run_one_active",
                 condition=Q(status__in=["queued", "running"], operation="backup"),
             ),
+            # One queued-or-running verify, and one restore, per backup set: repeated
+            # requests would only pile up behind the first and hold workers from others.
+            models.UniqueConstraint(
+                fields=["subject_set", "operation"],
+                name="scheduling_run_one_active_per_set",
+                condition=Q(status__in=["queued", "running"], operation__in=["verify", "restore"]),
+            ),
         ]
         indexes = [
             # Used by the tenant's run list, newest first.
