@@ -220,3 +220,15 @@ def test_a_queued_verify_and_its_own_task_still_run(bob, schedule, django_captur
     execute(task)
     run.refresh_from_db()
     assert run.status != RunStatus.QUEUED
+
+
+def test_verify_wait_says_the_run_waits_when_its_tenant_is_at_its_limit(settings, bob, schedule) -> None:
+    settings.TENANT_MAX_RUNNING = 1
+    running_verifies(schedule, stored_sets(schedule, 1))
+    [backup_set] = stored_sets(schedule, 1)
+    with pytest.raises(CommandError) as caught:
+        call_command("verify_backup", str(backup_set.code), "--as", "bob", "--wait", stdout=StringIO())
+    assert caught.value.returncode == 1
+    assert "waits: this tenant already runs 1 runs" in str(caught.value)
+    run = BackupScheduleRun.objects.get(subject_set=backup_set)
+    assert run.status == RunStatus.QUEUED and run.enqueued_at is None  # the next pass pushes its task
