@@ -39,3 +39,16 @@ def test_the_server_error_page_renders_without_a_database(production, django_db_
     with django_db_blocker.block():
         html = loader.get_template("500.html").render()
     assert "Something went wrong on our side" in html
+
+
+def test_with_debug_on_the_developer_keeps_djangos_debug_pages(db, settings) -> None:
+    """`make run` (DEBUG on): the URL list and the traceback page, styled (no CSP on them)."""
+    settings.DEBUG = True
+    settings.ROOT_URLCONF = "tests.error_urls"
+    client = Client(raise_request_exception=False)
+    missing = client.get("/no/such/page/")
+    assert missing.status_code == 404
+    assert "URLconf" in missing.text
+    assert "Content-Security-Policy" not in missing.headers
+    broken = client.get("/broken/")
+    assert broken.status_code == 500 and "Traceback" in broken.text

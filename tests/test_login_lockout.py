@@ -139,3 +139,13 @@ def test_a_successful_login_clears_the_failures(alice: User) -> None:
     client.post("/accounts/logout/", {"csrfmiddlewaretoken": client.cookies["csrftoken"].value})
     for _ in range(LIMIT - 1):
         assert post_login(client, "alice", "wrong").status_code == 200
+
+
+def test_the_tenants_members_see_the_lock_in_their_audit_log(client, alice: User, mia: User, tenant: Tenant) -> None:
+    attacker = browser("203.0.113.9")
+    for _ in range(LIMIT):
+        post_login(attacker, "alice", "wrong")
+    client.force_login(mia)
+    page = client.get(f"/t/{tenant.code}/audit/?action=account.locked_out")
+    assert page.status_code == 200
+    assert "account.locked_out" in page.text and "203.0.113.9" in page.text
