@@ -2,8 +2,9 @@
 
 A lock is not any one tenant's event, yet the audit log is per tenant (AuditLog.tenant
 is required). So a locked username that belongs to a user gets one entry in each tenant
-that user is a member of, where that tenant's members see it; a lock of an unknown
-username, or of a user in no tenant, is only logged (logger "tenants.lockout").
+that user is a member of, where that tenant's members see it; a lock of an address (many
+usernames tried from one place), of an unknown username, or of a user in no tenant is
+only logged (logger "tenants.lockout").
 The password tried is never recorded (axes leaves it out too).
 """
 
@@ -13,9 +14,11 @@ import logging
 from typing import Any
 
 from axes.helpers import get_failure_limit
+from axes.models import AccessAttempt
 from axes.signals import user_locked_out
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db.models import Sum
 from django.dispatch import receiver
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -55,22 +58,20 @@ def _lock_minutes() -> int:
 
 @receiver(user_locked_out, dispatch_uid="tenants.lockout.audit")
 def audit_lockout(sender: Any, request: HttpRequest, username: str | None, ip_address: str | None, **kw: Any) -> None:
+    """axes signals on every failed try while a username or an address is locked; each
+    lock is told once, on the try that reached the limit for that username or address."""
     limit = get_failure_limit(request, getattr(request, "axes_credentials", None))
-    # axes signals again on every attempt during the lock; only the one that locked counts.
-    if getattr(request, "axes_failures_since_start", limit) != limit:
-        return
     minutes = _lock_minutes()
-    user = get_user_model().objects.filter(username=username).first() if username else None
-    tenant_ids = list(Membership.objects.filter(user=user).values_list("tenant_id", flat=True)) if user else []
-    log.warning(
-        "login locked for %d minutes after %d failures: username %r, address %s, path %s",
-        minutes,
-        limit,
-        username,
-        ip_address,
-        request.path,
-    )
-    for tenant_id in tenant_ids:
+    page = "admin" if request.path == reverse("admin:login") else "app"
+    if _failures(ip_address=ip_address) == limit:
+        log.warning(
+            "login locked for %d minutes: address %s after %d failures (%s login)", minutes, ip_address, limit, page
+        )
+    if not username or _failures(username=username) != limit:
+        return
+    log.warning("login locked for %d minutes: username %r after %d failures (%s login)", minutes, username, limit, page)
+    user = get_user_model().objects.filter(username=username).first()
+    for tenant_id in Membership.objects.filter(user=user).values_list("tenant_id", flat=True) if user else []:
         record(
             tenant_id,
             AuditAction.LOGIN_LOCKED,
@@ -78,5 +79,11 @@ def audit_lockout(sender: Any, request: HttpRequest, username: str | None, ip_ad
             ip_address=ip_address,
             failures=limit,
             locked_minutes=minutes,
-            login_page="admin" if request.path == reverse("admin:login") else "app",
+            login_page=page,
         )
+
+
+def _failures(**parameter: str | None) -> int:
+    """Failed logins counted for one lockout parameter (a username, or an address) now."""
+    attempts = AccessAttempt.objects.filter(**parameter)
+    return attempts.aggregate(total=Sum("failures_since_start"))["total"] or 0

@@ -149,3 +149,22 @@ def test_the_tenants_members_see_the_lock_in_their_audit_log(client, alice: User
     page = client.get(f"/t/{tenant.code}/audit/?action=account.locked_out")
     assert page.status_code == 200
     assert "account.locked_out" in page.text and "203.0.113.9" in page.text
+
+
+def test_an_address_lock_is_not_audited_as_the_lock_of_the_user_tried_last(alice: User, tenant: Tenant) -> None:
+    attacker = browser("203.0.113.66")
+    for n in range(LIMIT - 1):
+        post_login(attacker, f"guess{n}", "wrong")
+    assert post_login(attacker, "alice", "wrong").status_code == 429  # the address reached the limit
+    assert locks(tenant) == []
+    assert post_login(browser("192.0.2.10"), "alice", PASSWORD).status_code == 302  # alice is not locked
+
+
+def test_a_username_lock_reached_while_the_address_is_locked_is_audited(alice: User, tenant: Tenant) -> None:
+    attacker = browser("203.0.113.66")
+    for n in range(LIMIT):
+        post_login(attacker, f"guess{n}", "wrong")
+    for _ in range(LIMIT):
+        post_login(attacker, "alice", "wrong")
+    assert len(locks(tenant)) == 1
+    assert post_login(browser("192.0.2.10"), "alice", PASSWORD).status_code == 429
