@@ -232,3 +232,15 @@ def test_verify_wait_says_the_run_waits_when_its_tenant_is_at_its_limit(settings
     assert "waits: this tenant already runs 1 runs" in str(caught.value)
     run = BackupScheduleRun.objects.get(subject_set=backup_set)
     assert run.status == RunStatus.QUEUED and run.enqueued_at is None  # the next pass pushes its task
+
+
+def test_a_second_restore_from_the_page_is_a_form_error_naming_the_first(client, alice, schedule) -> None:
+    [backup_set] = stored_sets(schedule, 1)
+    client.force_login(alice)
+    assert client.post(f"/sets/{backup_set.code}/restore/", {"target": "", "confirm": ""}).status_code == 302
+    first = BackupScheduleRun.objects.get(operation=Operation.RESTORE)
+    again = client.post(f"/sets/{backup_set.code}/restore/", {"target": "", "confirm": ""})
+    assert again.status_code == 200
+    assert "A restore of this backup set is already queued or running" in again.text
+    assert str(first.code) in again.text
+    assert BackupScheduleRun.objects.filter(operation=Operation.RESTORE).count() == 1
