@@ -139,9 +139,13 @@ def defer(run_code: str, running: int) -> None:
         logger.info("run %s waits: its tenant already runs %d (TENANT_MAX_RUNNING)", run_code, running)
 
 
-def beat(run_code: str, now: datetime) -> bool:
-    """The worker is alive and still on this run."""
-    return BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.RUNNING).update(heartbeat_at=now) == 1
+def beat(run_code: str, now: datetime, log: str | None = None) -> bool:
+    """The worker is alive and still on this run; with `log`, the log so far (the run
+    page follows it). A finished run is left alone: its final log is finish()'s."""
+    changes: dict[str, Any] = {"heartbeat_at": now}
+    if log is not None:
+        changes["log"] = log
+    return BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.RUNNING).update(**changes) == 1
 
 
 def finish(run: BackupScheduleRun, status: str, log: str, error_code: str = "", error_message: str = "") -> bool:

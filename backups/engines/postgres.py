@@ -12,13 +12,14 @@ compression is left to our zstd pipeline (compressing twice only costs CPU).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from backups.engines.base import CheckResult, DumpContext, DumpTarget, Engine, RestoreTarget
 from backups.engines.process import (
+    ErrorMapper,
     ToolCall,
     dump_stream,
     find_tool,
@@ -103,6 +104,24 @@ def map_error(stderr: str) -> tuple[ErrorCode, str]:
     return map_stderr(stderr, _ERRORS, "The PostgreSQL tool failed.")
 
 
+# pg_dump --verbose's own lines ("pg_dump: dumping contents of table "public.ssl_keys""):
+# they name tables, which must not decide how a failure is read. Its errors, warnings
+# and details carry a level ("pg_dump: error: ..."), libpq's text none.
+_DUMP_INFO_LINE = re.compile(r"^pg_dump: (?!error:|warning:|detail:|hint:|fatal:|\[).*$\n?", re.M)
+
+
+def _dump_error(stderr: str) -> tuple[ErrorCode, str]:
+    return map_error(_DUMP_INFO_LINE.sub("", stderr))
+
+
+def _log_lines(ctx: DumpContext) -> Callable[[str], None]:
+    def log(line: str) -> None:
+        if line.strip():
+            ctx.log(line.rstrip())
+
+    return log
+
+
 def quote_ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -133,6 +152,7 @@ class PostgresEngine(Engine):
         what: str,
         database: str,
         deadline: float | None,
+        mapper: ErrorMapper = map_error,
         **extra: object,
     ) -> Iterator[ToolCall]:
         """A ToolCall with the source's connection settings and a PGPASSFILE, removed afterwards."""
@@ -161,7 +181,7 @@ class PostgresEngine(Engine):
             yield ToolCall(
                 argv=argv,
                 what=what,
-                mapper=map_error,
+                mapper=mapper,
                 env=env,
                 secrets=(password,) if password else (),
                 deadline=deadline,
@@ -194,9 +214,13 @@ class PostgresEngine(Engine):
     @contextmanager
     def dump(self, source: BackupSource, target: DumpTarget, ctx: DumpContext) -> Iterator[BinaryIO]:
         database = target.database or source.database
-        argv = [find_tool("pg_dump"), "-w", "--format=custom", "--compress=0"]
+        # --verbose: pg_dump says on stderr what it reads and dumps; those lines go to the
+        # run's log as they come, so a long dump shows where it is.
+        argv = [find_tool("pg_dump"), "-w", "--verbose", "--format=custom", "--compress=0"]
         what = f"pg_dump of “{database}”"
-        with self._call(source, argv, what, database, ctx.deadline) as call:
+        with self._call(
+            source, argv, what, database, ctx.deadline, mapper=_dump_error, on_stderr_line=_log_lines(ctx)
+        ) as call:
             say = f"pg_dump of “{database}” on {source.host}:{source.port or DEFAULT_PORT} as {source.username}."
             ctx.log(scrub(say, call.secrets))
             with dump_stream(call) as stream:

@@ -19,7 +19,8 @@ from django.views.decorators.vary import vary_on_headers
 
 from backups.models import BackupSet
 from backups.retention import preview_retention
-from lib.slots import InvalidCadence, all_zone_names, upcoming, validate
+from lib.slots import InvalidCadence, upcoming, validate
+from lib.zones import offered_zone_names
 from scheduling.forms import TIMING_FIELDS, ScheduleForm, unbound_copy
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, ScheduleKind
 from scheduling.presentation import describe_cadence, relative, utc_iso, viewer_zone, wall_text
@@ -148,7 +149,7 @@ def form_page(request: AuthedRequest, tenant: Tenant, role: str, form: ScheduleF
         role,
         "schedules",
         form=form,
-        zone_names=sorted(all_zone_names()),
+        zone_names=offered_zone_names(),
         preview_url=reverse("schedule_preview", args=[tenant.code]) + query,
         preview=preview_of(form, extra.pop("before", None)),
         retention=retention_preview_of(form),

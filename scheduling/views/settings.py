@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
 
-from lib.slots import all_zone_names
+from lib.zones import offered_zone_names
 from scheduling.forms import TimingForm, unbound_copy
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun
 from scheduling.services import save_schedule, snapshot
@@ -70,7 +70,7 @@ def settings_context(request: AuthedRequest, tenant: Tenant, bound: TimingForm |
         blocks=blocks,
         poll_seconds=POLL_SECONDS,
         settings_url=reverse("tenant_settings", args=[tenant.code]),
-        zone_names=sorted(all_zone_names()) if can_manage else [],
+        zone_names=offered_zone_names() if can_manage else (),
     )
 
 
