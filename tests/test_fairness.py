@@ -244,3 +244,13 @@ def test_a_second_restore_from_the_page_is_a_form_error_naming_the_first(client,
     assert "A restore of this backup set is already queued or running" in again.text
     assert str(first.code) in again.text
     assert BackupScheduleRun.objects.filter(operation=Operation.RESTORE).count() == 1
+
+
+def test_the_run_page_says_why_a_deferred_run_waits(client, settings, bob, schedule) -> None:
+    settings.TENANT_MAX_RUNNING = 1
+    running_verifies(schedule, stored_sets(schedule, 1))
+    run = request_verify(stored_sets(schedule, 1)[0], bob, enqueue=False)
+    assert claim(str(run.code), timezone.now()) is False
+    client.force_login(bob)
+    page = client.get(f"/runs/{run.code}/")
+    assert "waits: this tenant's runs already fill its share of the workers" in page.text
