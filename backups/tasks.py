@@ -28,6 +28,7 @@ from backups.engines.process import scrub, source_secrets
 from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
 from backups.models import BackupItem, BackupSet, ItemStatus, SetStatus
+from lib.passes import first_pass_at
 from scheduling.heartbeat import heartbeat
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
 from scheduling.runs import claim, finish
@@ -271,7 +272,7 @@ def _maybe_retry(run: BackupScheduleRun) -> bool:
     assert nxt.not_before is not None
     note = (
         f"{datetime.now(UTC):%H:%M:%S} Attempt {nxt.attempt} of {run.schedule.max_attempts} "
-        f"will start after {nxt.not_before:%Y-%m-%d %H:%M:%S} UTC (run {nxt.code}).\n"
+        f"will start at {first_pass_at(nxt.not_before):%Y-%m-%d %H:%M} UTC (run {nxt.code}).\n"
     )
     run.log += note
     BackupScheduleRun.objects.filter(pk=run.pk).update(log=run.log)

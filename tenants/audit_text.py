@@ -171,6 +171,7 @@ SENTENCES: dict[str, Sentence] = {
     AuditAction.SET_PRUNED: lambda e, n: f"Retention removed {_set(e, n)}",
     AuditAction.SET_PINNED: lambda e, n: f"{_who(e)} pinned {_set(e, n)}",
     AuditAction.SET_UNPINNED: lambda e, n: f"{_who(e)} unpinned {_set(e, n)}",
+    AuditAction.SET_DELETED: lambda e, n: f"{_who(e)} deleted the backup set “{e.target_label}”",
     AuditAction.VERIFY_REQUESTED: lambda e, n: f"{_who(e)} asked to verify {_set(e, n)}",
     AuditAction.SET_VERIFIED: lambda e, n: f"Verification of {_set(e, n)}: {e.details.get('status', 'done')}",
     AuditAction.RESTORE_REQUESTED: _restore_requested,

@@ -94,6 +94,7 @@ class AuditAction(models.TextChoices):
     SET_PRUNED = "backup_set.pruned"
     SET_PINNED = "backup_set.pinned"
     SET_UNPINNED = "backup_set.unpinned"
+    SET_DELETED = "backup_set.deleted"
     VERIFY_REQUESTED = "backup_set.verify_requested"
     SET_VERIFIED = "backup_set.verified"
     RESTORE_REQUESTED = "backup_set.restore_requested"

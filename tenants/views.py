@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
@@ -16,6 +16,7 @@ from django.db.models import Model, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET
 from django.views.decorators.vary import vary_on_headers
@@ -152,7 +153,8 @@ def _before_the_end(value: date) -> None:
 
 
 class ListFilterForm(forms.Form):
-    """What list pages share: a page number and a from/to date range (UTC days, both inclusive)."""
+    """What list pages share: a page number and a from/to date range (days on the viewer's
+    clock, both inclusive: the times the list prints are on it too)."""
 
     page = forms.IntegerField(required=False, min_value=1, max_value=MAX_PAGE, label="Page")
     date_from = forms.DateField(
@@ -202,11 +204,13 @@ class ListFilterForm(forms.Form):
         return out
 
     def date_bounds(self) -> tuple[datetime | None, datetime | None]:
-        """[from 00:00 UTC, the day after `to` 00:00 UTC): a half-open range the time indexes can use."""
+        """[from 00:00, the day after `to` 00:00): a half-open range the time indexes can use, in
+        the viewer's zone (ViewerZoneMiddleware; UTC without one)."""
         start: date | None = self.value("date_from")
         end: date | None = self.value("date_to")
-        lower = datetime.combine(start, time(0), tzinfo=UTC) if start else None
-        upper = datetime.combine(end + timedelta(days=1), time(0), tzinfo=UTC) if end else None
+        tz = timezone.get_current_timezone()
+        lower = datetime.combine(start, time(0), tzinfo=tz) if start else None
+        upper = datetime.combine(end + timedelta(days=1), time(0), tzinfo=tz) if end else None
         return lower, upper
 
 

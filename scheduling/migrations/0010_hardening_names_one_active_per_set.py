@@ -30,8 +30,8 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('backups', '0004_hardening_plain_names'),
-        ('scheduling', '0008_cron_vixie_schedules'),
-        ('tenants', '0005_hardening_lockout_plain_names'),
+        ('scheduling', '0009_smalls_one_on_off_control'),
+        ('tenants', '0006_hardening_lockout_plain_names'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
