@@ -216,12 +216,20 @@ def execute_run(run_code: str) -> str:
     log(f"Run {run.code} started ({run.get_operation_display()}, {run.get_trigger_display()}, attempt {run.attempt}).")
     with heartbeat(run_code, log):  # through retention too: all of it is the run's work
         outcome = _perform(run, started, log)
-    if not finish(run, outcome.status, log.text(), outcome.error_code, log.scrub(outcome.message)):
+    replaced = finish(run, outcome.status, log.text(), outcome.error_code, log.scrub(outcome.message))
+    if not replaced:
         logger.error("run %s had been finished by someone else; its result was not recorded", run.code)
         return "lost"
     _audit_finish(run)
-    retrying = run.status == RunStatus.FAILED and _maybe_retry(run)
-    _notify(run, retrying)
+    if replaced == RunStatus.FAILED:
+        # The dispatcher had given this run up for lost and told people it failed, as
+        # the last attempt of its chain. A real failure is not told again (nor retried,
+        # which would tell it a second time); a success says the schedule works again.
+        if run.status == RunStatus.SUCCEEDED:
+            _notify(run, retrying=False)
+    else:
+        retrying = run.status == RunStatus.FAILED and _maybe_retry(run)
+        _notify(run, retrying)
     if run.status in (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.SKIPPED):
         return str(run.status)
     return outcome.error_code or str(run.status)

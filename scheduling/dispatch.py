@@ -51,7 +51,7 @@ from scheduling.models import (
 )
 from scheduling.queue import dashed_code, enqueue_runs
 from tenants.models import AuditAction, AuditLog
-from tenants.notifications import notify_slots_missed
+from tenants.notifications import notify_run_finished, notify_slots_missed
 
 # A running run whose heartbeat is this old has lost its worker.
 ABANDONED_AFTER = timedelta(seconds=HEARTBEAT_SECONDS * 10)
@@ -191,7 +191,21 @@ def fail_abandoned_runs(now: datetime) -> int:
     # Their source leases too, so the next run of those sources need not wait for a take-over.
     leases.release_runs(failed_pks)
     logger.warning("failed %d runs whose worker stopped", failed)
+    _notify_lost(failed_pks)
     return failed
+
+
+def _notify_lost(pks: list[int]) -> None:
+    """A run given up for lost ends its chain (WORKER_LOST is never retried): people
+    hear of it like any last failure, in the pass's transaction, so a worker that
+    finishes it after all finds it told (backups.tasks) and a rolled-back pass tells
+    nobody. A savepoint each: a notification that fails must not undo the pass."""
+    for run in BackupScheduleRun.objects.filter(pk__in=pks).select_related("schedule", "tenant"):
+        try:
+            with transaction.atomic():
+                notify_run_finished(run)
+        except Exception:
+            logger.exception("could not notify the tenant of run %s, given up for lost", run.code)
 
 
 def release_due_retries(now: datetime) -> int:
