@@ -37,7 +37,7 @@ from django.utils.dateparse import parse_datetime, parse_time
 
 from backups import leases
 from backups.errors import ErrorCode
-from lib.slots import Cadence, InvalidCadence, next_slot
+from lib.slots import Cadence, InvalidCadence, next_slot, validate
 from scheduling.bulk import insert_rows, update_rows
 from scheduling.heartbeat import HEARTBEAT_SECONDS
 from scheduling.models import (
@@ -451,7 +451,11 @@ def _broken_walk(first_raw: Any, exc: Exception) -> _Walk:
 
 
 def _walk(cadence: Cadence, first_slot: datetime, now: datetime, grace: timedelta) -> _Walk:
-    """Sort the due slots from `first_slot` up to `now`, and find the first slot after `now`."""
+    """Sort the due slots from `first_slot` up to `now`, and find the first slot after `now`.
+
+    The stored first slot is trusted only for a cadence that is valid today: one saved
+    under older rules that no date matches (InvalidCadence) is skipped with its reason."""
+    validate(cadence)
     slots = [first_slot]
     following = next_slot(cadence, first_slot)
     while following is not None and following <= now:
