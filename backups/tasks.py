@@ -53,7 +53,8 @@ UNEXPECTED_MESSAGE = "An unexpected error stopped the backup; the server log has
 
 # The log is bounded: a tool printing a line per table of a 100,000-table database,
 # or a multi-hour dump, keeps its first HEAD_LINES and last TAIL_LINES lines (the
-# start says what ran, the end how it went), each cut to LINE_LIMIT characters.
+# start says what ran, the end how it went), each cut to LINE_LIMIT characters (its
+# head and its tail).
 HEAD_LINES = 50
 TAIL_LINES = 450
 LINE_LIMIT = 500
@@ -78,8 +79,9 @@ class RunLog:
     def __call__(self, message: str) -> None:
         stamp = datetime.now(UTC).strftime("%H:%M:%S")
         line = f"{stamp} {self.scrub(message)}"  # scrubbed before the cut, which could split a secret
-        if len(line) > LINE_LIMIT:
-            line = line[: LINE_LIMIT - 1] + "…"
+        if len(line) > LINE_LIMIT:  # its head says what, its end (usually) how it failed
+            side = (LINE_LIMIT - 3) // 2
+            line = f"{line[: LINE_LIMIT - 3 - side]} … {line[-side:]}"
         with self._lock:
             if len(self.head) < HEAD_LINES:
                 self.head.append(line)

@@ -70,9 +70,9 @@ def test_a_short_log_has_no_marker() -> None:
 def test_a_long_line_is_cut_and_its_secret_never_shows() -> None:
     log = RunLog()
     log.secrets = [PASSWORD]
-    log("x" * (LINE_LIMIT - 20) + PASSWORD + "y" * 1000)
+    log("x" * (LINE_LIMIT - 20) + PASSWORD + "y" * 1000 + " error")
     (line,) = log.text().splitlines()
-    assert len(line) == LINE_LIMIT and line.endswith("…")
+    assert len(line) == LINE_LIMIT and " … " in line and line.endswith("y error")  # its head and its tail
     assert PASSWORD not in line and "follow" not in line  # no piece of it either
 
 
