@@ -29,6 +29,7 @@ class SourceRow:
     check: SourceCheck | None  # the latest "Test connection", if any
 
 
+@require_GET
 @login_required
 def source_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     tenant = get_tenant_for_member(request.user, tenant_code, SEE)
