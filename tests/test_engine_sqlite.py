@@ -3,6 +3,8 @@ from __future__ import annotations
 import hashlib
 import io
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -190,3 +192,54 @@ def test_restoring_a_wal_mode_database_leaves_no_scratch_files_behind(rich_sourc
     assert table_checksums(target) == before
     leftovers = [p.name for p in source_path.parent.iterdir() if ".restoring-" in p.name]
     assert leftovers == []
+
+
+def _locked_until(path: Path, release: threading.Event) -> threading.Thread:
+    """Another connection holds the file exclusively locked until `release` is set."""
+    holding = threading.Event()
+
+    def hold() -> None:
+        connection = sqlite3.connect(path, isolation_level=None)
+        connection.execute("BEGIN EXCLUSIVE")
+        holding.set()
+        release.wait(60)
+        connection.execute("ROLLBACK")
+        connection.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    holding.wait(10)
+    return thread
+
+
+def test_a_backup_waits_for_a_source_another_connection_holds_locked(rich_source) -> None:
+    # Past SQLite's default busy wait (5 s): the backup waits within its time limit, as the
+    # backup API itself waits on busy pages, instead of failing the item.
+    release = threading.Event()
+    thread = _locked_until(Path(rich_source.path), release)
+    timer = threading.Timer(6.5, release.set)
+    timer.start()
+    try:
+        with ENGINE.dump(
+            rich_source, DumpTarget(label="CRM"), DumpContext(log=lambda _: None, deadline=time.monotonic() + 120)
+        ) as stream:
+            assert stream.read(16) == b"SQLite format 3\x00"
+        assert release.is_set()  # it really waited for the lock's end
+    finally:
+        release.set()
+        timer.cancel()
+        thread.join()
+
+
+def test_a_source_locked_past_the_time_limit_is_a_timeout(rich_source) -> None:
+    release = threading.Event()
+    thread = _locked_until(Path(rich_source.path), release)
+    try:
+        with pytest.raises(BackupError) as failed, ENGINE.dump(
+            rich_source, DumpTarget(label="CRM"), DumpContext(log=lambda _: None, deadline=time.monotonic() + 1)
+        ):
+            pass
+        assert failed.value.code == ErrorCode.TIMEOUT and "stayed locked" in failed.value.message
+    finally:
+        release.set()
+        thread.join()

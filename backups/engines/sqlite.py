@@ -24,6 +24,7 @@ import shutil
 import sqlite3
 import stat
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -39,6 +40,10 @@ from backups.paths import Place, open_parent, open_restore_destination, source_p
 CHUNK = 1024 * 1024
 SIDECARS = ("-wal", "-shm", "-journal")
 OPEN_ATTEMPTS = 3
+# How long a backup waits for a source another connection holds locked when the run has
+# no time limit, and how long Test connection waits (it answers a person).
+LOCK_WAIT_SECONDS = 24 * 3600.0
+CHECK_LOCK_WAIT_SECONDS = 5.0
 
 # The first 16 bytes of every SQLite 3 database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -54,8 +59,11 @@ class SqliteEngine(Engine):
 
     @contextmanager
     def dump(self, source: BackupSource, target: DumpTarget, ctx: DumpContext) -> Iterator[BinaryIO]:
+        # A source another connection holds locked is waited for, as the backup API itself
+        # waits on a busy page, until the run's time limit (then TIMEOUT, as for any dump).
+        wait = max(ctx.deadline - time.monotonic(), 1.0) if ctx.deadline is not None else LOCK_WAIT_SECONDS
         with (
-            _opened_source(source) as connection,
+            _opened_source(source, busy_seconds=wait) as connection,
             tempfile.TemporaryDirectory(prefix="sqlite-backup-") as scratch,
         ):
             snapshot_path = Path(scratch) / "snapshot.sqlite3"
@@ -153,7 +161,9 @@ def _check_database(path: Path) -> int:
 
 
 @contextmanager
-def _opened_source(source: BackupSource, require_header: bool = False) -> Iterator[sqlite3.Connection]:
+def _opened_source(
+    source: BackupSource, require_header: bool = False, busy_seconds: float = CHECK_LOCK_WAIT_SECONDS
+) -> Iterator[sqlite3.Connection]:
     """A read-only connection to the source inside an open read transaction, once SQLite
     is seen to hold the very file opened here by descriptors. `require_header`: refuse a
     file that does not start like a SQLite database (an empty file is one, to SQLite)."""
@@ -174,7 +184,9 @@ def _opened_source(source: BackupSource, require_header: bool = False) -> Iterat
                 raise BackupError(ErrorCode.SOURCE_NOT_FOUND, f"The SQLite file {place.path} does not exist.")
             if require_header and os.pread(file_fd, len(SQLITE_HEADER), 0) != SQLITE_HEADER:
                 raise BackupError(ErrorCode.SOURCE_NOT_FOUND, f"{place.path} is not a SQLite database.")
-            with _connected(dirfd.fd_path(parent_fd) / place.name, parent_fd, place, opened) as connection:
+            with _connected(
+                dirfd.fd_path(parent_fd) / place.name, parent_fd, place, opened, busy_seconds
+            ) as connection:
                 yield connection
         finally:
             os.close(file_fd)
@@ -187,15 +199,19 @@ def _unreadable(place: Place) -> BackupError:
 
 
 @contextmanager
-def _connected(real: Path, parent_fd: int, place: Place, opened: os.stat_result) -> Iterator[sqlite3.Connection]:
-    connection = _connect_checked(real, parent_fd, place, opened)
+def _connected(
+    real: Path, parent_fd: int, place: Place, opened: os.stat_result, busy_seconds: float
+) -> Iterator[sqlite3.Connection]:
+    connection = _connect_checked(real, parent_fd, place, opened, busy_seconds)
     try:
         yield connection
     finally:
         connection.close()
 
 
-def _connect_checked(real: Path, parent_fd: int, place: Place, opened: os.stat_result) -> sqlite3.Connection:
+def _connect_checked(
+    real: Path, parent_fd: int, place: Place, opened: os.stat_result, busy_seconds: float
+) -> sqlite3.Connection:
     """A connection in a read transaction that holds the source's very inode. Another thread
     of the worker opening a file at that moment (the heartbeat's database connection) looks
     like a swap, so a failed check is tried again a few times, each time in full."""
@@ -203,7 +219,7 @@ def _connect_checked(real: Path, parent_fd: int, place: Place, opened: os.stat_r
         before = _open_files()
         # mode=ro: never create or change the source, even by accident.
         try:
-            connection = sqlite3.connect(f"{real.as_uri()}?mode=ro", uri=True)
+            connection = sqlite3.connect(f"{real.as_uri()}?mode=ro", uri=True, timeout=busy_seconds)
         except sqlite3.Error as exc:
             raise BackupError(ErrorCode.PERMISSION_DENIED, f"Cannot open the SQLite file: {exc}.") from None
         try:
@@ -214,6 +230,10 @@ def _connect_checked(real: Path, parent_fd: int, place: Place, opened: os.stat_r
                 return connection
         except sqlite3.OperationalError as exc:
             connection.close()
+            if "locked" in str(exc):  # waited busy_seconds: as long as the run may last, or a person waits
+                raise BackupError(
+                    ErrorCode.TIMEOUT, f"The SQLite file stayed locked by another connection for {busy_seconds:.0f} s."
+                ) from None
             raise BackupError(ErrorCode.PERMISSION_DENIED, f"Cannot open the SQLite file: {exc}.") from None
         except sqlite3.DatabaseError as exc:
             connection.close()

@@ -83,7 +83,11 @@ def _watch(page, bob, run, source, settings, database: str, release_pg) -> None:
             expect(log).to_contain_text("Succeeded.", timeout=CLUSTER_TIMEOUT_MS)
             expect(page.get_by_text("(follows the run)")).to_have_count(0)
         except AssertionError as exc:
-            raise AssertionError(f"{exc}\ncluster output:\n{cluster.output()}") from None
+            ended = BackupScheduleRun.objects.get(pk=run.pk)
+            raise AssertionError(
+                f"{exc}\nrun: {ended.status} {ended.error_code} {ended.error_message}\n{ended.log}\n"
+                f"cluster output:\n{cluster.output()}"
+            ) from None
     assert page.evaluate("window.__stillTheSamePage === true"), "the page was reloaded"
 
 
