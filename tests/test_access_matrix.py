@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 from django.shortcuts import resolve_url
+from django.urls import resolve, reverse
 from django_q.models import OrmQ
 
 from tenants.access import ADMINISTER, MANAGE, RUN, SEE, role_allows
@@ -272,8 +273,6 @@ def test_another_tenants_codes_in_a_url_find_nothing_and_change_nothing(world: W
 
 def splice(route: Route, urls: dict[str, str]) -> str:
     """One URL taking each parameter's value from the URL built for its side."""
-    from django.urls import resolve, reverse
-
     kwargs = {param: resolve(url).kwargs[param] for param, url in urls.items()}
     return reverse(route.name, kwargs=kwargs)
 
@@ -333,3 +332,16 @@ def data_dict(pairs: list[tuple[str, str]]) -> dict[str, list[str]]:
     for name, value in pairs:
         out.setdefault(name, []).append(value)
     return out
+
+
+def test_a_notification_is_its_members_own(world: World) -> None:
+    """The bell's items are per member: another member of the same tenant, whatever the
+    role, finds someone else's notification as if it did not exist."""
+    note = world.a.notifications[world.a.owner.pk]
+    for role in ALL_ROLES:
+        user = world.a.users[role]
+        with rolled_back():
+            response = Browser(user).post(reverse("notification_read", args=[note.code]), {})
+            assert response.status_code == (302 if user == world.a.owner else 404), role
+            note.refresh_from_db()
+            assert (note.read_at is not None) is (user == world.a.owner)

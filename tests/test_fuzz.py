@@ -201,6 +201,14 @@ def world(db, settings) -> World:
     return make_world(settings)
 
 
+def owner_url(world: World, name: str) -> str:
+    """The URL named `name` with tenant Alpha's objects, as its owner reaches it."""
+    route = next(route for route in ROUTES if route.name == name)
+    rule = rule_for(route)
+    assert rule is not None
+    return url_for(route, world.a, rule.names, world, world.a.owner)
+
+
 def assert_answered(response: Any, what: str) -> None:
     assert response.status_code < 500, f"{what}: {response.status_code}"
 
@@ -208,10 +216,7 @@ def assert_answered(response: Any, what: str) -> None:
 @pytest.mark.parametrize("name", [case(name, KNOWN_POST_FAILURES) for name in post_targets()])
 def test_no_form_post_gets_a_500(world: World, name: str) -> None:
     browser = Browser(world.a.owner)
-    route = next(route for route in ROUTES if route.name == name)
-    rule = rule_for(route)
-    assert rule is not None
-    url = url_for(route, world.a, rule.names, world, world.a.owner)
+    url = owner_url(world, name)
     forms = forms_for(world, browser, name, "post") or [PageForm(url, "post", [])]
     for form in forms:
         action = form.action if form.controls else url
@@ -236,10 +241,7 @@ LINK_PARAMETERS = ["page", "sort", "part", "section", "schedule"]
 @pytest.mark.parametrize("name", [case(name, KNOWN_FILTER_FAILURES) for name in filter_pages()])
 def test_no_filter_gets_a_500(world: World, name: str) -> None:
     browser = Browser(world.a.owner)
-    route = next(route for route in ROUTES if route.name == name)
-    rule = rule_for(route)
-    assert rule is not None
-    url = url_for(route, world.a, rule.names, world, world.a.owner)
+    url = owner_url(world, name)
     forms = forms_for(world, browser, name, "get")
     controls = [control for form in forms for control in form.controls]
     names = {control.name for control in controls}
