@@ -17,6 +17,8 @@ from django.apps import apps
 from django.contrib.sessions.models import Session
 from django.core import mail
 from django.urls import reverse
+from django_q.models import OrmQ
+from django_q.signing import SignedPackage
 
 from backups.models import BackupItem, BackupSet, BackupSource
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
@@ -84,6 +86,8 @@ def table_texts() -> Iterator[tuple[str, str]]:
                 yield f"{model._meta.label}.{column}", repr(value) + str(value)
     for session in Session.objects.all():
         yield "session data", repr(session.get_decoded())
+    for task in OrmQ.objects.all():  # signed and compressed: only its decoded form can show it
+        yield "queued task (ORM broker)", repr(SignedPackage.loads(task.payload))
 
 
 def mail_texts() -> Iterator[tuple[str, str]]:
