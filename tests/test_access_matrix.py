@@ -345,3 +345,30 @@ def test_a_notification_is_its_members_own(world: World) -> None:
             assert response.status_code == (302 if user == world.a.owner else 404), role
             note.refresh_from_db()
             assert (note.read_at is not None) is (user == world.a.owner)
+
+
+def test_a_new_url_nobody_classified_is_caught_and_a_missing_check_is_seen(world: World, settings) -> None:
+    """What the walk would say of a page added without a row here, and without the access
+    module's check: unclassified, and an outsider who gets 200 is reported."""
+    import types
+
+    from django.http import HttpResponse
+    from django.urls import path
+
+    from config import urls
+
+    def careless(request: Any, tenant_code: Any) -> HttpResponse:
+        return HttpResponse("everyone's")
+
+    module = types.ModuleType("careless_urls")
+    module.urlpatterns = [  # type: ignore[attr-defined]
+        *urls.urlpatterns,
+        path("t/<uuid:tenant_code>/careless/", careless, name="careless"),
+    ]
+    settings.ROOT_URLCONF = module
+    walked = routes()
+    assert [route.name for route in walked if rule_for(route) is None] == ["careless"]
+    (route,) = [route for route in walked if route.name == "careless"]
+    response = Browser(world.b.owner).get(url_for(route, world.a, "", world, world.b.owner))
+    assert verdict(SEE, "outsider", None, response) == "404"
+    assert verdict(SEE, "anonymous", None, Browser().get(url_for(route, world.a, "", world, None))) == "the login page"
