@@ -15,6 +15,8 @@ $(VENV)/.dev-installed: $(VENV)/.installed requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# The first start makes var/source-secret.key (0600), the development key of source
+# passwords, and the SQLite database 0600 (config/settings.py).
 run: $(VENV)/.installed
 	$(PY) manage.py migrate --noinput
 	$(PY) manage.py seed_demo

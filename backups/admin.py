@@ -8,7 +8,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from backups.errors import BackupError
-from backups.models import SERVER_KINDS, BackupItem, BackupSet, BackupSource, SourceLease
+from backups.hosts import checked_addresses
+from backups.models import SERVER_KINDS, BackupItem, BackupSet, BackupSource, SourceCheck, SourceLease
 from backups.paths import check_source_path
 from tenants.admin_readonly import ReadOnlyAdmin
 from tenants.audit import record
@@ -21,7 +22,8 @@ class BackupSourceForm(forms.ModelForm):
         fields = ["tenant", "name", "kind", "path"]
 
     def clean(self) -> dict[str, Any]:
-        # The same rule as the tenant pages: only paths under the tenant's file roots.
+        # The same rules as the tenant pages: paths under the tenant's file roots, servers
+        # among its allowed hosts.
         cleaned = super().clean() or {}
         tenant, path = cleaned.get("tenant"), (cleaned.get("path") or "").strip()
         if tenant is not None and cleaned.get("kind") not in SERVER_KINDS:
@@ -29,7 +31,25 @@ class BackupSourceForm(forms.ModelForm):
                 cleaned["path"] = str(check_source_path(path, tenant))
             except BackupError as exc:
                 self.add_error("path", exc.message)
+        elif tenant is not None and self.instance.host:
+            try:
+                checked_addresses(self.instance.host, self.instance.port or 0, tenant)
+            except BackupError as exc:
+                self.add_error("tenant", exc.message)
+        if tenant is not None and self.instance.pk and tenant.pk != self.instance.tenant_id:
+            self._refuse_move_in_use()
         return cleaned
+
+    def _refuse_move_in_use(self) -> None:
+        """A source moved to another tenant while the first tenant's schedules still back
+        it up would have that tenant's runs read the other tenant's data (or fail)."""
+        names = list(self.instance.schedules.order_by("name").values_list("name", flat=True))
+        if names:
+            self.add_error(
+                "tenant",
+                f"This source cannot move to another tenant: schedules of {self.instance.tenant} use it"
+                f" ({', '.join(names)}). Remove it from them first.",
+            )
 
 
 @admin.register(BackupSource)
@@ -43,6 +63,9 @@ class BackupSourceAdmin(admin.ModelAdmin):
     readonly_fields = ["code", "created_at"]
 
     def save_model(self, request: HttpRequest, obj: BackupSource, form: Any, change: bool) -> None:
+        if change and "kind" in form.changed_data and obj.has_password:
+            # Another kind sends it elsewhere (another protocol, another port); the tenant enters it again.
+            obj.set_password("")
         super().save_model(request, obj, form, change)
         action = AuditAction.SOURCE_UPDATED if change else AuditAction.SOURCE_CREATED
         record(obj.tenant, action, obj, actor=request.user, kind=obj.kind, path=obj.path)
@@ -98,3 +121,13 @@ class SourceLeaseAdmin(ReadOnlyAdmin):
 
     list_display = ["source", "run", "acquired_at"]
     list_select_related = ["source", "run__schedule"]
+
+
+@admin.register(SourceCheck)
+class SourceCheckAdmin(ReadOnlyAdmin):
+    """Read-only: "Test connection" results, made by the workers."""
+
+    list_display = ["source", "tenant", "status", "ok", "error_code", "requested_by", "created_at", "finished_at"]
+    list_filter = ["status", "ok", "tenant"]
+    search_fields = ["=code", "source__name"]
+    list_select_related = ["source", "tenant", "requested_by"]

@@ -20,7 +20,11 @@ class ErrorCode(models.TextChoices):
 class BackupError(Exception):
     """A failure with a code and a message a user can act on (never a secret)."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
-        super().__init__(message)
+    def __init__(self, code: ErrorCode, message: str, detail: str = "") -> None:
+        # `summary` is ours alone; `detail` is what the tool said (its lines holding a
+        # secret withheld), kept apart so "Test connection" can leave it out.
         self.code = code
-        self.message = message
+        self.summary = message
+        self.detail = detail
+        self.message = f"{message} ({detail})" if detail else message
+        super().__init__(self.message)

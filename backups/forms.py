@@ -6,8 +6,9 @@ from typing import Any
 from django import forms
 
 from backups.errors import BackupError
+from backups.hosts import checked_addresses, rules_for
 from backups.models import DEFAULT_PORTS, SERVER_KINDS, BackupSource, SourceKind, TlsMode
-from backups.paths import check_source_path
+from backups.paths import allowed_roots, check_source_path
 from tenants.models import Tenant
 
 # A host name or an IPv4/IPv6 address; never something a client tool could read as an option.
@@ -15,6 +16,12 @@ _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,253}[A-Za-z0-9])?|\[?[0-
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 SERVER_FIELDS = ("host", "port", "database", "all_databases", "username", "password", "clear_password", "tls_mode")
 FILE_FIELDS = ("path",)
+# TLS modes from weakest to strongest: a weaker one exposes the password on the way.
+_TLS_RANK = {TlsMode.DISABLE: 0, TlsMode.PREFER: 1, TlsMode.REQUIRE: 2, TlsMode.VERIFY_FULL: 3}
+NEW_ENDPOINT = (
+    "Enter the password again, or tick “Clear the stored password”: it would be sent to a"
+    " different server (the kind, host, port or user changed, or TLS got weaker)."
+)
 
 
 class SourceForm(forms.ModelForm):
@@ -46,8 +53,17 @@ class SourceForm(forms.ModelForm):
     def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.tenant = tenant
+        # Said after saving (messages): what is saved but will not work yet.
+        self.warnings: list[str] = []
         for name in ("path", "tls_mode"):  # each required for its own kinds only, in clean()
             self.fields[name].required = False
+        roots = allowed_roots(tenant)
+        self.fields["path"].help_text = (
+            f"An absolute path inside this tenant's folders: {', '.join(map(str, roots))}."
+            if roots
+            else "This tenant has no folders yet; an administrator sets them."
+        )
+        self.fields["host"].help_text = f"This tenant's sources may use: {', '.join(rules_for(tenant))}."
         if self.instance.has_password:
             self.fields["password"].help_text = "A password is stored. Leave blank to keep it; it is never shown."
         else:
@@ -76,17 +92,23 @@ class SourceForm(forms.ModelForm):
         return data
 
     def _clean_server(self, data: dict[str, Any], kind: str) -> None:
-        host = (data.get("host") or "").strip()
-        if not host:
-            self.add_error("host", "Enter the database server's host name or address.")
-        elif not _HOST.match(host):
-            self.add_error("host", "Enter a host name (letters, digits, dots, hyphens) or an IP address.")
-        data["host"] = host
         port = data.get("port")
         if port is None:
             data["port"] = DEFAULT_PORTS[kind]
         elif not 1 <= port <= 65535:
             self.add_error("port", "A port is a number from 1 to 65535.")
+        host = (data.get("host") or "").strip()
+        if not host:
+            self.add_error("host", "Enter the database server's host name or address.")
+        elif not _HOST.match(host):
+            self.add_error("host", "Enter a host name (letters, digits, dots, hyphens) or an IP address.")
+        else:
+            # The engines check again before every connection (the name may resolve elsewhere by then).
+            try:
+                checked_addresses(host, DEFAULT_PORTS[kind], self.tenant)
+            except BackupError as exc:
+                self.add_error("host", exc.message)
+        data["host"] = host
         username = (data.get("username") or "").strip()
         if not username:
             self.add_error("username", "Enter the user name the backup connects as.")
@@ -108,13 +130,39 @@ class SourceForm(forms.ModelForm):
             self.add_error("password", "The password cannot contain control characters (such as a line break).")
         data["tls_mode"] = data.get("tls_mode") or TlsMode.PREFER
         data["path"] = ""
+        if not data.get("password") and not data.get("clear_password") and self._endpoint_changed(data, kind):
+            self.add_error("password", NEW_ENDPOINT)
+
+    def _endpoint_changed(self, data: dict[str, Any], kind: str) -> bool:
+        """Whether the stored password would now go somewhere it did not go before.
+
+        A manager must not be able to send a password they cannot read to a server of
+        their choosing. The database is not part of it: on the same server, with the
+        same user, the password reaches the same listener."""
+        stored = self.instance  # as loaded: the form copies the new values onto it only after clean()
+        if stored.pk is None or not stored.has_password:
+            return False
+        before = (stored.kind, stored.host, stored.port or DEFAULT_PORTS.get(stored.kind), stored.username)
+        # .get(): a field with an error is no longer in the cleaned data.
+        after = (kind, data.get("host"), data.get("port"), data.get("username"))
+        weaker = _TLS_RANK.get(data.get("tls_mode", ""), 0) < _TLS_RANK.get(stored.tls_mode, 0)
+        return before != after or weaker
 
     def _clean_file(self, data: dict[str, Any]) -> None:
         # The engine checks again before every backup; checking here says so at once.
         try:
-            data["path"] = str(check_source_path((data.get("path") or "").strip(), self.tenant))
+            path = check_source_path((data.get("path") or "").strip(), self.tenant)
         except BackupError as exc:
-            self.add_error("path", exc.message)
+            self.add_error("path", exc.message)  # the only error: the model skips a field with one
+        else:
+            data["path"] = str(path)
+            folder = data.get("kind") == SourceKind.DIRECTORY
+            if not path.exists():
+                self.warnings.append(f"{path} does not exist (yet): its backups will fail until it does.")
+            elif folder and not path.is_dir():
+                self.add_error("path", "This is a file, not a folder: choose the kind “SQLite database file”.")
+            elif not folder and path.is_dir():
+                self.add_error("path", "This is a folder, not an SQLite file: choose the kind “Folder”.")
         data.update(host="", port=None, database="", all_databases=False, username="", password="")
         data["tls_mode"] = self.instance.tls_mode or TlsMode.PREFER
         data["clear_password"] = True

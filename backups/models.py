@@ -1,7 +1,9 @@
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
@@ -87,7 +89,23 @@ class BackupSource(models.Model):
     def is_server(self) -> bool:
         return self.kind in SERVER_KINDS
 
-    def clean(self) -> None:
+    def clean_fields(self, exclude: Any = None) -> None:
+        # The path rule here rather than in clean(): a form whose path field already has
+        # an error excludes it, and would otherwise show a second, wrong one.
+        errors: dict[str, Any] = {}
+        try:
+            super().clean_fields(exclude)
+        except ValidationError as exc:
+            errors = exc.update_error_dict(errors)
+        if "path" not in (exclude or ()) and "path" not in errors:
+            try:
+                self._clean_path()
+            except ValidationError as exc:
+                errors = exc.update_error_dict(errors)
+        if errors:
+            raise ValidationError(errors)
+
+    def _clean_path(self) -> None:
         from backups.errors import BackupError
         from backups.paths import check_source_path
 
@@ -194,3 +212,44 @@ class SourceLease(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source} leased by run {self.run_id}"
+
+
+class CheckStatus(models.TextChoices):
+    QUEUED = "queued", "Waiting for a worker"
+    RUNNING = "running", "Testing"
+    DONE = "done", "Done"
+
+
+class SourceCheck(models.Model):
+    """One "Test connection" of a source: requested on a page, done by a worker (its task
+    carries only this row's code), its result shown when done. Holds our own message and
+    the mapped error code, never what answered on the port."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="source_checks", db_index=False)
+    source = models.ForeignKey(BackupSource, models.CASCADE, related_name="checks", db_index=False)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
+    )
+    status = models.CharField(max_length=16, choices=CheckStatus.choices, default=CheckStatus.QUEUED)
+    ok = models.BooleanField(default=False)
+    error_code = models.CharField(max_length=32, blank=True)
+    message = models.TextField(blank=True)
+    created_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # Used by the rate limit: a tenant's checks of the last minute.
+            models.Index(fields=["tenant", "-created_at"], name="backups_check_tenant_time"),
+            # Used by the sources page: each source's latest check.
+            models.Index(fields=["source", "-created_at"], name="backups_check_source_time"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Test of {self.source_id} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def pending(self) -> bool:
+        return self.status != CheckStatus.DONE

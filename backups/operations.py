@@ -33,7 +33,7 @@ from backups.engines.base import DumpContext, DumpTarget, RestoreTarget
 from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
 from backups.models import DEFAULT_PORTS, SERVER_KINDS, BackupItem, BackupSet, BackupSource, ItemStatus, VerifyStatus
-from backups.paths import check_restore_target, overlaps
+from backups.paths import check_restore_target, overlaps, resolved_or_literal
 from backups.tasks import DeadlineReader, Outcome, RunLog, deadline_for, timeout_error
 from scheduling.models import BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.queue import enqueue_runs
@@ -173,7 +173,7 @@ def _checked_target(item: BackupItem, target: RestoreTarget | None, confirm: str
             raise OperationRefused(exc.message) from None
         chosen.path = name = str(resolved)
         exists = resolved.exists()
-        if resolved == Path(source.path).resolve() and not chosen.overwrite:
+        if resolved == resolved_or_literal(source.path) and not chosen.overwrite:
             raise OperationRefused(f"{name} is the source itself; overwriting it needs the overwrite confirmation.")
     if exists and not chosen.overwrite:
         raise OperationRefused(
@@ -359,7 +359,7 @@ def _reads_target(
     source: BackupSource, origin: BackupSource, entry: dict[str, Any], addresses: Callable[[str], frozenset[str]]
 ) -> bool:
     if entry.get("path") and source.kind not in SERVER_KINDS and source.path:
-        return overlaps(Path(source.path).resolve(), Path(entry["path"]).resolve())
+        return overlaps(resolved_or_literal(source.path), resolved_or_literal(entry["path"]))
     if entry.get("database") and source.kind == origin.kind and origin.kind in SERVER_KINDS:
         covers = source.all_databases or source.database == entry["database"]
         return covers and _same_server(source, origin, addresses)

@@ -78,6 +78,10 @@ def _in_use(live: list[BackupSet]) -> set[int]:
     )
 
 
+def stored_keys(backup_set: BackupSet) -> list[str]:
+    return list(backup_set.items.exclude(storage_key="").values_list("storage_key", flat=True))
+
+
 def _policy_details(schedule: BackupSchedule, policy: Policy) -> dict[str, Any]:
     return {
         "keep_last": policy.keep_last,
@@ -130,13 +134,7 @@ def apply_retention(schedule: BackupSchedule) -> list[BackupSet]:
                 policy=policy.describe(),
                 **_policy_details(schedule, policy),
             )
-        for key in backup_set.items.exclude(storage_key="").values_list("storage_key", flat=True):
-            try:
-                storage.delete(key)
-            except OSError as exc:
-                # The set is already marked deleted; a file left behind wastes space but
-                # misleads nobody, and must not stop the other sets' pruning.
-                logger.warning("retention could not remove file %s: %s", key, exc.strerror)
+        storage.delete_files(stored_keys(backup_set))
         pruned.append(backup_set)
         logger.info("retention removed backup set %s of schedule %s", backup_set.code, schedule.code)
     return pruned

@@ -22,10 +22,11 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import logging
 import os
 import shutil
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,8 @@ from backups.errors import BackupError, ErrorCode
 
 if TYPE_CHECKING:
     from scheduling.models import BackupSchedule
+
+logger = logging.getLogger(__name__)
 
 ZSTD_LEVEL = 3
 CHUNK = 1024 * 1024
@@ -418,6 +421,22 @@ def exists(key: str) -> bool:
 def delete(key: str) -> None:
     """Remove `key`; a key that is already gone is fine (retention may be repeated)."""
     backups_storage().delete(check_key(key))
+
+
+def delete_files(keys: Iterable[str]) -> list[str]:
+    """Remove every key, going on past failures; returns the keys left behind.
+
+    For sets already marked deleted (retention, a person's deletion): a file left
+    behind wastes space but misleads nobody, and must not stop the others going."""
+    left = []
+    for key in keys:
+        try:
+            with _storage_errors():
+                delete(key)
+        except BackupError as exc:
+            logger.warning("could not remove file %s: %s", key, exc.message)
+            left.append(key)
+    return left
 
 
 # ---------------------------------------------------------------- free space

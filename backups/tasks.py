@@ -12,7 +12,9 @@ the run's message names the failed ones); all failed -> failed, with no set.
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, BinaryIO
@@ -22,10 +24,10 @@ from django.utils import timezone
 
 from backups import leases, retention, retry, storage
 from backups.engines.base import DumpContext, DumpTarget, Engine
-from backups.engines.process import scrub, source_secrets
 from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
 from backups.models import BackupItem, BackupSet, ItemStatus, SetStatus
+from lib.passes import first_pass_at
 from scheduling.heartbeat import heartbeat
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
 from scheduling.runs import claim, finish
@@ -41,29 +43,60 @@ logger = logging.getLogger(__name__)
 # bytes_written is written at most this often (one UPDATE), so a fast dump does
 # not turn into a stream of writes while pages can still show it moving.
 PROGRESS_SECONDS = 1.0
+# A line in the log saying how much of the item is written, this often.
+PROGRESS_LOG_SECONDS = 30.0
 # The clock of deadlines (monotonic: a wall-clock step must not end or extend a dump).
 clock = time.monotonic
 UNEXPECTED_MESSAGE = "An unexpected error stopped the backup; the server log has the details."
 
 
+# The log is bounded: a tool printing a line per table of a 100,000-table database,
+# or a multi-hour dump, keeps its first HEAD_LINES and last TAIL_LINES lines (the
+# start says what ran, the end how it went), each cut to LINE_LIMIT characters.
+HEAD_LINES = 50
+TAIL_LINES = 450
+LINE_LIMIT = 500
+
+
 class RunLog:
-    """The run's log. Every line, and every message the run records, goes through
-    scrub(): a secret of the run's sources never lands in the log or a message, even
-    where a tool or a database name echoes it back."""
+    """The run's log. Our own sentences go in as written: only what a tool printed is
+    scrubbed of passwords, where it is read (backups.engines.process.scrub_tool_output),
+    a whole line at a time, so cutting a long line below never splits a secret.
+
+    Lines come from the run's thread and from a tool's stderr reader; the heartbeat
+    thread takes snapshots of it to persist while the run works (scheduling.heartbeat)."""
 
     def __init__(self) -> None:
-        self.lines: list[str] = []
-        self.secrets: list[str] = []
+        self.head: list[str] = []
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.omitted = 0
+        self.version = 0  # changes with every line: the heartbeat writes only a changed log
+        self._lock = threading.Lock()
 
     def __call__(self, message: str) -> None:
         stamp = datetime.now(UTC).strftime("%H:%M:%S")
-        self.lines.append(f"{stamp} {self.scrub(message)}")
+        line = f"{stamp} {message}"
+        if len(line) > LINE_LIMIT:
+            line = line[: LINE_LIMIT - 1] + "…"
+        with self._lock:
+            if len(self.head) < HEAD_LINES:
+                self.head.append(line)
+            else:
+                if len(self.tail) == TAIL_LINES:
+                    self.omitted += 1
+                self.tail.append(line)
+            self.version += 1
 
-    def scrub(self, text: str) -> str:
-        return scrub(text, self.secrets)
+    def snapshot(self) -> tuple[int, str]:
+        with self._lock:
+            lines = list(self.head)
+            if self.omitted:
+                lines.append(f"… {self.omitted} line{'' if self.omitted == 1 else 's'} omitted …")
+            lines += self.tail
+            return self.version, "\n".join(lines) + "\n"
 
     def text(self) -> str:
-        return "\n".join(self.lines) + "\n"
+        return self.snapshot()[1]
 
 
 @dataclass
@@ -105,18 +138,29 @@ class DeadlineReader:
 
 
 class Progress:
-    """Keeps run.bytes_written current while the run writes, throttled."""
+    """Keeps run.bytes_written current while the run writes, throttled, and says in
+    the log how far the item being written has come, every PROGRESS_LOG_SECONDS."""
 
-    def __init__(self, run: BackupScheduleRun) -> None:
+    def __init__(self, run: BackupScheduleRun, log: RunLog | None = None) -> None:
         self.run_pk = run.pk
+        self.log = log
+        self.label = ""
         self.done = 0  # bytes of the items already stored
         self.current = 0  # bytes of the item being stored
-        self.flushed_at = time.monotonic()
+        self.flushed_at = self.logged_at = time.monotonic()
+
+    def start(self, label: str) -> None:
+        self.label = label
+        self.logged_at = time.monotonic()
 
     def __call__(self, written: int) -> None:
         self.current = written
-        if time.monotonic() - self.flushed_at >= PROGRESS_SECONDS:
+        now = time.monotonic()
+        if now - self.flushed_at >= PROGRESS_SECONDS:
             self.flush()
+        if self.log is not None and now - self.logged_at >= PROGRESS_LOG_SECONDS:
+            self.logged_at = now
+            self.log(f"“{self.label}”: {written / 1_000_000:.1f} MB written so far (compressed).")
 
     def item_stored(self, size: int) -> None:
         self.done += size
@@ -163,35 +207,26 @@ def execute_run(run_code: str) -> str:
         attempt=run.attempt,
     )
     log = RunLog()
-    log.secrets = _source_secrets(run)
     log(f"Run {run.code} started ({run.get_operation_display()}, {run.get_trigger_display()}, attempt {run.attempt}).")
-    with heartbeat(run_code):  # through retention too: all of it is the run's work
+    with heartbeat(run_code, log):  # through retention too: all of it is the run's work
         outcome = _perform(run, started, log)
-    if not finish(run, outcome.status, log.text(), outcome.error_code, log.scrub(outcome.message)):
+    if not finish(run, outcome.status, log.text(), outcome.error_code, outcome.message):
         logger.error("run %s had been finished by someone else; its result was not recorded", run.code)
         return "lost"
     _audit_finish(run)
-    if run.status == RunStatus.FAILED:
-        _maybe_retry(run)
-    _notify(run)
+    retrying = run.status == RunStatus.FAILED and _maybe_retry(run)
+    _notify(run, retrying)
     if run.status in (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.SKIPPED):
         return str(run.status)
     return outcome.error_code or str(run.status)
 
 
-def _notify(run: BackupScheduleRun) -> None:
+def _notify(run: BackupScheduleRun, retrying: bool) -> None:
     # The run's result is recorded; telling people about it must not undo that.
     try:
-        notify_run_finished(run)
+        notify_run_finished(run, retrying)
     except Exception:
         logger.exception("run %s: could not notify its tenant's members", run.code)
-
-
-def _source_secrets(run: BackupScheduleRun) -> list[str]:
-    sources = list(run.schedule.sources.all())
-    if run.subject_set is not None:
-        sources += [item.source for item in run.subject_set.items.select_related("source") if item.source]
-    return source_secrets(sources)
 
 
 def _perform(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outcome:
@@ -212,21 +247,23 @@ def _perform(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outcome:
         return Outcome(RunStatus.FAILED, ErrorCode.UNKNOWN, UNEXPECTED_MESSAGE)
 
 
-def _maybe_retry(run: BackupScheduleRun) -> None:
+def _maybe_retry(run: BackupScheduleRun) -> bool:
+    """Schedule the next attempt if the failure may pass; True if one is pending."""
     try:
         nxt = retry.schedule_retry(run)
-    except Exception:  # the failure is recorded; a hiccup here must not hide it
+    except Exception:  # the failure is recorded; a hiccup here must not hide it (it is notified)
         logger.exception("could not schedule the automatic retry of run %s", run.code)
-        return
+        return False
     if nxt is None:
-        return
+        return False
     assert nxt.not_before is not None
     note = (
         f"{datetime.now(UTC):%H:%M:%S} Attempt {nxt.attempt} of {run.schedule.max_attempts} "
-        f"will start after {nxt.not_before:%Y-%m-%d %H:%M:%S} UTC (run {nxt.code}).\n"
+        f"will start at {first_pass_at(nxt.not_before):%Y-%m-%d %H:%M} UTC (run {nxt.code}).\n"
     )
     run.log += note
     BackupScheduleRun.objects.filter(pk=run.pk).update(log=run.log)
+    return True
 
 
 # ---------------------------------------------------------------- backup
@@ -266,13 +303,13 @@ class _Backup:
         self.items.append(
             _Stored(
                 source,
-                self.log.scrub(label),
+                label,
                 database,
                 source.kind,
                 at,
                 timezone.now(),
                 error_code=exc.code,
-                error_message=self.log.scrub(exc.message),
+                error_message=exc.message,
             )
         )
 
@@ -288,7 +325,7 @@ def _backup_run(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outco
         log(busy.reason)
         return Outcome(RunStatus.SKIPPED, "", busy.reason)
     try:
-        backup = _Backup(run, started, log, deadline_for(schedule), Progress(run))
+        backup = _Backup(run, started, log, deadline_for(schedule), Progress(run, log))
         for source in sources:
             _back_up_source(backup, source)
         backup.progress.flush()
@@ -336,6 +373,7 @@ def _back_up_target(
     try:
         if clock() > backup.deadline:  # an earlier item used the time up
             raise timeout
+        backup.progress.start(target.label)
         with engine.dump(source, target, ctx) as stream:
             stored = storage.store_stream(key, DeadlineReader(stream, backup.deadline, timeout), backup.progress)  # type: ignore[arg-type]
     except BackupError as exc:

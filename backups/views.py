@@ -2,29 +2,46 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
-from django.db.models import Count
+from django.db.models import Count, OuterRef, Subquery
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_http_methods, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django.views.decorators.vary import vary_on_headers
 
-from backups.connection import test_connection
+from backups.connection import TooManyTests, is_stale, request_test
 from backups.forms import SourceForm
-from backups.models import BackupSource
+from backups.models import BackupSource, SourceCheck
 from backups.services import SourceInUse, delete_source, save_source, snapshot
 from tenants.access import MANAGE, RUN, SEE, get_for_member, get_tenant_for_member
 from tenants.views import AuthedRequest, tenant_page
 
 
+@dataclass
+class SourceRow:
+    source: BackupSource
+    schedule_count: int
+    check: SourceCheck | None  # the latest "Test connection", if any
+
+
 @login_required
 def source_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     tenant = get_tenant_for_member(request.user, tenant_code, SEE)
-    sources = BackupSource.objects.filter(tenant=tenant).annotate(schedule_count=Count("schedules")).order_by("name")
-    ctx = tenant_page(request, tenant, tenant.member_role, "sources", sources=sources)  # type: ignore[attr-defined]
+    latest = SourceCheck.objects.filter(source=OuterRef("pk")).order_by("-created_at", "-id").values("id")[:1]
+    sources = list(
+        BackupSource.objects.filter(tenant=tenant)
+        .annotate(schedule_count=Count("schedules"), last_check_id=Subquery(latest))
+        .order_by("name")
+    )
+    ids = [s.last_check_id for s in sources if s.last_check_id]  # type: ignore[attr-defined]
+    checks = {check.pk: check for check in SourceCheck.objects.filter(pk__in=ids).select_related("requested_by")}
+    rows = [SourceRow(s, s.schedule_count, checks.get(s.last_check_id)) for s in sources]  # type: ignore[attr-defined]
+    ctx = tenant_page(request, tenant, tenant.member_role, "sources", rows=rows)  # type: ignore[attr-defined]
     if ctx["can_manage"]:
         ctx["form"] = SourceForm(tenant=tenant)
     return render(request, "backups/sources.html", ctx)
@@ -40,6 +57,8 @@ def source_create(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
         with transaction.atomic():
             save_source(form.save(commit=False), None, request.user)
         messages.success(request, f"Source “{source.name}” added.")
+        for warning in form.warnings:
+            messages.warning(request, warning)
         return redirect("sources", tenant_code=tenant.code)
     ctx = tenant_page(request, tenant, tenant.member_role, "sources", form=form)  # type: ignore[attr-defined]
     return render(request, "backups/source_form.html", ctx)
@@ -56,6 +75,8 @@ def source_edit(request: AuthedRequest, code: UUID) -> HttpResponse:
         with transaction.atomic():
             save_source(form.save(commit=False), before, request.user)
         messages.success(request, f"Source “{source.name}” saved.")
+        for warning in form.warnings:
+            messages.warning(request, warning)
         return redirect("sources", tenant_code=tenant.code)
     ctx = tenant_page(request, tenant, source.member_role, "sources", form=form, source=source)  # type: ignore[attr-defined]
     return render(request, "backups/source_form.html", ctx)
@@ -82,11 +103,35 @@ def source_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
 @require_POST
 @login_required
 def source_test(request: AuthedRequest, code: UUID) -> HttpResponse:
-    """Test connection: the result as a fragment for htmx, else as a message on the list."""
+    """Test connection: queued for a worker; htmx gets the result box, which polls until done."""
     source = get_for_member(request.user, BackupSource, code, RUN)
-    result = test_connection(source, request.user)
+    try:
+        check = request_test(source, request.user)
+    except TooManyTests as exc:
+        if request.htmx:
+            ctx = {"source": source, "check": None, "refused": str(exc)}
+            return render(request, "backups/source_check.html#check-result", ctx)  # htmx swaps only 2xx
+        messages.error(request, str(exc))
+        return redirect("sources", tenant_code=source.tenant.code)
     if request.htmx:
-        return render(request, "backups/sources.html#test-result", {"source": source, "result": result})
-    notify = messages.success if result.ok else messages.error
-    notify(request, f"Test of “{source.name}”: {result.message}")
+        return render(request, "backups/source_check.html#check-result", _check_context(source, check))
+    messages.info(request, f"Testing “{source.name}”: the result shows beside it when a worker has done it.")
     return redirect("sources", tenant_code=source.tenant.code)
+
+
+@require_GET
+@vary_on_headers("HX-Request")
+@login_required
+def source_check(request: AuthedRequest, code: UUID) -> HttpResponse:
+    """One test's result: the box alone for htmx's polling, else a page of its own."""
+    check = get_for_member(request.user, SourceCheck, code, RUN)
+    source = BackupSource.objects.get(pk=check.source_id)
+    ctx = _check_context(source, check)
+    if request.htmx:
+        return render(request, "backups/source_check.html#check-result", ctx)
+    page = tenant_page(request, check.tenant, check.member_role, "sources", **ctx)  # type: ignore[attr-defined]
+    return render(request, "backups/source_check.html", page)
+
+
+def _check_context(source: BackupSource, check: SourceCheck) -> dict[str, object]:
+    return {"source": source, "check": check, "stale": is_stale(check)}

@@ -255,7 +255,7 @@ def build_world(tenants: int, measured_share: float, sources_dir: Path) -> tuple
         db.close()
         shop = BackupSource.objects.create(tenant=tenant, name="Shop", path=str(path))
         target = save_schedule(
-            BackupSchedule(tenant=tenant, name="Run-now target", kind="disabled"), None, actor=None, sources=[shop]
+            BackupSchedule(tenant=tenant, name="Run-now target", enabled=False), None, actor=None, sources=[shop]
         )
     every = max(1, round(1 / measured_share)) if measured_share > 0 else 0
     world = World(tenants, tenant0, source0, schedule0, every, base)

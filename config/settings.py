@@ -5,8 +5,7 @@ Production profile: DATABASE_URL=postgres://... and REDIS_URL=redis://... (see .
 
 from __future__ import annotations
 
-import base64
-import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +48,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Every page prints times on the viewer's clock (the browser's zone, from a cookie).
+    "tenants.middleware.ViewerZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -73,13 +74,30 @@ TEMPLATES = [
 ]
 
 
+def _private_sqlite_file(path: Path) -> Path:
+    """The database file, readable by its owner only: it holds every encrypted source
+    password and every session. Made empty (SQLite takes an empty file as a new database)
+    so it never exists world-readable; SQLite gives its -wal and -shm files the database
+    file's permissions. An existing one, and its -wal/-shm, are set to 0600."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        for existing in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+            try:
+                if existing.stat().st_mode & 0o077:
+                    existing.chmod(0o600)
+            except (FileNotFoundError, PermissionError):
+                continue
+    return path
+
+
 def _database() -> dict[str, Any]:
     url = env_str("DATABASE_URL")
     if url:
         config: dict[str, Any] = dict(dj_database_url.parse(url, conn_max_age=60, conn_health_checks=True))
     else:
         VAR_DIR.mkdir(parents=True, exist_ok=True)
-        config = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(VAR_DIR / "db.sqlite3")}
+        config = {"ENGINE": "django.db.backends.sqlite3", "NAME": str(_private_sqlite_file(VAR_DIR / "db.sqlite3"))}
     if config["ENGINE"] == "django.db.backends.sqlite3":
         # WAL lets the web server read while a worker writes; IMMEDIATE takes the
         # write lock when a transaction starts, so concurrent writers queue on
@@ -164,11 +182,59 @@ STORAGES = {
 SOURCE_ROOTS = [
     Path(p).resolve() for p in (env_str("SOURCE_ROOTS") or str(VAR_DIR / "sources")).split(",") if p.strip()
 ]
+# Database servers a tenant's PostgreSQL / MariaDB sources may connect to, unless staff give
+# the tenant rules of its own (Tenant.server_hosts): IP addresses, networks, host names or *.
+
+
+def _source_allowed_hosts() -> list[str]:
+    import ipaddress
+    import re
+
+    rules = [h.strip() for h in (env_str("SOURCE_ALLOWED_HOSTS") or "127.0.0.1,::1,localhost").split(",") if h.strip()]
+    for rule in rules:
+        try:
+            ipaddress.ip_network(rule, strict=False)
+        except ValueError:
+            if rule != "*" and not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,251}[A-Za-z0-9])?\.?", rule):
+                raise ImproperlyConfigured(
+                    f"SOURCE_ALLOWED_HOSTS: {rule!r} is neither an IP address, a network, a host name nor *"
+                ) from None
+    return rules
+
+
+SOURCE_ALLOWED_HOSTS = _source_allowed_hosts()
+# "Test connection" requests per tenant and minute (each is a task on the queue).
+SOURCE_TESTS_PER_MINUTE = env_int("SOURCE_TESTS_PER_MINUTE", 6, minimum=1)
 
 # ---------------------------------------------------------------- source secrets
 # Fernet keys that encrypt source passwords at rest (backups/secrets.py), comma-separated.
 # The first encrypts; all decrypt, so a key is rotated by putting a new one first and
 # running `manage.py rotate_source_secrets` before removing the old one (docs/security.md).
+
+
+def _development_key(path: Path) -> str:
+    """Development only: a random key of this installation, made on first start (`make run`)
+    in a 0600 file, so a fresh checkout works without setup and no public value (such as
+    the development SECRET_KEY) decrypts its passwords."""
+    from cryptography.fernet import Fernet
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        # Written aside and linked into place: a second process starting at the same time
+        # either links first or reads the complete key of the one that did.
+        draft = path.with_name(f".{path.name}.{os.getpid()}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(Fernet.generate_key().decode() + "\n")
+        try:
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    if path.stat().st_mode & 0o077:
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def _source_secret_keys() -> list[str]:
@@ -181,10 +247,7 @@ def _source_secret_keys() -> list[str]:
                 "SOURCE_SECRET_KEYS (or SOURCE_SECRET_KEYS_FILE) must be set when DEBUG is off; make one with"
                 ' python -c "from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())"'
             )
-        # Development only: a key derived from SECRET_KEY, so a fresh checkout works without
-        # setup. Anyone who knows SECRET_KEY can decrypt with it, hence never with DEBUG off.
-        digest = hashlib.sha256(b"backups.source-secrets:" + SECRET_KEY.encode()).digest()
-        keys = [base64.urlsafe_b64encode(digest).decode()]
+        keys = [_development_key(VAR_DIR / "source-secret.key")]
     for position, key in enumerate(keys, start=1):
         try:
             Fernet(key)

@@ -17,21 +17,20 @@ DST rules (docs/scheduling.md has the worked examples):
 * Every N hours is anchored to a fixed UTC instant: slots are anchor + k*N hours.
   Restarts and edits of other fields do not move it.
 
-croniter parses cron expressions and walks *naive* local wall times (plain
-calendar arithmetic, where it is reliable); mapping wall times to instants is
-done here, because croniter alone returns both instants of a repeated local time.
+lib/cron.py parses cron expressions as Vixie cron does and walks *naive* local
+wall times (plain calendar arithmetic); mapping wall times to instants is done
+here, once for every kind of schedule.
 """
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import CroniterBadCronError, CroniterBadDateError, croniter
+from lib import cron, zones
 
 MINUTE = timedelta(minutes=1)
 # The widest backward jump of a zone's offset we look behind for (Antarctica/Troll
@@ -39,7 +38,7 @@ MINUTE = timedelta(minutes=1)
 MAX_FOLD = timedelta(hours=3)
 # Offsets are probed this often to find transitions between two instants.
 PROBE_STEP = timedelta(hours=12)
-# A schedule that has no slot within this horizon is treated as never firing.
+# How far upcoming() looks ahead (a cron walk gives up after cron.WALK_YEARS).
 HORIZON = timedelta(days=366 * 5)
 
 KINDS = ("disabled", "daily", "weekly", "cron", "every_n_hours")
@@ -69,49 +68,37 @@ def floor_minute(instant: datetime) -> datetime:
 
 @lru_cache(maxsize=1024)
 def zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        raise InvalidCadence(f"Unknown time zone {name!r}. Use an IANA name such as Europe/Berlin.") from None
+    # Only real IANA names: 'localtime' is whatever each node's /etc/localtime says,
+    # and 'Factory' is a placeholder, not a place.
+    if name in zones.accepted_zone_names():
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    raise InvalidCadence(f"Unknown time zone {name!r}. Use an IANA name such as Europe/Berlin.")
 
 
-@lru_cache(maxsize=1)
 def all_zone_names() -> frozenset[str]:
-    return frozenset(available_timezones())
+    """Every zone name a schedule (or a viewer's cookie) may use: see lib/zones.py."""
+    return zones.accepted_zone_names()
 
 
-_CRON_MACROS = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
+def parse_cron(expression: str) -> cron.CronSpec:
+    """The parsed expression, or InvalidCadence with cron's own message."""
+    try:
+        return cron.parse(expression)
+    except cron.CronError as exc:
+        raise InvalidCadence(f"Invalid cron expression {' '.join(expression.split())!r}: {exc}") from None
 
 
-@lru_cache(maxsize=4096)
 def normalize_cron(expression: str) -> str:
     """Return the five-field form of a cron expression, or raise InvalidCadence."""
-    text = " ".join(expression.split())
-    text = _CRON_MACROS.get(text.lower(), text)
-    fields = text.split(" ")
-    if len(fields) != 5 or not text:
-        raise InvalidCadence(
-            "A cron expression has five fields: minute hour day-of-month month day-of-week, e.g. '30 2 * * 1-5'."
-        )
-    try:
-        croniter(text)
-    except (CroniterBadCronError, ValueError, KeyError) as exc:
-        raise InvalidCadence(f"Invalid cron expression {expression!r}: {exc}") from None
-    return text
+    return parse_cron(expression).text
 
 
 def repeats_within_hour(expression: str) -> bool:
     """Debian cron's test: a '*' leading the minute or hour field means 'frequent'."""
-    minute, hour = normalize_cron(expression).split(" ")[:2]
-    return minute.startswith("*") or hour.startswith("*")
+    return parse_cron(expression).frequent
 
 
 def validate(cadence: Cadence) -> None:
@@ -129,11 +116,8 @@ def validate(cadence: Cadence) -> None:
             raise InvalidCadence(f"Every N hours takes N from {MIN_EVERY_HOURS} to {MAX_EVERY_HOURS}.")
         if cadence.anchor is None:
             raise InvalidCadence("An every-N-hours schedule needs an anchor instant.")
-    if cadence.kind == "cron":
-        normalize_cron(cadence.cron)
-        probe = datetime(2000, 1, 1, tzinfo=UTC)
-        if next_slot(cadence, probe) is None:
-            raise InvalidCadence(f"The cron expression {cadence.cron!r} never matches a real date.")
+    if cadence.kind == "cron" and not parse_cron(cadence.cron).can_match():
+        raise InvalidCadence(f"The cron expression {cadence.cron!r} never matches a real date.")
 
 
 def default_anchor(time_of_day: time, tz: str, today: datetime) -> datetime:
@@ -183,44 +167,11 @@ def upcoming(cadence: Cadence, after: datetime, count: int) -> list[datetime]:
 
 def _wall_matches(cadence: Cadence, start: datetime) -> Iterator[datetime]:
     if cadence.kind == "cron":
-        return _cron_walls(normalize_cron(cadence.cron), start)
+        return parse_cron(cadence.cron).walls_after(start)
     weekdays = frozenset(range(7)) if cadence.kind == "daily" else cadence.weekdays
     if not weekdays:
         return iter(())
     return _weekday_walls(cadence.time_of_day, weekdays, start)
-
-
-_parsed = threading.local()
-
-
-def _cron_iterator(expression: str, start: datetime) -> croniter:
-    """A parsed croniter, reused: parsing costs far more than stepping.
-
-    One per thread and expression; a walk always runs to its end (or is dropped)
-    before the next walk of the same expression starts in that thread.
-    """
-    cache = getattr(_parsed, "iterators", None)
-    if cache is None:
-        cache = _parsed.iterators = {}
-    iterator = cache.get(expression)
-    if iterator is None:
-        iterator = cache[expression] = croniter(expression, start)
-    else:
-        iterator.set_current(start, force=True)
-    return iterator
-
-
-def _cron_walls(expression: str, start: datetime) -> Iterator[datetime]:
-    iterator = _cron_iterator(expression, start)
-    limit = start + HORIZON
-    while True:
-        try:
-            wall = iterator.get_next(datetime)
-        except CroniterBadDateError:
-            return
-        if wall > limit:
-            return
-        yield wall
 
 
 def _weekday_walls(at: time, weekdays: frozenset[int], start: datetime) -> Iterator[datetime]:

@@ -14,10 +14,10 @@ import time
 
 from django.db import close_old_connections
 
+from lib.passes import OFFSET_SECONDS
 from scheduling.dispatch import run_pass
 
 logger = logging.getLogger("scheduling.clock")
-OFFSET_SECONDS = 0.5
 
 
 def seconds_to_next_minute(now: float) -> float:

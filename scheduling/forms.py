@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.utils.html import format_html
 
 from backups.models import BackupSource
 from scheduling.models import EDITABLE_FIELDS, BackupSchedule, ScheduleKind
@@ -17,16 +18,51 @@ FIELDS_BY_KIND: dict[str, frozenset[str]] = {
     "weekdays": frozenset({ScheduleKind.WEEKLY}),
     "cron": frozenset({ScheduleKind.CRON}),
     "every_hours": frozenset({ScheduleKind.EVERY_N_HOURS}),
-    "timezone": frozenset({ScheduleKind.DAILY, ScheduleKind.WEEKLY, ScheduleKind.CRON, ScheduleKind.EVERY_N_HOURS}),
+    "timezone": frozenset(ScheduleKind),
 }
 TIMING_FIELDS = ("kind", *FIELDS_BY_KIND)
-TIMING_HINTS = {
-    "time_of_day": "Daily, Weekly; Every N hours counts from this time.",
-    "weekdays": "Weekly only.",
-    "cron": "Cron expression only: minute hour day-of-month month day-of-week, e.g. 30 2 * * 1-5.",
-    "every_hours": "Every N hours only, 1 to 168.",
-    "timezone": "IANA name, e.g. Europe/Berlin. Not used when disabled.",
+# field -> (which strategies use it, what to type). The first part matters only when
+# every field shows (no JavaScript): with scripts a field shows only for the strategies
+# that use it, and "Weekly only." under a field shown only for weekly is noise, so
+# schedules.css hides it (.strategy-hint) once schedules.js runs.
+TIMING_HINTS: dict[str, tuple[str, str]] = {
+    "time_of_day": ("Daily, Weekly and Every N hours.", "24-hour HH:MM; Every N hours counts from it."),
+    "weekdays": ("Weekly only.", ""),
+    "cron": ("Cron expression only.", "minute hour day-of-month month day-of-week, e.g. 30 2 * * 1-5."),
+    "every_hours": ("Every N hours only.", "1 to 168."),
+    "timezone": ("", "IANA name, e.g. Europe/Berlin."),
 }
+
+
+def timing_hint(name: str) -> str:
+    uses, what = TIMING_HINTS[name]
+    if not uses:
+        return what
+    return format_html('<span class="strategy-hint">{}</span>{}', uses, f" {what}" if what else "")
+
+
+# <input type="time"> shows the browser's locale (02:00 AM in en-US); the app speaks 24-hour
+# times everywhere, so a text input that takes and shows HH:MM.
+TIME_PATTERN = "([01]?[0-9]|2[0-3]):[0-5][0-9]"
+
+
+def time_of_day_field() -> forms.TimeField:
+    return forms.TimeField(
+        input_formats=["%H:%M", "%H:%M:%S"],
+        error_messages={"invalid": "Enter a 24-hour time as HH:MM, e.g. 02:30 or 14:00."},
+        widget=forms.TimeInput(
+            format="%H:%M",
+            attrs={
+                "pattern": TIME_PATTERN,
+                "inputmode": "numeric",
+                "placeholder": "HH:MM",
+                "maxlength": 8,
+                "size": 5,
+                "autocomplete": "off",
+                "spellcheck": "false",
+            },
+        ),
+    )
 
 
 def needed_fields(kind: str) -> frozenset[str]:
@@ -39,9 +75,9 @@ class TimingFieldsMixin:
     fields: dict[str, forms.Field]
 
     def setup_timing(self) -> None:
-        for name, hint in TIMING_HINTS.items():
+        for name in TIMING_HINTS:
             if name in self.fields:
-                self.fields[name].help_text = hint
+                self.fields[name].help_text = timing_hint(name)
         if "every_hours" in self.fields:
             self.fields["every_hours"].widget.attrs.update(min=1, max=168)
         # A searchable zone list: <input list> plus one <datalist id="tz-names"> on the page.
@@ -79,7 +115,7 @@ class ScheduleForm(TimingFieldsMixin, forms.ModelForm):
     weekdays = forms.TypedMultipleChoiceField(
         choices=WEEKDAY_CHOICES, coerce=int, required=False, widget=forms.CheckboxSelectMultiple
     )
-    time_of_day = forms.TimeField(widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"))
+    time_of_day = time_of_day_field()
     timezone = forms.CharField(max_length=64, initial="UTC", label="Time zone")
 
     class Meta:
@@ -102,6 +138,9 @@ class ScheduleForm(TimingFieldsMixin, forms.ModelForm):
         self.tenant = tenant
         # Only this tenant's sources: another tenant's is "not one of the available choices".
         self.fields["sources"].queryset = BackupSource.objects.filter(tenant=tenant)  # type: ignore[attr-defined]
+        # The checkboxes carry public codes: database ids would tell a manager how many
+        # sources other tenants have.
+        self.fields["sources"].to_field_name = "code"  # type: ignore[attr-defined]
         self.fields["sources"].help_text = "One backup set per run holds one item per source."
         self.fields["keep_last"].widget.attrs.update(min=1)
         for name in ("keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"):
@@ -123,7 +162,7 @@ class TimingForm(TimingFieldsMixin, forms.ModelForm):
     weekdays = forms.TypedMultipleChoiceField(
         choices=WEEKDAY_CHOICES, coerce=int, required=False, widget=forms.CheckboxSelectMultiple
     )
-    time_of_day = forms.TimeField(widget=forms.TimeInput(attrs={"type": "time"}, format="%H:%M"))
+    time_of_day = time_of_day_field()
     timezone = forms.CharField(max_length=64, label="Time zone")
 
     class Meta:
@@ -144,3 +183,23 @@ def unbound_copy(form: forms.ModelForm, **kwargs: Any) -> Any:
     """
     initial = {name: form[name].data for name in TIMING_FIELDS if name in form.fields}
     return type(form)(initial=initial, **kwargs)
+
+
+class ConfirmNameForm(forms.Form):
+    """A destructive action confirmed by typing the name of what it destroys."""
+
+    confirm = forms.CharField(
+        max_length=200,
+        widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false", "autocapitalize": "off"}),
+    )
+
+    def __init__(self, *args: Any, name: str, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.name = name
+        self.fields["confirm"].label = f"To confirm, type the schedule's name: {name}"
+
+    def clean_confirm(self) -> str:
+        typed = self.cleaned_data["confirm"].strip()
+        if typed != self.name:
+            raise forms.ValidationError(f"That is not the schedule's name; type “{self.name}” exactly.")
+        return typed

@@ -16,7 +16,9 @@ if TYPE_CHECKING:
 
 
 class ScheduleKind(models.TextChoices):
-    DISABLED = "disabled", "Disabled"
+    """When a schedule runs. Whether it runs at all is `enabled` alone (one concept, one
+    control): a "Disabled" strategy beside "Enabled: yes" said two things at once."""
+
     DAILY = "daily", "Daily"
     WEEKLY = "weekly", "Weekly"
     CRON = "cron", "Cron expression"
@@ -92,7 +94,8 @@ class BackupSchedule(models.Model):
     # changes, never on other edits, so the grid does not drift.
     anchor_at = models.DateTimeField(null=True, blank=True)
     timezone = models.CharField(max_length=64, default="UTC")
-    enabled = models.BooleanField(default=True)
+    # Off: no scheduled runs (Run now still works).
+    enabled = models.BooleanField(default=True, help_text="Off: no scheduled runs; Run now still works.")
     # Retention (grandfather-father-son in the schedule's zone): the last N sets, plus
     # the newest set of each of the last D days / W weeks / M months / Y years.
     keep_last = models.PositiveIntegerField(default=7)

@@ -1,4 +1,4 @@
-"""How schedules read on a page: the cadence in words, instants relative to now, the viewer's zone.
+"""How schedules and runs read on a page: the cadence in words, instants relative to now, triggers.
 
 No queries here: the list and the settings page call these once per schedule, so
 anything that touched the database would make their query count grow with the list.
@@ -7,19 +7,19 @@ anything that touched the database would make their query count grow with the li
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from functools import lru_cache
 
-from cron_descriptor import ExpressionDescriptor, Options
-from django.http import HttpRequest
 from django.utils.html import format_html
 from django.utils.safestring import SafeString
 
-from lib.slots import InvalidCadence, all_zone_names, zone
-from scheduling.models import BackupSchedule, ScheduleKind
+from lib.cron_words import cron_words
+from lib.wallclock import WALL_FORMAT, wall_text
+from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, ScheduleKind
+from scheduling.runs import RetryPending, RunRefused
+
+# lib.wallclock prints instants for every app's pages; this module's callers import them from here too.
+__all__ = ["WALL_FORMAT", "describe_cadence", "refusal_text", "relative", "trigger_text", "utc_iso", "wall_text"]
 
 DAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
-# Set by static/js/schedules.js from Intl.DateTimeFormat; read only if it names a real zone.
-TZ_COOKIE = "tz"
 
 
 def join_words(words: list[str]) -> str:
@@ -51,14 +51,10 @@ def describe_cadence(schedule: BackupSchedule) -> SafeString:
     return format_html("{}", "Never by itself (Run now only)")
 
 
-@lru_cache(maxsize=1024)
 def cron_in_words(expression: str) -> str:
-    options = Options()
-    options.use_24hour_time_format = True
-    try:
-        return ExpressionDescriptor(expression, options).get_description()
-    except Exception:  # a description is a nicety; the expression itself is shown anyway
-        return ""
+    """What lib/cron.py runs, in words; "" for an expression it refuses (shown bare)."""
+    words = cron_words(expression)
+    return words.text if words else ""
 
 
 def _amount(count: int, unit: str) -> str:
@@ -81,28 +77,21 @@ def relative(instant: datetime | None, now: datetime) -> str:
     return f"in {text}" if future else f"{text} ago"
 
 
-def viewer_zone(request: HttpRequest) -> str:
-    """The browser's zone (a cookie set by schedules.js), UTC when absent or not a real zone."""
-    name = request.COOKIES.get(TZ_COOKIE, "")
-    return name if name in all_zone_names() else "UTC"
-
-
-# What Django's `date:"D Y-m-d H:i T"` prints, in plain strftime: a list of a hundred rows
-# calls this twice a row, and the template filter costs several times as much.
-WALL_FORMAT = "%a %Y-%m-%d %H:%M %Z"
-
-
-def wall_text(instant: datetime | None, zone_name: str, fmt: str = WALL_FORMAT) -> str:
-    """The instant on the wall clock of a zone, e.g. "Mon 2026-03-30 02:30 CEST"; "" for none."""
-    if instant is None:
-        return ""
-    try:
-        tz = zone(zone_name)
-    except InvalidCadence:  # not a zone: nothing rather than a wrong time
-        return ""
-    return instant.astimezone(tz).strftime(fmt)
-
-
 def utc_iso(instant: datetime | None) -> str:
     """For <time datetime="...">."""
     return instant.astimezone(UTC).isoformat() if instant is not None else ""
+
+
+def refusal_text(exc: RunRefused, zone_name: str, now: datetime) -> str:
+    """Why a run was not created, with the time a pending retry starts in the viewer's zone."""
+    if isinstance(exc, RetryPending):
+        return f"{exc.pending} {wall_text(exc.starts_at, zone_name)} ({relative(exc.starts_at, now)})."
+    return str(exc)
+
+
+def trigger_text(run: BackupScheduleRun) -> str:
+    """What started a run, in words: a verify or restore names its operation rather than
+    "Run now" (it was requested from a backup set, not with the schedule's button)."""
+    if run.operation == Operation.BACKUP:
+        return run.get_trigger_display()
+    return f"{run.get_operation_display()} requested"

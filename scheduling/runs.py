@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from lib.passes import first_pass_at
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.queue import enqueue_runs
 from tenants.audit import record
@@ -21,6 +22,20 @@ RETRYABLE = (RunStatus.FAILED, RunStatus.PARTIAL, RunStatus.CANCELED)
 
 class RunRefused(Exception):
     """The run was not created; the message says why, in words for the user."""
+
+
+class RetryPending(RunRefused):
+    """The schedule's automatic retry waits for its time; it starts at `starts_at` (the
+    dispatcher pass that releases it). The message says it in UTC; pages say it in the
+    viewer's zone (scheduling.presentation.refusal_text)."""
+
+    def __init__(self, schedule_name: str, starts_at: datetime) -> None:
+        self.schedule_name, self.starts_at = schedule_name, starts_at
+        super().__init__(f"{self.pending} {starts_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC.")
+
+    @property
+    def pending(self) -> str:
+        return f"“{self.schedule_name}” has an automatic retry pending; it starts at"
 
 
 def run_now(schedule: BackupSchedule, actor: Any) -> BackupScheduleRun:
@@ -77,9 +92,7 @@ def _request(
             .first()
         )
         if pending is not None:
-            raise RunRefused(
-                f"“{schedule.name}” has an automatic retry pending; it starts after {pending:%Y-%m-%d %H:%M} UTC."
-            ) from None
+            raise RetryPending(schedule.name, first_pass_at(pending)) from None
         raise RunRefused(f"“{schedule.name}” already has a run queued or running; wait for it to finish.") from None
     return run
 
@@ -110,9 +123,13 @@ def claim(run_code: str, now: datetime) -> bool:
     )
 
 
-def beat(run_code: str, now: datetime) -> bool:
-    """The worker is alive and still on this run."""
-    return BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.RUNNING).update(heartbeat_at=now) == 1
+def beat(run_code: str, now: datetime, log: str | None = None) -> bool:
+    """The worker is alive and still on this run; with `log`, the log so far (the run
+    page follows it). A finished run is left alone: its final log is finish()'s."""
+    changes: dict[str, Any] = {"heartbeat_at": now}
+    if log is not None:
+        changes["log"] = log
+    return BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.RUNNING).update(**changes) == 1
 
 
 def finish(run: BackupScheduleRun, status: str, log: str, error_code: str = "", error_message: str = "") -> bool:

@@ -29,7 +29,7 @@ AUDITED_FIELDS = tuple(name for name in EDITABLE_FIELDS if name != "sources")
 def refresh_next_run(schedule: BackupSchedule, now: datetime | None = None) -> None:
     """No catch-up: the next slot is always counted from now."""
     now = now or timezone.now()
-    if not schedule.enabled or schedule.kind == ScheduleKind.DISABLED:
+    if not schedule.enabled:
         schedule.next_run_at = None
     else:
         schedule.next_run_at = next_slot(schedule.cadence, now)
@@ -74,7 +74,7 @@ def save_schedule(
                 raise ValueError("a schedule may only cover sources of its own tenant")
             schedule.sources.set(sources)
     if before is None:
-        record(schedule.tenant, AuditAction.SCHEDULE_CREATED, schedule, actor=actor, **_describe(schedule))
+        record(schedule.tenant, AuditAction.SCHEDULE_CREATED, schedule, actor=actor, **schedule_details(schedule))
     else:
         changes = {
             f: [_plain(before[f]), _plain(getattr(schedule, f))]
@@ -85,7 +85,7 @@ def save_schedule(
             changes["sources"] = [before.get("sources"), source_names(schedule)]
         if changes:
             record(schedule.tenant, AuditAction.SCHEDULE_UPDATED, schedule, actor=actor, changes=changes)
-    if not schedule.enabled or schedule.kind == ScheduleKind.DISABLED:
+    if not schedule.enabled:
         cancel_pending_retries(schedule)
     return schedule
 
@@ -111,30 +111,44 @@ class ScheduleInUse(Exception):
 HAS_SETS = "has backup sets"
 
 
-def delete_schedule(schedule: BackupSchedule, actor: Any) -> None:
+def delete_schedule(schedule: BackupSchedule, actor: Any, **details: Any) -> None:
     """Delete a schedule and its run history, never its backups.
 
-    Backup sets are immutable and keep their run (PROTECT), so a schedule that ever
-    produced one is refused: it can be disabled instead. A schedule with a queued or
-    running run is refused too, so a worker never loses the run it is executing.
+    Backup sets keep their run (PROTECT), so a schedule that ever produced one is
+    refused here: backups.deletion deletes one together with its sets (owner only),
+    and it can always be disabled instead. A schedule with a queued or running run is
+    refused too, so a worker never loses the run it is executing. `details` go into
+    the audit entry.
     """
     from backups.models import BackupSet
 
-    in_use = f"“{schedule.name}” has backup sets, which are kept; disable the schedule instead."
+    in_use = f"“{schedule.name}” has backup sets: an owner can delete it together with them, or disable it instead."
     try:
         with transaction.atomic():
+            # Locked: on PostgreSQL the dispatcher locks the rows it dispatches, and a
+            # run inserted for this schedule waits for this transaction (SQLite's write
+            # lock serializes the same), so no run starts between the check and the delete.
+            BackupSchedule.objects.select_for_update().filter(pk=schedule.pk).first()
             if BackupSet.objects.filter(run__schedule=schedule).exists():
                 raise ScheduleInUse(in_use, HAS_SETS)
             if schedule.runs.filter(status__in=ACTIVE_STATUSES).exists():
                 busy = "has a run queued or running"
                 raise ScheduleInUse(f"“{schedule.name}” {busy}; wait for it to finish.", busy)
-            record(schedule.tenant, AuditAction.SCHEDULE_DELETED, schedule, actor=actor, **_describe(schedule))
+            record(
+                schedule.tenant,
+                AuditAction.SCHEDULE_DELETED,
+                schedule,
+                actor=actor,
+                **schedule_details(schedule),
+                **details,
+            )
             schedule.delete()
     except ProtectedError:  # a backup set appeared meanwhile
         raise ScheduleInUse(in_use, HAS_SETS) from None
 
 
-def _describe(schedule: BackupSchedule) -> dict[str, Any]:
+def schedule_details(schedule: BackupSchedule) -> dict[str, Any]:
+    """A schedule's fields as an audit entry holds them."""
     return {**{f: _plain(getattr(schedule, f)) for f in AUDITED_FIELDS}, "sources": source_names(schedule)}
 
 

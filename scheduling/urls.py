@@ -22,6 +22,7 @@ urlpatterns = [
     path("runs/<uuid:code>/retry/", runs.run_retry, name="run_retry"),
     path("sets/<uuid:code>/pin/", sets.set_pin, name="set_pin"),
     path("sets/<uuid:code>/unpin/", sets.set_unpin, name="set_unpin"),
+    path("sets/<uuid:code>/delete/", sets.set_delete, name="set_delete"),
     path("sets/<uuid:code>/verify/", sets.set_verify, name="set_verify"),
     path("sets/<uuid:code>/restore/", sets.set_restore, name="set_restore"),
     path("sets/<uuid:code>/restore/<uuid:item_code>/", sets.set_restore, name="set_restore_item"),

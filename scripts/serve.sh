@@ -3,6 +3,9 @@
 # Ctrl-C (or either one dying) stops both.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+# Whatever the web server and the cluster write (the SQLite database, its -wal/-shm, backups,
+# the development key in var/) is for this user only.
+umask 077
 PY=.venv/bin/python
 ADDRESS=${ADDRESS:-127.0.0.1:8000}
 

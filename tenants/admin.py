@@ -17,8 +17,8 @@ class MembershipInline(admin.TabularInline):
     autocomplete_fields = ["user"]
 
 
-class FileRootsField(forms.CharField):
-    """Tenant.file_roots as one absolute path per line (Tenant.clean checks them)."""
+class LinesField(forms.CharField):
+    """A list of strings as one per line: Tenant.file_roots, Tenant.server_hosts (Tenant.clean checks them)."""
 
     widget = forms.Textarea(attrs={"rows": 4, "cols": 80})
 
@@ -33,15 +33,21 @@ class FileRootsField(forms.CharField):
 
 
 class TenantAdminForm(forms.ModelForm):
-    file_roots = FileRootsField(
+    file_roots = LinesField(
         required=False,
         help_text="Folders this tenant's file sources may read and restores may write, one absolute path per line."
         " Each must lie inside the server's SOURCE_ROOTS and must not be, lie in or contain another tenant's.",
     )
+    server_hosts = LinesField(
+        required=False,
+        label="Database servers",
+        help_text="Where this tenant's PostgreSQL and MariaDB sources may connect, one per line: an IP address,"
+        " a network (10.0.5.0/24), a host name, or * for anywhere. Empty: the server's SOURCE_ALLOWED_HOSTS.",
+    )
 
     class Meta:
         model = Tenant
-        fields = ["name", "file_roots"]
+        fields = ["name", "file_roots", "server_hosts"]
 
 
 @admin.register(Tenant)
@@ -54,9 +60,19 @@ class TenantAdmin(admin.ModelAdmin):
 
     def save_model(self, request: HttpRequest, obj: Tenant, form: forms.ModelForm, change: bool) -> None:
         before = list(form.initial.get("file_roots") or []) if change else []
+        hosts_before = list(form.initial.get("server_hosts") or []) if change else []
         super().save_model(request, obj, form, change)
         if list(obj.file_roots) != before:
             record(obj, AuditAction.TENANT_ROOTS_CHANGED, obj, actor=request.user, before=before, after=obj.file_roots)
+        if list(obj.server_hosts) != hosts_before:
+            record(
+                obj,
+                AuditAction.TENANT_HOSTS_CHANGED,
+                obj,
+                actor=request.user,
+                before=hosts_before,
+                after=obj.server_hosts,
+            )
 
 
 @admin.register(Membership)

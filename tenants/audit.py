@@ -6,7 +6,12 @@ from typing import Any
 
 from django.utils import timezone
 
-from tenants.models import AuditAction, AuditLog, Tenant
+from tenants.models import AUTOMATIC_ACTION_VALUES, AuditAction, AuditLog, Tenant
+
+# Entries the system writes as it works (the dispatcher, the workers, retention, e-mail):
+# the audit page shows people's actions first and these behind "Show automatic entries".
+# The list itself sits beside the model, whose index for that page names it.
+AUTOMATIC_ACTIONS = frozenset(AuditAction(value) for value in AUTOMATIC_ACTION_VALUES)
 
 
 def record(

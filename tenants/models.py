@@ -22,6 +22,9 @@ class Tenant(models.Model):
     # Folders this tenant's file sources (SQLite, folders) may read and restores may
     # write, each inside the server's SOURCE_ROOTS and no other tenant's. Set by staff.
     file_roots = models.JSONField(default=list, blank=True)
+    # Database servers this tenant's server sources may name: IP addresses, networks,
+    # host names or "*" (backups/hosts.py). Empty = settings.SOURCE_ALLOWED_HOSTS. Set by staff.
+    server_hosts = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -33,10 +36,17 @@ class Tenant(models.Model):
     def clean(self) -> None:
         """Each file root absolute, inside the server's SOURCE_ROOTS, and neither equal to,
         inside, nor containing another tenant's root: one tenant never reaches another's files."""
+        from backups.hosts import validate_rules
         from backups.paths import validate_tenant_roots
 
         if not isinstance(self.file_roots, list):
             raise ValidationError({"file_roots": "A list of absolute folder paths."})
+        if not isinstance(self.server_hosts, list):
+            raise ValidationError({"server_hosts": "A list of host names, addresses or networks."})
+        hosts, host_errors = validate_rules(self.server_hosts)
+        if host_errors:
+            raise ValidationError({"server_hosts": host_errors})
+        self.server_hosts = hosts
         _lock_file_roots()
         roots, errors = validate_tenant_roots(self, self.file_roots)
         if errors:
@@ -81,6 +91,7 @@ class AuditAction(models.TextChoices):
     SOURCE_DELETED = "source.deleted"
     SOURCE_TESTED = "source.tested"
     TENANT_ROOTS_CHANGED = "tenant.roots_changed"
+    TENANT_HOSTS_CHANGED = "tenant.hosts_changed"
     RUN_CREATED = "run.created"
     RUN_SKIPPED = "run.skipped"
     RUN_MISSED = "run.missed"
@@ -92,12 +103,28 @@ class AuditAction(models.TextChoices):
     SET_PRUNED = "backup_set.pruned"
     SET_PINNED = "backup_set.pinned"
     SET_UNPINNED = "backup_set.unpinned"
+    SET_DELETED = "backup_set.deleted"
     VERIFY_REQUESTED = "backup_set.verify_requested"
     SET_VERIFIED = "backup_set.verified"
     RESTORE_REQUESTED = "backup_set.restore_requested"
     RESTORE_FINISHED = "backup_set.restored"
     RETENTION_CHANGED = "schedule.retention_changed"
     NOTIFICATION_SENT = "notification.sent"
+
+
+# What the system writes as it works, not people (tenants.audit.AUTOMATIC_ACTIONS).
+AUTOMATIC_ACTION_VALUES = [
+    AuditAction.RUN_CREATED.value,
+    AuditAction.RUN_SKIPPED.value,
+    AuditAction.RUN_MISSED.value,
+    AuditAction.RUN_STARTED.value,
+    AuditAction.RUN_FINISHED.value,
+    AuditAction.RUN_RETRY_SCHEDULED.value,
+    AuditAction.SET_PRUNED.value,
+    AuditAction.SET_VERIFIED.value,
+    AuditAction.RESTORE_FINISHED.value,
+    AuditAction.NOTIFICATION_SENT.value,
+]
 
 
 class AuditLog(models.Model):
@@ -121,6 +148,13 @@ class AuditLog(models.Model):
         indexes = [
             # Used by the tenant's audit page, newest first.
             models.Index(fields=["tenant", "-created_at"], name="tenants_audit_tenant_time"),
+            # Used by the audit page's default view, people's actions newest first: without
+            # it the walk passes the dispatcher's and workers' thousands to find 50.
+            models.Index(
+                fields=["tenant", "-created_at"],
+                name="tenants_audit_people",
+                condition=~models.Q(action__in=AUTOMATIC_ACTION_VALUES),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -137,6 +171,7 @@ class NotificationKind(models.TextChoices):
     SLOT_MISSED = "slot_missed", "Slot missed"
     RUN_REQUESTED = "run_requested", "Run now / Retry requested"
     RESTORE_FINISHED = "restore_finished", "Restore finished"
+    RUN_RECOVERED = "run_recovered", "Backups work again"
 
 
 class Notification(models.Model):
@@ -149,6 +184,9 @@ class Notification(models.Model):
     run = models.ForeignKey(
         "scheduling.BackupScheduleRun", models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
     )
+    # What the list shows ("Backup of “Shop DB” failed after 3 attempts"); the detail,
+    # one click away, is `message` (the error, the names). Blank on older rows.
+    title = models.CharField(max_length=200, blank=True)
     message = models.CharField(max_length=500)
     created_at = models.DateTimeField()
     read_at = models.DateTimeField(null=True, blank=True)
@@ -165,4 +203,11 @@ class Notification(models.Model):
         ]
 
     def __str__(self) -> str:
-        return self.message
+        return self.title or self.message
+
+    @property
+    def headline(self) -> str:
+        """The short line the list shows (rows from before titles: their message, cut)."""
+        if self.title:
+            return self.title
+        return self.message if len(self.message) <= 120 else self.message[:119] + "…"

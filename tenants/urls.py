@@ -12,5 +12,6 @@ urlpatterns = [
         name="notifications_read_all",
     ),
     path("t/<uuid:tenant_code>/notifications/bell/", views_notifications.notification_bell, name="notification_bell"),
+    path("notifications/<uuid:code>/", views_notifications.notification_detail, name="notification_detail"),
     path("notifications/<uuid:code>/read/", views_notifications.notification_read, name="notification_read"),
 ]

@@ -36,7 +36,7 @@ def _mine(request: AuthedRequest, tenant: Tenant) -> QuerySet[Notification]:
     return (
         Notification.objects.filter(user=request.user, tenant=tenant)
         .select_related("run")
-        .only("code", "kind", "message", "created_at", "read_at", "run__code")
+        .only("code", "kind", "title", "message", "created_at", "read_at", "run__code")
         .order_by("-created_at", "-id")
     )
 
@@ -66,12 +66,31 @@ def notification_bell(request: AuthedRequest, tenant_code: UUID) -> HttpResponse
     return render(request, "notifications/bell.html", ctx)
 
 
-@require_POST
-@login_required
-def notification_read(request: AuthedRequest, code: UUID) -> HttpResponse:
+def _my_notification(request: AuthedRequest, code: UUID) -> Notification:
     note = get_for_member(request.user, Notification, code, SEE)
     if note.user_id != request.user.pk:
         raise Http404  # another member's: as if it did not exist
+    return note
+
+
+@require_GET
+@login_required
+def notification_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
+    """One notification in full: what the list's short title stands for, and where to go.
+    Opening it is reading it (compare-and-swap: the first read time stays)."""
+    note = _my_notification(request, code)
+    if note.read_at is None:
+        Notification.objects.filter(pk=note.pk, read_at__isnull=True).update(read_at=timezone.now())
+        note.read_at = timezone.now()
+    run = note.run if note.run_id else None
+    ctx = tenant_page(request, note.tenant, note.member_role, "notifications", note=note, run=run)  # type: ignore[attr-defined]
+    return render(request, "notifications/detail.html", ctx)
+
+
+@require_POST
+@login_required
+def notification_read(request: AuthedRequest, code: UUID) -> HttpResponse:
+    note = _my_notification(request, code)
     # Compare-and-swap: a second press keeps the first read time.
     Notification.objects.filter(pk=note.pk, read_at__isnull=True).update(read_at=timezone.now())
     if request.htmx:

@@ -19,6 +19,7 @@ CHANGELISTS = [
     "/admin/scheduling/backupschedulerun/",
     "/admin/tenants/notification/",
     "/admin/backups/sourcelease/",
+    "/admin/backups/sourcecheck/",
     "/admin/scheduling/dispatcherbeat/",
 ]
 
@@ -157,3 +158,66 @@ def test_adding_a_source_in_the_admin_checks_the_path_and_is_audited(client, adm
     inside = {**outside, "path": str(settings.SOURCE_ROOTS[0] / "ok.sqlite3")}
     assert client.post("/admin/backups/backupsource/add/", inside).status_code == 302
     assert AuditLog.objects.filter(action=AuditAction.SOURCE_CREATED, actor=admin_user).exists()
+
+
+def test_moving_a_source_that_schedules_use_to_another_tenant_is_refused(
+    client, admin_user, schedule, source, charlie
+) -> None:
+    client.force_login(admin_user)
+    other = charlie.memberships.get().tenant
+    data = {"tenant": other.pk, "name": source.name, "kind": "sqlite", "path": source.path}
+    response = client.post(f"/admin/backups/backupsource/{source.pk}/change/", data)
+    assert response.status_code == 200
+    assert "cannot move to another tenant" in response.text and "Nightly" in response.text
+    source.refresh_from_db()
+    assert source.tenant_id == schedule.tenant_id
+
+
+def test_changing_a_server_sources_kind_in_the_admin_clears_its_password(client, admin_user, tenant) -> None:
+    from backups.models import BackupSource
+
+    source = BackupSource(tenant=tenant, name="PG", kind="postgres", host="127.0.0.1", port=5432, username="u")
+    source.set_password("admin-cannot-see-it")
+    source.save()
+    client.force_login(admin_user)
+    data = {"tenant": tenant.pk, "name": "PG", "kind": "mysql", "path": ""}
+    assert client.post(f"/admin/backups/backupsource/{source.pk}/change/", data).status_code == 302
+    source.refresh_from_db()
+    assert source.kind == "mysql" and not source.has_password
+
+
+def test_staff_set_a_tenants_database_servers_and_it_is_audited(client, admin_user, tenant) -> None:
+    client.force_login(admin_user)
+    base = {
+        "name": tenant.name,
+        "file_roots": "\n".join(tenant.file_roots),
+        "memberships-TOTAL_FORMS": "0",
+        "memberships-INITIAL_FORMS": "0",
+    }
+    bad = client.post(f"/admin/tenants/tenant/{tenant.pk}/change/", {**base, "server_hosts": "10.0.0.0/8\nnot a host"})
+    assert bad.status_code == 200 and "neither an IP address" in bad.text
+    good = {**base, "server_hosts": "10.0.5.0/24\r\nDB.Example.internal.\r\n2001:db8::1"}
+    assert client.post(f"/admin/tenants/tenant/{tenant.pk}/change/", good).status_code == 302
+    tenant.refresh_from_db()
+    assert tenant.server_hosts == ["10.0.5.0/24", "db.example.internal", "2001:db8::1/128"]
+    entry = AuditLog.objects.get(action=AuditAction.TENANT_HOSTS_CHANGED)
+    assert entry.details == {"before": [], "after": tenant.server_hosts}
+
+
+def test_moving_a_server_source_to_a_tenant_that_may_not_reach_its_host_is_refused(
+    client, admin_user, tenant, charlie
+) -> None:
+    from backups.models import BackupSource
+
+    other = charlie.memberships.get().tenant
+    other.server_hosts = ["10.9.8.0/24"]
+    other.save()
+    source = BackupSource.objects.create(
+        tenant=tenant, name="PG", kind="postgres", host="127.0.0.1", port=5432, username="u"
+    )
+    client.force_login(admin_user)
+    data = {"tenant": other.pk, "name": "PG", "kind": "postgres", "path": ""}
+    response = client.post(f"/admin/backups/backupsource/{source.pk}/change/", data)
+    assert response.status_code == 200 and "not among the database servers" in response.text
+    source.refresh_from_db()
+    assert source.tenant_id == tenant.pk

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from backups import storage
+from backups.dirfd import open_resolved
 from backups.engines.base import DumpContext, DumpTarget, RestoreTarget
 from backups.engines.directory import archive_stream
 from backups.engines.registry import engine_for
@@ -186,12 +187,15 @@ def test_an_unreadable_file_fails_the_backup_as_permission_denied() -> None:
         os.chmod(base / "secret.txt", 0o000)
 
         def archive() -> str:
+            fd = open_resolved(base)
             try:
-                with archive_stream(base, DumpContext(log=lambda _: None)) as stream:
+                with archive_stream(fd, base, DumpContext(log=lambda _: None)) as stream:
                     while stream.read(1 << 20):
                         pass
             except BackupError as exc:
                 return f"{exc.code}: {exc.message}"
+            finally:
+                os.close(fd)
             return "no error"
 
         result = run_as_nobody(archive) if os.geteuid() == 0 else archive()
@@ -342,3 +346,52 @@ def test_a_folder_schedule_runs_through_the_queue_into_a_stored_archive(tenant, 
     item = run.backup_set.items.get()
     assert item.storage_key.endswith(".tar.zst")
     assert hashlib.sha256(storage.path_for(item.storage_key).read_bytes()).hexdigest() == item.sha256
+
+
+def test_hard_links_come_back_as_hard_links(folder_source, folder) -> None:
+    os.link(folder / "docs" / "readme.txt", folder / "readme-hard.txt")
+    stored, _ = back_up(folder_source)
+    target = folder.parent / "restored"
+    restore(folder_source, stored.key, RestoreTarget(path=str(target)))
+    assert (target / "readme-hard.txt").stat().st_ino == (target / "docs" / "readme.txt").stat().st_ino
+    assert tree_digest(target) == tree_digest(folder)
+
+
+def test_an_overwrite_replaces_a_symlink_inside_the_target_instead_of_writing_through_it(folder_source, folder) -> None:
+    stored, _ = back_up(folder_source)
+    existing = folder.parent / "existing"
+    (existing / "docs").mkdir(parents=True)
+    (existing / "mine.txt").write_text("mine")
+    os.symlink("../mine.txt", existing / "docs" / "readme.txt")  # points inside: the filter lets it be
+    restore(folder_source, stored.key, RestoreTarget(path=str(existing), overwrite=True))
+    assert not (existing / "docs" / "readme.txt").is_symlink()
+    assert (existing / "docs" / "readme.txt").read_text() == "hello\n"
+    assert (existing / "mine.txt").read_text() == "mine"
+
+
+def test_an_archive_member_below_a_symlink_it_made_is_refused(folder_source, folder) -> None:
+    """tarfile's own extraction writes `link/file.txt` through the link made just before
+    (its filter allows it: the link points inside). Ours never writes through a link."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        sub = tarfile.TarInfo("sub")
+        sub.type = tarfile.DIRTYPE
+        archive.addfile(sub)
+        link = tarfile.TarInfo("link")
+        link.type, link.linkname = tarfile.SYMTYPE, "sub"
+        archive.addfile(link)
+        member = tarfile.TarInfo("link/file.txt")
+        member.size = 4
+        archive.addfile(member, io.BytesIO(b"data"))
+    target = folder.parent / "restored"
+    with pytest.raises(BackupError) as caught:
+        ENGINE.restore(
+            folder_source,
+            DumpTarget(label="Site"),
+            io.BytesIO(buffer.getvalue()),
+            RestoreTarget(path=str(target)),
+            DumpContext(log=lambda _: None),
+        )
+    assert caught.value.code == ErrorCode.PERMISSION_DENIED and "link is a symlink" in caught.value.message
+    assert not target.exists()
+    assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")]  # the scratch folder is gone

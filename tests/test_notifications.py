@@ -67,7 +67,8 @@ def test_a_failed_run_notifies_every_member(team, schedule, charlie, django_capt
     assert recipients(NotificationKind.RUN_FAILED) == {"alice", "mia", "bob", "rita"}  # not charlie
     note = Notification.objects.filter(user=team["rita"]).get()
     assert note.run == run and note.tenant == schedule.tenant and note.read_at is None
-    assert note.message == ("Backup of “Nightly” failed. AUTH_FAILED: The server refused the login of user “backup”.")
+    assert note.title == "Backup of “Nightly” failed"  # the list's line; the detail one click away:
+    assert note.message == "AUTH_FAILED: The server refused the login of user “backup”."
 
 
 def test_a_failed_run_is_mailed_to_managers_and_owners_only(team, schedule, django_capture_on_commit_callbacks) -> None:
@@ -78,7 +79,7 @@ def test_a_failed_run_is_mailed_to_managers_and_owners_only(team, schedule, djan
     # One message each: members do not see each other's addresses.
     assert all(len(message.to) == 1 and not message.cc and not message.bcc for message in mail.outbox)
     message = mail.outbox[0]
-    assert message.subject == "[Backups] Alice & Co: Backup of “Nightly” failed."
+    assert message.subject == "[Backups] Alice & Co: Backup of “Nightly” failed"
     assert "AUTH_FAILED: The server refused the login" in message.body
     assert f"http://127.0.0.1:8000/runs/{run.code}/" in message.body
     assert message.from_email == "backups@localhost"
@@ -123,7 +124,7 @@ def test_a_partial_run_notifies_and_mails_like_a_failure(team, schedule, django_
         assert notify_run_finished(run) == 4
     note = Notification.objects.filter(user=team["bob"]).get()
     assert note.kind == NotificationKind.RUN_PARTIAL
-    assert note.message == "Backup of “Nightly” partly failed: some items were not stored."
+    assert (note.title, note.message) == ("Backup of “Nightly” partly failed", "Some items were not stored.")
     assert len(mail.outbox) == 2
 
 
@@ -138,7 +139,8 @@ def test_a_failed_verification_names_itself(team, schedule, django_capture_on_co
     run = finished(schedule, operation=Operation.VERIFY, error_code="CHECKSUM_MISMATCH", error_message="")
     with django_capture_on_commit_callbacks(execute=True):
         notify_run_finished(run)
-    assert Notification.objects.first().message == "Verification for “Nightly” failed. CHECKSUM_MISMATCH"
+    note = Notification.objects.first()
+    assert (note.title, note.message) == ("Verification for “Nightly” failed", "CHECKSUM_MISMATCH")
 
 
 def test_a_finished_restore_tells_the_requester_and_the_managers(
@@ -173,7 +175,7 @@ def test_no_secret_reaches_a_notification_or_an_e_mail(team, schedule, django_ca
     run = finished(schedule)
     with django_capture_on_commit_callbacks(execute=True):
         notify_run_finished(run)
-    texts = [n.message for n in Notification.objects.all()] + [m.subject + m.body for m in mail.outbox]
+    texts = [n.title + n.message for n in Notification.objects.all()] + [m.subject + m.body for m in mail.outbox]
     texts += [str(entry.details) for entry in AuditLog.objects.all()]
     assert texts and not any(SECRET in text or source.password_encrypted in text for text in texts)
 

@@ -180,7 +180,7 @@ def test_a_restore_goes_into_a_new_file_that_matches_the_source(schedule, source
     assert AuditLog.objects.get(action=AuditAction.RESTORE_REQUESTED).details["targets"] == [str(target)]
     assert AuditLog.objects.get(action=AuditAction.RESTORE_FINISHED).details["status"] == "succeeded"
     finished = Notification.objects.get(user=alice, kind=NotificationKind.RESTORE_FINISHED)
-    assert finished.message == f"Restore for “{schedule.name}” finished." and finished.run_id == run.pk
+    assert finished.title == f"Restore for “{schedule.name}” finished" and finished.run_id == run.pk
 
 
 def test_a_restore_into_a_named_file_beside_the_source(schedule, source, alice) -> None:
@@ -241,7 +241,8 @@ def test_a_corrupted_file_is_never_restored(schedule, alice) -> None:
     run.refresh_from_db()
     assert "sha256 mismatch" in run.error_message
     failed = Notification.objects.get(user=alice, kind=NotificationKind.RUN_FAILED)
-    assert failed.message.startswith(f"Restore for “{schedule.name}” failed.") and failed.run_id == run.pk
+    assert failed.title == f"Restore for “{schedule.name}” failed" and failed.run_id == run.pk
+    assert failed.message.startswith("CORRUPTED: ")
 
 
 def test_a_set_of_several_items_restores_each_to_its_own_new_file(schedule, source, alice, settings) -> None:

@@ -9,11 +9,12 @@ import pytest
 from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 
+from backups.dirfd import open_resolved
 from backups.engines.base import DumpContext, DumpTarget, RestoreTarget
 from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
 from backups.models import BackupSource, SourceKind
-from backups.paths import check_restore_target, check_source_path
+from backups.paths import Place, check_restore_target, check_source_path, open_folder, source_place
 from tenants.models import AuditAction, AuditLog, Tenant
 
 
@@ -124,6 +125,14 @@ def test_another_tenants_folder_is_refused_even_if_roots_were_saved_overlapping(
         check_source_path(str(server_root / "acme"), acme)
 
 
+@pytest.mark.parametrize("check", [check_source_path, check_restore_target])
+def test_a_symlink_loop_on_the_way_is_refused_with_a_code(acme, server_root, check) -> None:
+    (server_root / "acme" / "loop").symlink_to(server_root / "acme" / "loop")
+    with pytest.raises(BackupError) as caught:
+        check(str(server_root / "acme" / "loop" / "db.sqlite3"), acme)
+    assert caught.value.code == ErrorCode.PERMISSION_DENIED and "loops" in caught.value.message
+
+
 def test_a_root_itself_is_no_restore_target(acme, server_root) -> None:
     with pytest.raises(BackupError, match="whole root"):
         check_restore_target(str(server_root / "acme"), acme)
@@ -167,6 +176,68 @@ def test_an_engine_restore_never_writes_outside_the_tenants_roots(acme, globex, 
             DumpContext(log=lambda _: None),
         )
     assert sorted(os.listdir(server_root / "globex")) == ["secret.sqlite3"]
+
+
+# ---------------------------------------------------------------- opening by descriptors
+
+
+def test_a_stored_path_that_now_leads_through_a_symlink_is_refused_when_opened(acme, server_root) -> None:
+    real = server_root / "acme" / "real"
+    real.mkdir()
+    (real / "db.sqlite3").touch()
+    (server_root / "acme" / "alias").symlink_to(real)  # inside the root: the check itself accepts it
+    assert check_source_path(str(server_root / "acme" / "alias" / "db.sqlite3"), acme) == real / "db.sqlite3"
+    with pytest.raises(BackupError) as caught:
+        source_place(str(server_root / "acme" / "alias" / "db.sqlite3"), acme)
+    assert caught.value.code == ErrorCode.PERMISSION_DENIED and "symlink" in caught.value.message
+    assert source_place(str(real / "db.sqlite3"), acme).parts == ("real", "db.sqlite3")
+
+
+def test_a_symlink_above_the_root_is_the_servers_layout_and_is_followed(acme, server_root, tmp_path) -> None:
+    (server_root / "acme" / "db.sqlite3").touch()
+    (tmp_path / "layout").symlink_to(server_root)  # e.g. /srv -> /data/srv, made by staff
+    place = source_place(str(tmp_path / "layout" / "acme" / "db.sqlite3"), acme)
+    assert place == Place(root=server_root / "acme", parts=("db.sqlite3",))
+
+
+def test_a_folder_on_the_way_swapped_for_a_symlink_after_the_check_is_not_followed(acme, server_root) -> None:
+    (server_root / "acme" / "a" / "b").mkdir(parents=True)
+    place = source_place(str(server_root / "acme" / "a" / "b"), acme)
+    os.close(open_folder(place))
+    # Swapped after the check, for a link that even stays inside the root: refused all the same.
+    (server_root / "acme" / "a").rename(server_root / "acme" / "a-real")
+    (server_root / "acme" / "a").symlink_to(server_root / "acme" / "a-real")
+    with pytest.raises(BackupError) as caught:
+        open_folder(place)
+    assert caught.value.code == ErrorCode.PERMISSION_DENIED
+    assert caught.value.message == f"{server_root / 'acme' / 'a'} is a symlink; " + (
+        "the backup service never follows symlinks in a tenant's folders."
+    )
+
+
+def test_a_root_is_opened_from_slash_without_following_a_symlink_made_since(server_root, tmp_path) -> None:
+    (server_root / "acme").mkdir()
+    os.close(open_resolved(server_root / "acme"))
+    (server_root / "acme").rename(server_root / "acme-moved")
+    (server_root / "acme").symlink_to(tmp_path)
+    with pytest.raises(BackupError, match="is a symlink"):
+        open_resolved(server_root / "acme")
+
+
+def test_a_sqlite_source_that_is_a_symlink_is_neither_backed_up_nor_tested(acme, server_root) -> None:
+    real = server_root / "acme" / "real.sqlite3"
+    with sqlite3.connect(real) as db:
+        db.execute("CREATE TABLE t (x)")
+    db.close()
+    source = BackupSource.objects.create(tenant=acme, name="App", kind=SourceKind.SQLITE, path=str(real))
+    real.rename(server_root / "acme" / "moved.sqlite3")
+    real.symlink_to(server_root / "acme" / "moved.sqlite3")  # made after the source was saved
+    engine = engine_for("sqlite")
+    with pytest.raises(BackupError) as caught, engine.dump(source, DumpTarget(label="App"), DumpContext(print)):
+        pass
+    assert caught.value.code == ErrorCode.PERMISSION_DENIED and "symlink" in caught.value.message
+    result = engine.check_connection(source)
+    assert not result.ok and result.error_code == ErrorCode.PERMISSION_DENIED
 
 
 # ---------------------------------------------------------------- admin

@@ -83,7 +83,10 @@ def test_a_retryable_failure_schedules_the_next_attempt_within_the_backoff(sched
     entry = AuditLog.objects.get(action=AuditAction.RUN_RETRY_SCHEDULED)
     assert entry.target_code == second.code
     assert entry.details["failed_run"] == str(first.code) and entry.details["error_code"] == "TIMEOUT"
-    assert f"Attempt 2 of 3 will start after {second.not_before:%Y-%m-%d %H:%M:%S} UTC" in first.log
+    # The first dispatcher pass (each minute at :00.5) at or after not_before releases it.
+    starts = second.not_before.replace(second=0, microsecond=500_000)
+    starts += timedelta(minutes=1) if starts < second.not_before else timedelta(0)
+    assert f"Attempt 2 of 3 will start at {starts:%Y-%m-%d %H:%M} UTC" in first.log
 
 
 def test_the_dispatcher_releases_a_retry_when_it_is_due_and_not_before(
@@ -209,7 +212,9 @@ def test_run_now_during_a_pending_retry_says_when_it_starts(schedule, timing_out
 
     first = fail_first_attempt(schedule)
     pending = BackupScheduleRun.objects.get(retry_of=first)
-    expected = f"automatic retry pending; it starts after {pending.not_before:%Y-%m-%d %H:%M} UTC"
+    starts = pending.not_before.replace(second=0, microsecond=500_000)
+    starts += timedelta(minutes=1) if starts < pending.not_before else timedelta(0)
+    expected = f"automatic retry pending; it starts at {starts:%Y-%m-%d %H:%M} UTC"
     with pytest.raises(RunRefused, match=expected):
         run_now(schedule, actor=None)
 

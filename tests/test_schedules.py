@@ -115,7 +115,7 @@ def test_a_schedule_with_backups_or_an_active_run_is_not_deleted(schedule, alice
     with pytest.raises(ScheduleInUse, match="queued or running"):
         delete_schedule(schedule, alice)
     execute_run(str(run.code))
-    with pytest.raises(ScheduleInUse, match="backup sets, which are kept"):
+    with pytest.raises(ScheduleInUse, match="has backup sets: an owner can delete it together with them"):
         delete_schedule(schedule, alice)
     assert BackupScheduleRun.objects.filter(pk=run.pk).exists()
     assert not AuditLog.objects.filter(action=AuditAction.SCHEDULE_DELETED).exists()

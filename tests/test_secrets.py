@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import subprocess
 import sys
 
@@ -91,7 +92,8 @@ def test_rotation_stops_with_exit_2_and_changes_nothing_when_a_password_cannot_b
 
 def django_settings(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     """Load the settings in a fresh interpreter with exactly this environment."""
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("SOURCE_SECRET_KEYS", "DEBUG", "SECRET_KEY"))}
+    drop = ("SOURCE_SECRET_KEYS", "DEBUG", "SECRET_KEY", "VAR_DIR", "DATABASE_URL")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     code = "from django.conf import settings; print(len(settings.SOURCE_SECRET_KEYS), settings.SOURCE_SECRET_KEYS[0])"
     return subprocess.run(
         [sys.executable, "-c", code],
@@ -100,6 +102,8 @@ def django_settings(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
+        # What a shell gives by default: the files must be private whatever it is.
+        preexec_fn=lambda: os.umask(0o022),
     )
 
 
@@ -109,14 +113,51 @@ def test_production_without_a_key_refuses_to_start() -> None:
     assert "ImproperlyConfigured" in result.stderr and "SOURCE_SECRET_KEYS" in result.stderr
 
 
-def test_development_without_a_key_derives_one_from_the_secret_key() -> None:
-    first = django_settings({"DEBUG": "true", "SECRET_KEY": "dev-a"})
-    again = django_settings({"DEBUG": "true", "SECRET_KEY": "dev-a"})
-    other = django_settings({"DEBUG": "true", "SECRET_KEY": "dev-b"})
+def test_development_without_a_key_makes_a_random_private_key_of_its_own(tmp_path) -> None:
+    var = tmp_path / "var"
+    first = django_settings({"DEBUG": "true", "SECRET_KEY": "dev-a", "VAR_DIR": str(var)})
     assert first.returncode == 0, first.stderr
     count, key = first.stdout.split()
-    assert count == "1" and Fernet(key.encode())
-    assert again.stdout == first.stdout and other.stdout != first.stdout
+    key_file = var / "source-secret.key"
+    assert count == "1" and Fernet(key.encode()) and key_file.read_text().strip() == key
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    # The same key on every start; not derived from SECRET_KEY (public in development).
+    again = django_settings({"DEBUG": "true", "SECRET_KEY": "dev-b", "VAR_DIR": str(var)})
+    assert again.stdout == first.stdout
+    other = django_settings({"DEBUG": "true", "SECRET_KEY": "dev-a", "VAR_DIR": str(tmp_path / "other")})
+    assert other.stdout != first.stdout
+    assert [p.name for p in var.iterdir() if "source-secret" in p.name] == ["source-secret.key"]  # no draft left
+
+
+def test_a_key_file_left_readable_by_others_is_made_private(tmp_path) -> None:
+    key_file = tmp_path / "source-secret.key"
+    key_file.write_text(NEW_KEY + "\n")
+    key_file.chmod(0o644)
+    result = django_settings({"DEBUG": "true", "VAR_DIR": str(tmp_path)})
+    assert result.stdout.split() == ["1", NEW_KEY]
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+
+
+def test_the_sqlite_database_and_its_wal_files_are_private(tmp_path) -> None:
+    import sqlite3
+
+    made = tmp_path / "made"
+    assert django_settings({"DEBUG": "true", "VAR_DIR": str(made)}).returncode == 0
+    database = made / "db.sqlite3"
+    assert stat.S_IMODE(database.stat().st_mode) == 0o600
+    with sqlite3.connect(database) as db:  # as Django opens it: WAL, and a write
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("CREATE TABLE t (x)")
+        for suffix in ("-wal", "-shm"):
+            assert stat.S_IMODE((made / f"db.sqlite3{suffix}").stat().st_mode) == 0o600, suffix
+    # An installation from before, left world-readable, is made private on the next start.
+    old = tmp_path / "old"
+    old.mkdir()
+    for name in ("db.sqlite3", "db.sqlite3-wal", "db.sqlite3-shm"):
+        (old / name).touch()
+        (old / name).chmod(0o644)
+    assert django_settings({"DEBUG": "true", "VAR_DIR": str(old)}).returncode == 0
+    assert {stat.S_IMODE(p.stat().st_mode) for p in old.iterdir() if p.name.startswith("db.")} == {0o600}
 
 
 def test_keys_come_from_a_file_and_several_keys_are_kept_in_order(tmp_path) -> None:
@@ -131,3 +172,10 @@ def test_a_malformed_key_is_refused_without_showing_it() -> None:
     result = django_settings({"DEBUG": "false", "SECRET_KEY": "prod", "SOURCE_SECRET_KEYS": f"{NEW_KEY},not-a-key-xyz"})
     assert result.returncode != 0
     assert "key number 2 is not a Fernet key" in result.stderr and "not-a-key-xyz" not in result.stderr
+
+
+def test_a_bad_allowed_hosts_setting_stops_the_start_and_says_which() -> None:
+    result = django_settings({"DEBUG": "true", "SOURCE_ALLOWED_HOSTS": "10.0.0.0/8,10.0.0.0/33"})
+    assert result.returncode != 0 and "SOURCE_ALLOWED_HOSTS: '10.0.0.0/33'" in result.stderr
+    fine = django_settings({"DEBUG": "true", "SOURCE_ALLOWED_HOSTS": "10.0.0.0/8, db.internal ,*,fd00::/8"})
+    assert fine.returncode == 0, fine.stderr

@@ -46,17 +46,10 @@ def test_a_pass_inside_the_repeated_hour_does_not_run_the_second_copy() -> None:
     assert next_slot(berlin_daily(2, 30), utc(2026, 10, 25, 1, 10)) == utc(2026, 10, 26, 1, 30)
 
 
-def test_croniter_alone_would_run_twice_on_the_autumn_night() -> None:
-    """The guard exists because of this: croniter yields both 02:30 instants."""
-    from zoneinfo import ZoneInfo
-
-    from croniter import croniter
-
-    start = datetime(2026, 10, 24, 12, tzinfo=ZoneInfo("Europe/Berlin"))
-    raw = croniter("30 2 * * *", start)
-    raw_slots = [raw.get_next(datetime).astimezone(UTC) for _ in range(3)]
+def test_fixed_cron_in_the_repeated_autumn_hour_runs_once() -> None:
+    """The wall time 02:30 shows twice that night; the walk maps it to its first instant only."""
+    start = utc(2026, 10, 24, 10)
     ours = slots_between(Cadence("cron", "Europe/Berlin", cron="30 2 * * *"), start, start + timedelta(days=3), 3)
-    assert len(set(raw_slots[:2])) == 2 and raw_slots[1] - raw_slots[0] < timedelta(hours=2)
     assert ours == [utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30), utc(2026, 10, 27, 1, 30)]
 
 
@@ -104,7 +97,7 @@ def test_disabled_has_no_slot() -> None:
 @pytest.mark.parametrize(
     ("cadence", "message"),
     [
-        (Cadence("cron", cron="61 * * * *"), "Invalid cron"),
+        (Cadence("cron", cron="61 * * * *"), "Minute 61 is out of range"),
         (Cadence("cron", cron="* * * *"), "five fields"),
         (Cadence("cron", cron="0 0 31 2 *"), "never matches"),
         (Cadence("daily", tz="Mars/Olympus"), "Unknown time zone"),

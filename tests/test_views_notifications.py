@@ -155,14 +155,14 @@ def test_the_list_shows_the_users_notifications_newest_first(client, rita, alice
     run = BackupScheduleRun.objects.create(
         tenant=tenant, schedule=schedule, status=RunStatus.FAILED, created_at=timezone.now()
     )
-    notify(rita, tenant, 3, run=run)
+    mine = notify(rita, tenant, 3, run=run)
     notify(alice, tenant, 1, kind=NotificationKind.RUN_REQUESTED)
     client.force_login(rita)
     response = client.get(f"/t/{tenant.code}/notifications/")
     assert response.status_code == 200
     text = response.text
     assert text.index("note 002") < text.index("note 001") < text.index("note 000")
-    assert f'href="/runs/{run.code}/"' in text
+    assert all(f'href="/notifications/{note.code}/"' in text for note in mine)  # the detail, one click away
     assert "Run now / Retry requested" not in text  # alice's
     assert "Mark all read" in text and 'aria-current="page"' in text
 
@@ -298,3 +298,78 @@ def test_marking_all_read_with_htmx_swaps_the_list_the_bell_and_adds_a_toast(cli
     assert "Marked 2 notifications read." in response.text
     # The toast was shown: it does not come back on the next page.
     assert "Marked 2 notifications read." not in client.get(f"/t/{tenant.code}/runs/").text
+
+
+# ------------------------------------------------------------------ one notification in full
+
+
+def _failed_run_note(user, tenant, schedule) -> Notification:
+    from scheduling.models import BackupScheduleRun, RunStatus
+
+    run = BackupScheduleRun.objects.create(
+        tenant=tenant, schedule=schedule, status=RunStatus.FAILED, created_at=timezone.now()
+    )
+    return Notification.objects.create(
+        tenant=tenant,
+        user=user,
+        kind=NotificationKind.RUN_FAILED,
+        run=run,
+        title="Backup of “Nightly” failed after 3 attempts",
+        message="TIMEOUT: The backup was still going after the schedule's time limit (60 minutes) and was stopped.",
+        created_at=timezone.now(),
+    )
+
+
+def test_the_list_shows_the_short_title_and_the_detail_page_the_rest(client, rita, tenant, schedule) -> None:
+    note = _failed_run_note(rita, tenant, schedule)
+    client.force_login(rita)
+    listed = client.get(f"/t/{tenant.code}/notifications/").text
+    assert f'<a href="/notifications/{note.code}/">Backup of “Nightly” failed after 3 attempts</a>' in listed
+    assert "time limit" not in listed  # the detail is one click away
+    response = client.get(f"/notifications/{note.code}/")
+    assert response.status_code == 200
+    text = response.text
+    assert "<h1" in text and "Backup of “Nightly” failed after 3 attempts</h1>" in text
+    assert "TIMEOUT: The backup was still going after the schedule&#x27;s time limit" in text
+    assert f'href="/runs/{note.run.code}/"' in text
+    assert f'href="/t/{tenant.code}/notifications/"' in text
+
+
+def test_opening_a_notification_reads_it_once(client, rita, tenant, schedule) -> None:
+    note = _failed_run_note(rita, tenant, schedule)
+    client.force_login(rita)
+    client.get(f"/notifications/{note.code}/")
+    note.refresh_from_db()
+    first = note.read_at
+    assert first is not None
+    client.get(f"/notifications/{note.code}/")
+    note.refresh_from_db()
+    assert note.read_at == first
+
+
+def test_an_old_notification_without_a_title_shows_its_message(client, rita, tenant) -> None:
+    (note,) = notify(rita, tenant, 1)
+    client.force_login(rita)
+    assert "note 000</h1>" in client.get(f"/notifications/{note.code}/").text
+
+
+def test_the_detail_checks_ownership(client, charlie, rita, tenant, schedule) -> None:
+    note = _failed_run_note(rita, tenant, schedule)
+    client.force_login(charlie)
+    assert client.get(f"/notifications/{note.code}/").status_code == 404
+
+
+def test_another_members_notification_cannot_be_opened(client, rita, alice, tenant, schedule) -> None:
+    note = _failed_run_note(alice, tenant, schedule)
+    client.force_login(rita)
+    assert client.get(f"/notifications/{note.code}/").status_code == 404
+    note.refresh_from_db()
+    assert note.read_at is None
+
+
+def test_the_detail_rejects_post_and_requires_login(client, rita, tenant, schedule) -> None:
+    note = _failed_run_note(rita, tenant, schedule)
+    assert_login_redirect(client.get(f"/notifications/{note.code}/"))
+    client.force_login(rita)
+    assert client.post(f"/notifications/{note.code}/").status_code == 405
+    assert client.get("/notifications/not-a-code/").status_code == 404

@@ -626,3 +626,195 @@ def test_retrying_requires_login(client, schedule) -> None:
     run = failed_run(schedule)
     assert_login_redirect(client.post(f"/runs/{run.code}/retry/"))
     assert BackupScheduleRun.objects.count() == 1
+
+
+# ------------------------------------------------------------------ the viewer's clock
+
+# Exactly as static/js/app.js writes it (encodeURIComponent), and as the browser sends it.
+CHICAGO_COOKIE = "America%2FChicago"
+
+
+def test_the_list_prints_times_on_the_viewers_clock_from_the_encoded_cookie(client, rita, tenant, schedule) -> None:
+    # 1 July 2026 17:04:05 UTC is 12:04:05 CDT; 1 December, 11:04:05 CST (a second offset).
+    summer = datetime(2026, 7, 1, 17, 4, 5, tzinfo=UTC)
+    make_runs(schedule, 1, start=summer, started_at=summer)
+    make_runs(schedule, 1, start=datetime(2026, 12, 1, 17, 4, 5, tzinfo=UTC))
+    client.force_login(rita)
+    client.cookies["tz"] = CHICAGO_COOKIE
+    text = client.get(f"/t/{tenant.code}/runs/").text
+    assert "Times are in your zone, America/Chicago." in text
+    assert text.count("2026-07-01 12:04:05 CDT") == 2  # created and started
+    assert "2026-12-01 11:04:05 CST" in text
+    assert "17:04:05" not in text
+
+
+def test_without_a_zone_cookie_times_are_utc_and_say_so(client, rita, tenant, schedule) -> None:
+    make_runs(schedule, 1, start=datetime(2026, 7, 1, 17, 4, 5, tzinfo=UTC))
+    client.force_login(rita)
+    text = client.get(f"/t/{tenant.code}/runs/").text
+    assert "Times are UTC." in text and "2026-07-01 17:04:05 UTC" in text
+
+
+def test_the_date_filter_counts_whole_days_on_the_viewers_clock(client, rita, tenant, schedule) -> None:
+    # 2 March in Chicago (CST, UTC-6) runs from 06:00 UTC on the 2nd to 06:00 UTC on the 3rd.
+    for at, message in [
+        (datetime(2026, 3, 2, 5, 59, tzinfo=UTC), "1 March late"),
+        (datetime(2026, 3, 2, 6, 0, tzinfo=UTC), "2 March first"),
+        (datetime(2026, 3, 3, 5, 59, tzinfo=UTC), "2 March last"),
+        (datetime(2026, 3, 3, 6, 0, tzinfo=UTC), "3 March"),
+    ]:
+        run = make_runs(schedule, 1, start=at)[0]
+        BackupScheduleRun.objects.filter(pk=run.pk).update(error_message=message)
+    client.force_login(rita)
+    client.cookies["tz"] = CHICAGO_COOKIE
+    response = client.get(f"/t/{tenant.code}/runs/?date_from=2026-03-02&date_to=2026-03-02")
+    assert [run.error_message for run in response.context["page"]] == ["2 March last", "2 March first"]
+
+
+def test_the_detail_prints_its_timeline_and_slot_on_the_viewers_clock(client, rita, schedule) -> None:
+    created = datetime(2026, 7, 1, 0, 30, tzinfo=UTC)  # 02:30 CEST in Berlin, 19:30 CDT the day before
+    run = BackupScheduleRun.objects.create(
+        tenant=schedule.tenant,
+        schedule=schedule,
+        status=RunStatus.SUCCEEDED,
+        slot=created,
+        created_at=created,
+        started_at=created + timedelta(seconds=2),
+        finished_at=created + timedelta(seconds=65),
+    )
+    client.force_login(rita)
+    client.cookies["tz"] = CHICAGO_COOKIE
+    text = client.get(f"/runs/{run.code}/").text
+    timeline = text[text.index('class="timeline"') :]
+    assert timeline.index("2026-06-30 19:30:00 CDT") < timeline.index("19:30:02 CDT") < timeline.index("19:31:05 CDT")
+    slot = text[text.index("<dt>Slot</dt>") : text.index("<dt>Attempt</dt>")]
+    # The viewer's clock first, then the schedule's own.
+    assert slot.index("2026-06-30 19:30 CDT") < slot.index("2026-07-01 02:30 CEST (Europe/Berlin)")
+
+
+# ------------------------------------------------------------------ verify and restore runs
+
+
+def test_a_verify_run_names_its_operation_and_the_set_it_checks(client, rita, bob, tenant, schedule) -> None:
+    from backups.operations import request_verify
+
+    backup = BackupScheduleRun.objects.create(
+        tenant=tenant,
+        schedule=schedule,
+        status=RunStatus.SUCCEEDED,
+        created_at=datetime(2026, 7, 1, 17, 4, 5, tzinfo=UTC),
+    )
+    backup_set = make_stored_set(schedule, backup, sha256="ef" * 32)
+    verify = request_verify(backup_set, bob, enqueue=False)
+    client.force_login(rita)
+    listing = table(client.get(f"/t/{tenant.code}/runs/"))
+    row = listing[listing.index(f"/runs/{verify.code}/") :]
+    row = row[: row.index("</tr>")]
+    assert "Verify requested" in row and "Run now" not in row
+
+    text = client.get(f"/runs/{verify.code}/").text
+    trigger = text[text.index("<dt>Trigger</dt>") : text.index("<dt>Slot</dt>")]
+    assert "Verify requested" in trigger and "by bob" in trigger and "Run now" not in trigger
+    section = text[text.index('id="set-heading"') : text.index('id="log-heading"')]
+    assert "Not stored yet" not in section
+    assert f'href="/runs/{backup.code}/"' in section and "ef" * 32 in section
+    assert "it makes no set of its own" in section
+
+
+def test_a_restore_run_names_its_operation_and_the_set_it_restores(client, alice, tenant, schedule) -> None:
+    from backups.operations import request_restore
+
+    backup = BackupScheduleRun.objects.create(
+        tenant=tenant, schedule=schedule, status=RunStatus.SUCCEEDED, created_at=timezone.now()
+    )
+    backup_set = make_stored_set(schedule, backup)
+    restore = request_restore(backup_set, alice, enqueue=False)
+    client.force_login(alice)
+    text = client.get(f"/runs/{restore.code}/").text
+    assert "Restore requested" in text[text.index("<dt>Trigger</dt>") : text.index("<dt>Slot</dt>")]
+    assert "<dt>Backup set restored</dt>" in text
+    section = text[text.index('id="set-heading"') : text.index('id="log-heading"')]
+    assert "Not stored yet" not in section and f'href="/runs/{backup.code}/"' in section
+    # The schedule's history says the same.
+    history = client.get(f"/schedules/{schedule.code}/").text
+    assert "Restore requested" in history
+
+
+# ------------------------------------------------------------------ new runs while the page is open
+
+
+def newer_url(response) -> str | None:
+    match = re.search(r'hx-get="([^"]*newer_than=[^"]*)" hx-trigger="every 10s"', response.text)
+    return match.group(1).replace("&amp;", "&") if match else None
+
+
+def test_a_quiet_first_page_asks_for_newer_runs_and_hears_of_one_matching_its_filters(
+    client, rita, tenant, schedule, source
+) -> None:
+    other = make_schedule(tenant, source, name="Weekly")
+    make_runs(schedule, 2)
+    client.force_login(rita)
+    page = client.get(f"/t/{tenant.code}/runs/?schedule={schedule.code}&status=queued")
+    # Nothing active, nothing shown: the table waits for the check's word, it does not poll.
+    assert "every 3s" not in page.text and 'hx-trigger="runs-changed from:body"' in page.text
+    check = newer_url(page)
+    assert check is not None and f"schedule={schedule.code}" in check and "status=queued" in check
+    answer = client.get(check, headers={"HX-Request": "true"})
+    assert answer.status_code == 204 and "HX-Trigger" not in answer
+
+    run_now(other, actor=None)  # another schedule's run: filtered out
+    assert "HX-Trigger" not in client.get(check, headers={"HX-Request": "true"})
+    run_now(schedule, actor=None)
+    answer = client.get(check, headers={"HX-Request": "true"})
+    assert answer.status_code == 204 and answer["HX-Trigger"] == "runs-changed"
+    # The table's own URL (what runs-changed fetches) keeps the filters and polls now.
+    table_url = re.search(r'id="run-table"[^>]*hx-get="([^"]+)"', page.text).group(1).replace("&amp;", "&")
+    assert "newer_than" not in table_url
+    redrawn = client.get(table_url, headers={"HX-Request": "true"})
+    assert "every 3s" in redrawn.text and newer_url(redrawn) is None
+
+
+def test_the_newer_check_counts_from_the_newest_matching_run_shown(client, rita, tenant, schedule) -> None:
+    make_runs(schedule, 3, start=datetime(2026, 3, 1, tzinfo=UTC))
+    client.force_login(rita)
+    check = newer_url(client.get(f"/t/{tenant.code}/runs/"))
+    assert check is not None and "newer_than=2026-03-01T00%3A02%3A00%2B00%3A00" in check
+    assert "HX-Trigger" not in client.get(check, headers={"HX-Request": "true"})
+    make_runs(schedule, 1, start=datetime(2026, 3, 1, 0, 2, 0, 1, tzinfo=UTC))  # a microsecond later
+    assert client.get(check, headers={"HX-Request": "true"})["HX-Trigger"] == "runs-changed"
+
+
+@pytest.mark.parametrize("value", ["yesterday", "2026-13-45T00:00", "%00"])
+def test_a_newer_check_with_a_bad_instant_says_changed_never_a_500(client, rita, tenant, value) -> None:
+    client.force_login(rita)
+    answer = client.get(f"/t/{tenant.code}/runs/?newer_than={value}", headers={"HX-Request": "true"})
+    assert answer.status_code == 204 and answer["HX-Trigger"] == "runs-changed"
+
+
+def test_later_pages_and_busy_pages_do_not_ask_for_newer_runs(client, rita, tenant, schedule) -> None:
+    make_runs(schedule, 60)
+    client.force_login(rita)
+    assert newer_url(client.get(f"/t/{tenant.code}/runs/")) is not None
+    assert newer_url(client.get(f"/t/{tenant.code}/runs/?page=2")) is None
+    run_now(schedule, actor=None)
+    busy = client.get(f"/t/{tenant.code}/runs/")
+    assert newer_url(busy) is None and "every 3s" in busy.text
+
+
+def test_the_newer_check_costs_the_same_queries_for_10_and_200_runs(client, rita, tenant, schedule) -> None:
+    client.force_login(rita)
+
+    def queries_with(count: int) -> int:
+        BackupScheduleRun.objects.all().delete()
+        make_runs(schedule, count)
+        check = newer_url(client.get(f"/t/{tenant.code}/runs/?status=succeeded"))
+        with CaptureQueriesContext(connection) as queries:
+            assert client.get(check, headers={"HX-Request": "true"}).status_code == 204
+        return len(queries)
+
+    assert queries_with(10) == queries_with(200)
+
+
+def test_the_newer_check_checks_ownership(client, charlie, tenant) -> None:
+    client.force_login(charlie)
+    assert client.get(f"/t/{tenant.code}/runs/?newer_than=", headers={"HX-Request": "true"}).status_code == 404

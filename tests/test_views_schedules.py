@@ -20,7 +20,7 @@ from tests.helpers import make_stored_set
 def valid_data(source, **changes) -> dict:
     data = {
         "name": "Hourly",
-        "sources": [source.pk],
+        "sources": [str(source.code)],
         "kind": ScheduleKind.DAILY,
         "time_of_day": "02:30",
         "cron": "",
@@ -78,7 +78,7 @@ def test_a_cron_cadence_shows_the_expression_and_its_meaning() -> None:
     schedule = BackupSchedule(kind=ScheduleKind.CRON, cron="*/2 * * * *", timezone="UTC")
     assert describe_cadence(schedule) == "Every 2 minutes, UTC <code>*/2 * * * *</code>"
     schedule.cron = "30 2 * * 1-5"
-    assert describe_cadence(schedule) == "At 02:30, Monday through Friday, UTC <code>30 2 * * 1-5</code>"
+    assert describe_cadence(schedule) == "At 02:30 on Monday to Friday, UTC <code>30 2 * * 1-5</code>"
 
 
 def test_a_cron_expression_is_escaped() -> None:
@@ -286,7 +286,7 @@ def test_creating_tells_when_the_tenant_has_no_source(client, mia, tenant) -> No
         ({"kind": "every_n_hours", "every_hours": "169"}, "N must be between 1 and 168 hours."),
         ({"kind": "weekly"}, "Pick at least one weekday for a weekly schedule."),
         ({"keep_last": "0"}, "Keep at least 1 backup."),
-        ({"time_of_day": "25:99"}, "Enter a valid time."),
+        ({"time_of_day": "25:99"}, "Enter a 24-hour time as HH:MM"),
         ({"name": ""}, "This field is required."),
     ],
 )
@@ -317,6 +317,27 @@ def test_creating_rejects_another_tenants_source(client, mia, tenant, charlie, s
     assert response.status_code == 200
     assert "Select a valid choice" in response.text
     assert not BackupSchedule.objects.exists()
+
+
+def test_the_source_checkboxes_carry_codes_not_database_ids(client, mia, tenant, source) -> None:
+    import re
+
+    client.force_login(mia)
+    page = client.get(f"/t/{tenant.code}/schedules/new/").text
+    values = re.findall(r'<input type="checkbox" name="sources" value="([^"]*)"', page)
+    assert values == [str(source.code)]
+    # A database id is no longer a way to name a source.
+    response = client.post(f"/t/{tenant.code}/schedules/new/", {**valid_data(source), "sources": [str(source.pk)]})
+    assert response.status_code == 200 and not BackupSchedule.objects.exists()
+
+
+def test_the_edit_page_ticks_the_schedules_sources_by_code(client, mia, schedule, source) -> None:
+    client.force_login(mia)
+    import re
+
+    page = client.get(f"/schedules/{schedule.code}/edit/").text
+    boxes = re.findall(r'<input type="checkbox" name="sources"[^>]*>', page)
+    assert len(boxes) == 1 and f'value="{source.code}"' in boxes[0] and " checked" in boxes[0]
 
 
 def test_creating_requires_manager(client, bob, tenant, source) -> None:
@@ -400,13 +421,12 @@ def test_a_manager_deletes_a_schedule_after_confirming(client, mia, schedule, te
     assert AuditLog.objects.filter(action=AuditAction.SCHEDULE_DELETED, actor=mia).exists()
 
 
-def test_a_schedule_with_backup_sets_is_not_deleted(client, mia, schedule) -> None:
+def test_a_manager_cannot_delete_a_schedule_with_backup_sets(client, mia, schedule) -> None:
     make_backup_set(schedule)
     client.force_login(mia)
-    assert "cannot be deleted" in client.get(f"/schedules/{schedule.code}/delete/").text
-    response = client.post(f"/schedules/{schedule.code}/delete/", follow=True)
-    assert response.status_code == 200
-    assert "has backup sets, which are kept" in response.text
+    assert "Only an owner of the tenant can delete" in client.get(f"/schedules/{schedule.code}/delete/").text
+    response = client.post(f"/schedules/{schedule.code}/delete/", {"confirm": schedule.name})
+    assert response.status_code == 403
     assert BackupSchedule.objects.filter(pk=schedule.pk).exists()
     assert not AuditLog.objects.filter(action=AuditAction.SCHEDULE_DELETED).exists()
 
@@ -561,22 +581,39 @@ def test_relative_times_read_as_the_largest_whole_unit() -> None:
 # ------------------------------------------------------------------ list: zones, htmx
 
 
-def test_the_list_shows_the_next_run_in_the_viewers_zone_too(client, rita, tenant, schedule) -> None:
+# The cookie exactly as static/js/app.js writes it: encodeURIComponent("America/New_York").
+NEW_YORK_COOKIE = "America%2FNew_York"
+
+
+def test_the_list_shows_the_next_run_in_the_viewers_zone_first(client, rita, tenant, schedule) -> None:
+    from datetime import UTC, datetime
+
+    # 02:30 in Berlin on 1 July 2026 is 00:30 UTC, 20:30 the day before in New York.
+    BackupSchedule.objects.filter(pk=schedule.pk).update(next_run_at=datetime(2026, 7, 1, 0, 30, tzinfo=UTC))
     client.force_login(rita)
-    client.cookies["tz"] = "America/New_York"
+    client.cookies["tz"] = NEW_YORK_COOKIE
     text = client.get(f"/t/{tenant.code}/schedules/").text
-    assert "(America/New_York, your time)" in text
+    viewer = text.index("Tue 2026-06-30 20:30 EDT")
+    own = text.index("Wed 2026-07-01 02:30 CEST")
+    assert viewer < own  # the viewer's clock first, the schedule's beside it
     assert "(Europe/Berlin)" in text
-    assert '<span class="relative">in ' in text
+    assert '<span class="relative">' in text
 
 
-def test_the_list_ignores_a_viewer_zone_that_does_not_exist(client, rita, tenant, schedule) -> None:
+@pytest.mark.parametrize(
+    "cookie",
+    ["Mars%2FOlympus", "Mars/Olympus", "localtime", "Factory", "%2E%2E%2Fetc%2Fpasswd", "America%2F" * 40, "%ZZ"],
+)
+def test_the_list_reads_a_cookie_that_is_no_real_zone_as_utc(client, rita, tenant, schedule, cookie) -> None:
+    from datetime import UTC, datetime
+
+    BackupSchedule.objects.filter(pk=schedule.pk).update(next_run_at=datetime(2026, 7, 1, 0, 30, tzinfo=UTC))
     client.force_login(rita)
-    client.cookies["tz"] = "Mars/Olympus"
+    client.cookies["tz"] = cookie
     response = client.get(f"/t/{tenant.code}/schedules/")
     assert response.status_code == 200
-    assert "Mars/Olympus" not in response.text
-    assert "(UTC, your time)" in response.text
+    assert "Olympus" not in response.text and "passwd" not in response.text
+    assert "Wed 2026-07-01 00:30 UTC" in response.text
 
 
 def test_the_list_answers_htmx_with_the_list_alone(client, rita, tenant, schedule) -> None:
@@ -631,6 +668,105 @@ def test_run_now_with_htmx_answers_with_a_toast(client, bob, schedule) -> None:
     assert BackupScheduleRun.objects.count() == 1
 
 
+def poller(text: str) -> str:
+    start = text.index('<div id="schedule-poll"')
+    return text[start : text.index(">", start) + 1]
+
+
+def test_run_now_from_a_list_row_redraws_the_row_queued_and_starts_the_poller(client, bob, tenant, schedule) -> None:
+    client.force_login(bob)
+    list_url = f"/t/{tenant.code}/schedules/?page=1"
+    page = client.get(list_url).text
+    assert "Never run" in page and "hx-trigger" not in poller(page)  # nothing active: no polling
+    assert f'hx-target="#row-{schedule.code}"' in page and f'id="run-{schedule.code}"' in page
+
+    response = client.post(
+        f"/schedules/{schedule.code}/run/",
+        {"next": list_url},
+        headers={"HX-Request": "true", "HX-Target": f"row-{schedule.code}"},
+    )
+    assert response.status_code == 200
+    assert response.text.lstrip().startswith(f'<tr id="row-{schedule.code}">')
+    row = response.text[: response.text.index("</tr>")]
+    assert '<span class="badge badge-queued">Queued</span>' in row and "Never run" not in row
+    # The row's checkbox survives the swaps (a selection for a bulk action is kept).
+    assert f'id="pick-{schedule.code}" aria-label="Select Nightly" hx-preserve="true"' in row
+    started = poller(response.text)
+    assert 'hx-swap-oob="true"' in started and 'hx-trigger="every 3s"' in started
+    assert f'hx-get="{list_url}"' in started and 'hx-select="#schedule-rows"' in started
+    assert "Run of “Nightly” queued." in response.text
+
+
+def test_the_list_polls_while_a_row_is_active_and_stops_after(client, rita, tenant, schedule) -> None:
+    from scheduling.runs import claim, finish
+
+    client.force_login(rita)
+    url = f"/t/{tenant.code}/schedules/"
+    run = run_now(schedule, actor=None)
+    queued = client.get(url, headers={"HX-Request": "true"}).text
+    assert 'hx-trigger="every 3s"' in poller(queued) and "badge-queued" in queued
+    claim(str(run.code), timezone.now())
+    running = client.get(url, headers={"HX-Request": "true"}).text
+    assert '<span class="badge badge-running">Running</span>' in running and "every 3s" in poller(running)
+    run.refresh_from_db()
+    finish(run, RunStatus.SUCCEEDED, log="done")
+    done = client.get(url, headers={"HX-Request": "true"}).text
+    assert "hx-trigger" not in poller(done)  # nothing active: the poller it brings is idle
+    assert '<span class="badge badge-succeeded">Succeeded</span>' in done
+
+
+def test_the_list_with_active_runs_costs_the_same_queries_for_5_and_50_schedules(client, rita, tenant, source) -> None:
+    from tests.helpers import make_schedule
+
+    client.force_login(rita)
+    url = f"/t/{tenant.code}/schedules/"
+
+    def queries_with(count: int) -> int:
+        for i in range(BackupSchedule.objects.count(), count):
+            run_now(make_schedule(tenant, source, name=f"S{i:03}"), actor=None)
+        cache.clear()
+        with CaptureQueriesContext(connection) as queries:
+            response = client.get(url, headers={"HX-Request": "true"})
+        assert response.text.count("badge-queued") == count
+        return len(queries)
+
+    assert queries_with(5) == queries_with(50)
+
+
+def test_run_now_from_the_schedule_page_redraws_its_history_which_polls_until_the_run_ends(
+    client, bob, schedule
+) -> None:
+    from scheduling.runs import claim, finish
+
+    client.force_login(bob)
+    page = client.get(f"/schedules/{schedule.code}/").text
+    history = page[page.index('<div id="history"') :]
+    assert history.startswith('<div id="history">')  # nothing active: no polling
+    response = client.post(f"/schedules/{schedule.code}/run/", headers={"HX-Request": "true", "HX-Target": "history"})
+    assert response.text.lstrip().startswith(
+        f'<div id="history" hx-get="/schedules/{schedule.code}/" hx-trigger="every 3s"'
+    )
+    assert "Queued" in response.text and "Run of “Nightly” queued." in response.text
+    run = BackupScheduleRun.objects.get()
+    claim(str(run.code), timezone.now())
+    run.refresh_from_db()
+    finish(run, RunStatus.FAILED, log="x", error_code="TIMEOUT", error_message="Took too long.")
+    poll = client.get(f"/schedules/{schedule.code}/", headers={"HX-Request": "true"}).text
+    assert poll.lstrip().startswith('<div id="history">')  # ended: the poll stops
+    assert "TIMEOUT" in poll and "Failed" in poll
+    # The summary's last run follows, out of band.
+    assert '<dd id="last-run" hx-swap-oob="true">' in poll
+
+
+def test_a_new_schedule_starts_in_its_creators_zone(client, mia, tenant, source) -> None:
+    client.force_login(mia)
+    client.cookies["tz"] = "America%2FChicago"  # as app.js writes it
+    text = client.get(f"/t/{tenant.code}/schedules/new/").text
+    assert re.search(r'name="timezone" value="America/Chicago"', text)
+    client.cookies["tz"] = "Factory"
+    assert re.search(r'name="timezone" value="UTC"', client.get(f"/t/{tenant.code}/schedules/new/").text)
+
+
 def test_run_now_without_htmx_goes_back_to_the_page_it_came_from(client, bob, schedule, tenant) -> None:
     client.force_login(bob)
     response = client.post(f"/schedules/{schedule.code}/run/", {"next": f"/t/{tenant.code}/settings/"})
@@ -646,7 +782,7 @@ def test_the_form_shows_every_timing_field_with_a_hint_and_marks_the_unneeded(cl
     text = client.get(f"/t/{tenant.code}/schedules/new/").text
     for name in ("time_of_day", "weekdays", "cron", "every_hours", "timezone"):
         assert f"field-{name}" in text
-    assert "Cron expression only:" in text and "Weekly only." in text
+    assert '<span class="strategy-hint">Cron expression only.</span>' in text and "Weekly only." in text
     assert '<div class="field field-cron" data-unneeded>' in text
     assert '<div class="field field-time_of_day">' in text
     assert '<datalist id="tz-names">' in text and '<option value="Europe/Berlin">' in text
@@ -679,7 +815,7 @@ def test_changing_the_strategy_returns_its_fields_without_errors(client, mia, te
     assert "errorlist" not in response.text
 
 
-def test_the_preview_lists_the_next_five_runs_in_the_zone_and_utc(client, mia, tenant, source) -> None:
+def test_the_preview_lists_the_next_five_runs_on_the_viewers_clock_and_the_zones(client, mia, tenant, source) -> None:
     client.force_login(mia)
     data = valid_data(source, kind="weekly", weekdays=["0", "3"], time_of_day="02:30", timezone="Europe/Berlin")
     response = client.post(f"/t/{tenant.code}/schedules/preview/", data, headers={"HX-Request": "true"})
@@ -692,7 +828,8 @@ def test_the_preview_lists_the_next_five_runs_in_the_zone_and_utc(client, mia, t
     berlin = [slot.astimezone(ZoneInfo("Europe/Berlin")) for slot in slots]
     assert all(local.weekday() in (0, 3) and (local.hour, local.minute) == (2, 30) for local in berlin)
     assert response.text.count("<tr>") == 6  # the head and five slots
-    assert "Europe/Berlin</th>" in response.text and "UTC</th>" in response.text
+    # Without a zone cookie the viewer's clock is UTC: that column first, the schedule's beside it.
+    assert response.text.index("Your time (UTC)</th>") < response.text.index("Europe/Berlin (the schedule's zone)</th>")
     assert not BackupSchedule.objects.exists()  # a preview never saves
 
 
@@ -705,7 +842,7 @@ def test_the_preview_lists_the_next_five_runs_in_the_zone_and_utc(client, mia, t
         ({"timezone": "Mars/Olympus"}, "Unknown time zone"),
         ({"kind": "every_n_hours", "every_hours": "0"}, "N must be between 1 and 168 hours."),
         ({"kind": "weekly"}, "Pick at least one weekday"),
-        ({"time_of_day": "25:99"}, "Enter a valid time."),
+        ({"time_of_day": "25:99"}, "Enter a 24-hour time as HH:MM"),
         ({"kind": "nonsense"}, "Select a valid choice"),
     ],
 )
@@ -726,9 +863,11 @@ def test_the_preview_ignores_errors_of_fields_that_do_not_time_runs(client, mia,
     assert len(preview_slots(response.text)) == 5
 
 
-def test_the_preview_of_a_disabled_strategy_says_it_runs_only_on_demand(client, mia, tenant, source) -> None:
+def test_the_preview_of_a_schedule_not_enabled_says_it_runs_only_on_demand(client, mia, tenant, source) -> None:
     client.force_login(mia)
-    response = client.post(f"/t/{tenant.code}/schedules/preview/", valid_data(source, kind="disabled"))
+    data = valid_data(source)
+    del data["enabled"]  # an unticked checkbox is not posted
+    response = client.post(f"/t/{tenant.code}/schedules/preview/", data)
     assert "runs only when someone presses Run now" in response.text
 
 
@@ -800,10 +939,10 @@ def test_the_preview_of_a_utc_schedule_shows_one_column(client, mia, tenant, sou
     assert response.text.count("<th ") == 1
 
 
-def test_the_detail_run_now_button_posts_with_htmx(client, bob, schedule) -> None:
+def test_the_detail_run_now_button_redraws_the_history_with_htmx(client, bob, schedule) -> None:
     client.force_login(bob)
     text = client.get(f"/schedules/{schedule.code}/").text
-    assert f'hx-post="/schedules/{schedule.code}/run/" hx-swap="none"' in text
+    assert f'hx-post="/schedules/{schedule.code}/run/" hx-target="#history" hx-swap="outerHTML"' in text
 
 
 def test_the_list_and_the_detail_reject_post(client, mia, tenant, schedule) -> None:

@@ -25,14 +25,13 @@ from backups.engines.process import (
     find_tool,
     map_stderr,
     run_tool,
-    scrub,
     secret_folder,
     short_deadline,
-    source_secrets,
     write_secret_file,
 )
 from backups.engines.registry import register
 from backups.errors import BackupError, ErrorCode
+from backups.hosts import checked_addresses
 from backups.secrets import SecretError
 
 if TYPE_CHECKING:
@@ -74,7 +73,9 @@ _ERRORS: list[tuple[re.Pattern[str], ErrorCode, str]] = [
     ),
     (
         re.compile(
-            r"\b(2002|2003|2005|2013|2026)\b|Can't connect|Unknown (MySQL|MariaDB) server host|Lost connection|SSL",
+            r"\b(2002|2003|2005|2013|2026)\b|Can't connect|Unknown (MySQL|MariaDB) server host|Lost connection|SSL"
+            # Something else answers there: said like a closed port, so the test tells no service apart.
+            r"|\b(1043|1156|2012|2027)\b|Bad handshake|packets out of order|Malformed packet",
             re.I,
         ),
         ErrorCode.CONNECTION_FAILED,
@@ -146,6 +147,16 @@ def _tls_options(tool: str, mode: str) -> list[str]:
     }.get(mode, [])
 
 
+def _connect_host(source: BackupSource, tool: str, addresses: list[str]) -> str:
+    """The checked address (the client resolving the name again could get another answer),
+    except when the client verifies the certificate, which names the host: there a name
+    resolving elsewhere gets nothing, as no certificate for the name answers there."""
+    verifies = "--ssl-verify-server-cert" in _tls_options(tool, source.tls_mode) or source.tls_mode == "verify-full"
+    if verifies:
+        return source.host
+    return sorted(addresses, key=lambda address: ":" in address)[0]  # IPv4 first: what servers listen on most
+
+
 @register
 class MysqlEngine(Engine):
     kind = "mysql"
@@ -155,13 +166,14 @@ class MysqlEngine(Engine):
     def _call(
         self, source: BackupSource, tool: str, options: list[str], args: list[str], what: str, deadline: float | None
     ) -> Iterator[ToolCall]:
+        addresses = checked_addresses(source.host, source.port or DEFAULT_PORT, source.tenant)
         try:
             password = source.get_password()
         except SecretError as exc:
             raise BackupError(ErrorCode.AUTH_FAILED, str(exc)) from None
         lines = [
             "[client]",
-            f"host={_option_value(source.host)}",
+            f"host={_option_value(_connect_host(source, tool, addresses))}",
             f"port={source.port or DEFAULT_PORT}",
             f"user={_option_value(source.username)}",
             f"password={_option_value(password)}",
@@ -193,11 +205,7 @@ class MysqlEngine(Engine):
         deadline = short_deadline(ctx.deadline)
         output = self._client(source, "SHOW DATABASES", deadline, "database discovery (mariadb)")
         names = sorted(name for name in output.splitlines() if name and name.lower() not in SYSTEM_SCHEMAS)
-        ctx.log(
-            scrub(
-                f"Found {len(names)} database(s) on the server: {', '.join(names) or 'none'}.", source_secrets([source])
-            )
-        )
+        ctx.log(f"Found {len(names)} database(s) on the server: {', '.join(names) or 'none'}.")
         if not names:
             raise BackupError(ErrorCode.SOURCE_NOT_FOUND, "The server has no database this user can see.")
         return [DumpTarget(label=f"{source.name} / {name}", database=name) for name in names]
@@ -217,7 +225,7 @@ class MysqlEngine(Engine):
         what = f"mariadb-dump of “{database}”"
         # "--": a database named like an option stays a name.
         with self._call(source, tool, options, ["--", database], what, ctx.deadline) as call:
-            ctx.log(scrub(f"{what} on {source.host}:{source.port or DEFAULT_PORT} as {source.username}.", call.secrets))
+            ctx.log(f"{what} on {source.host}:{source.port or DEFAULT_PORT} as {source.username}.")
             with dump_stream(call) as stream:
                 yield stream
 
@@ -237,8 +245,15 @@ class MysqlEngine(Engine):
         try:
             output = self._client(source, sql, short_deadline(None), "connection test (mariadb)", database)
         except BackupError as exc:
-            return CheckResult(ok=False, message=exc.message, error_code=exc.code)
-        version, user, *counts = output.splitlines()[0].split("\t")
+            # Our own sentence only: never what answered on that port (its banner, its words).
+            return CheckResult(ok=False, message=exc.summary, error_code=exc.code)
+        answer, _user, *counts = output.splitlines()[0].split("\t")
+        # Only what we can vouch for reaches the page: the product and its version number
+        # (not the server's own text), our user name, and counts that parse as numbers.
+        found = re.match(r"\s*(\d{1,4}(?:\.\d{1,4}){0,3})", answer)
+        version = f"{'MariaDB' if 'mariadb' in answer.lower() else 'MySQL'} {found.group(1) if found else ''}".strip()
+        user = source.username
+        counts = [str(int(count)) for count in counts]
         if not database:
             return CheckResult(ok=True, message=f"Connected to {version} as {user}.")
         tables, hidden_routines = counts
@@ -286,7 +301,7 @@ class MysqlEngine(Engine):
         options = ["--batch", "--binary-mode", f"--database={name}"]
         with self._call(source, tool, options, [], f"restore into “{name}” (mariadb)", ctx.deadline) as call:
             run_tool(call, stdin=stream)
-        ctx.log(scrub(f"Restored into the database “{name}”.", source_secrets([source])))
+        ctx.log(f"Restored into the database “{name}”.")
         return f"Restored into {'the emptied' if to.overwrite else 'new'} database “{name}”."
 
 

@@ -12,26 +12,26 @@ compression is left to our zstd pipeline (compressing twice only costs CPU).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from backups.engines.base import CheckResult, DumpContext, DumpTarget, Engine, RestoreTarget
 from backups.engines.process import (
+    ErrorMapper,
     ToolCall,
     dump_stream,
     find_tool,
     map_stderr,
     run_tool,
-    scrub,
     secret_folder,
     short_deadline,
-    source_secrets,
     write_secret_file,
 )
 from backups.engines.registry import register
 from backups.errors import BackupError, ErrorCode
+from backups.hosts import checked_addresses
 from backups.secrets import SecretError
 
 if TYPE_CHECKING:
@@ -79,7 +79,9 @@ _ERRORS: list[tuple[re.Pattern[str], ErrorCode, str]] = [
     (
         re.compile(
             r"could not connect|connection refused|could not translate host name|timeout expired"
-            r"|server closed the connection|no route to host|network is unreachable|SSL|could not receive data",
+            r"|server closed the connection|no route to host|network is unreachable|SSL|could not receive data"
+            # Something else answers there: said like a closed port, so the test tells no service apart.
+            r"|expected authentication request|received invalid response|unexpected message type|invalid length",
             re.I,
         ),
         ErrorCode.CONNECTION_FAILED,
@@ -101,6 +103,24 @@ _ERRORS: list[tuple[re.Pattern[str], ErrorCode, str]] = [
 
 def map_error(stderr: str) -> tuple[ErrorCode, str]:
     return map_stderr(stderr, _ERRORS, "The PostgreSQL tool failed.")
+
+
+# pg_dump --verbose's own lines ("pg_dump: dumping contents of table "public.ssl_keys""):
+# they name tables, which must not decide how a failure is read. Its errors, warnings
+# and details carry a level ("pg_dump: error: ..."), libpq's text none.
+_DUMP_INFO_LINE = re.compile(r"^pg_dump: (?!error:|warning:|detail:|hint:|fatal:|\[).*$\n?", re.M)
+
+
+def _dump_error(stderr: str) -> tuple[ErrorCode, str]:
+    return map_error(_DUMP_INFO_LINE.sub("", stderr))
+
+
+def _log_lines(ctx: DumpContext) -> Callable[[str], None]:
+    def log(line: str) -> None:
+        if line.strip():
+            ctx.log(line.rstrip())
+
+    return log
 
 
 def quote_ident(name: str) -> str:
@@ -133,9 +153,13 @@ class PostgresEngine(Engine):
         what: str,
         database: str,
         deadline: float | None,
+        mapper: ErrorMapper = map_error,
         **extra: object,
     ) -> Iterator[ToolCall]:
         """A ToolCall with the source's connection settings and a PGPASSFILE, removed afterwards."""
+        # Only where the tenant's host rules allow, and to the very addresses checked
+        # (PGHOSTADDR): libpq resolving the name again could get another answer.
+        addresses = checked_addresses(source.host, source.port or DEFAULT_PORT, source.tenant)
         try:
             password = source.get_password()
         except SecretError as exc:
@@ -146,7 +170,9 @@ class PostgresEngine(Engine):
             escaped = password.replace("\\", "\\\\").replace(":", "\\:")
             passfile = write_secret_file(folder, "pgpass", f"*:*:*:*:{escaped}\n" if password else "")
             env = {
-                "PGHOST": source.host,
+                # One host entry per address: TLS verification still checks the name.
+                "PGHOST": ",".join([source.host] * len(addresses)),
+                "PGHOSTADDR": ",".join(addresses),
                 "PGPORT": str(source.port or DEFAULT_PORT),
                 "PGUSER": source.username,
                 "PGDATABASE": database,
@@ -161,7 +187,7 @@ class PostgresEngine(Engine):
             yield ToolCall(
                 argv=argv,
                 what=what,
-                mapper=map_error,
+                mapper=mapper,
                 env=env,
                 secrets=(password,) if password else (),
                 deadline=deadline,
@@ -182,11 +208,7 @@ class PostgresEngine(Engine):
         deadline = short_deadline(ctx.deadline)
         output = self._psql(source, DISCOVER_SQL, "postgres", deadline, "database discovery (psql)")
         names = [line for line in output.splitlines() if line]
-        ctx.log(
-            scrub(
-                f"Found {len(names)} database(s) on the server: {', '.join(names) or 'none'}.", source_secrets([source])
-            )
-        )
+        ctx.log(f"Found {len(names)} database(s) on the server: {', '.join(names) or 'none'}.")
         if not names:
             raise BackupError(ErrorCode.SOURCE_NOT_FOUND, "The server has no database this user can connect to.")
         return [DumpTarget(label=f"{source.name} / {name}", database=name) for name in names]
@@ -194,11 +216,15 @@ class PostgresEngine(Engine):
     @contextmanager
     def dump(self, source: BackupSource, target: DumpTarget, ctx: DumpContext) -> Iterator[BinaryIO]:
         database = target.database or source.database
-        argv = [find_tool("pg_dump"), "-w", "--format=custom", "--compress=0"]
+        # --verbose: pg_dump says on stderr what it reads and dumps; those lines go to the
+        # run's log as they come, so a long dump shows where it is.
+        argv = [find_tool("pg_dump"), "-w", "--verbose", "--format=custom", "--compress=0"]
         what = f"pg_dump of “{database}”"
-        with self._call(source, argv, what, database, ctx.deadline) as call:
+        with self._call(
+            source, argv, what, database, ctx.deadline, mapper=_dump_error, on_stderr_line=_log_lines(ctx)
+        ) as call:
             say = f"pg_dump of “{database}” on {source.host}:{source.port or DEFAULT_PORT} as {source.username}."
-            ctx.log(scrub(say, call.secrets))
+            ctx.log(say)
             with dump_stream(call) as stream:
                 yield stream
 
@@ -215,8 +241,14 @@ class PostgresEngine(Engine):
         try:
             output = self._psql(source, sql, database, short_deadline(None), "connection test (psql)").strip()
         except BackupError as exc:
-            return CheckResult(ok=False, message=exc.message, error_code=exc.code)
-        version, user, databases, unreadable = output.split("|")
+            # Our own sentence only: never what answered on that port (its banner, its words).
+            return CheckResult(ok=False, message=exc.summary, error_code=exc.code)
+        answer, _user, databases, unreadable = output.split("|")
+        # Only what we can vouch for reaches the page: the version's number (not the
+        # server's own text), our user name, and counts that parse as numbers.
+        version = _version_number(answer)
+        user = source.username
+        databases, unreadable = str(int(databases)), str(int(unreadable))
         if source.all_databases:
             return CheckResult(
                 ok=True, message=f"Connected to PostgreSQL {version} as {user}; {databases} database(s) to back up."
@@ -270,9 +302,7 @@ class PostgresEngine(Engine):
         argv.append(f"--dbname={_conninfo_dbname(name)}")
         with self._call(source, argv, f"pg_restore into “{name}”", name, deadline) as call:
             run_tool(call, stdin=stream)
-        ctx.log(
-            scrub(f"Restored into the {'new' if created else 'existing'} database “{name}”.", source_secrets([source]))
-        )
+        ctx.log(f"Restored into the {'new' if created else 'existing'} database “{name}”.")
         return f"Restored into {'new' if created else 'existing'} database “{name}”."
 
     def _create_database(self, source: BackupSource, name: str, overwrite: bool, deadline: float | None) -> bool:
@@ -308,6 +338,11 @@ class PostgresEngine(Engine):
                 raise
             return False
         return True
+
+
+def _version_number(answer: str) -> str:
+    found = re.match(r"\s*(\d{1,4}(?:\.\d{1,4}){0,3})", answer)
+    return found.group(1) if found else "(unknown version)"
 
 
 def _conninfo_dbname(name: str) -> str:

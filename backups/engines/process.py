@@ -9,7 +9,8 @@
   chatty tool can neither block on a full pipe nor fill the worker's memory.
 - A dump's stdout is handed out wrapped: reading its end waits for the tool and
   raises if it failed, so the storage code never renames a failed dump into place.
-- Every message is scrubbed of the secrets the call knows about.
+- What the tool prints is scrubbed of the secrets the call knows about (whole lines
+  withheld, see scrub_tool_output); our own sentences are never altered.
 """
 
 from __future__ import annotations
@@ -22,17 +23,13 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from backups.errors import BackupError, ErrorCode
-from backups.secrets import SecretError
-
-if TYPE_CHECKING:
-    from backups.models import BackupSource
 
 STDERR_LIMIT = 64 * 1024
 CHUNK = 1024 * 1024
@@ -108,27 +105,6 @@ def map_stderr(stderr: str, patterns: ErrorPatterns, fallback: str) -> tuple[Err
     return ErrorCode.UNKNOWN, fallback
 
 
-def source_secrets(sources: Iterable[BackupSource]) -> list[str]:
-    """The passwords that our own log lines and messages must not show (a tool may echo one,
-    and a database may be named like its password). A password no key can decrypt is left
-    out: its source fails with its own message."""
-    secrets = []
-    for source in sources:
-        try:
-            if source.has_password:
-                secrets.append(source.get_password())
-        except SecretError:
-            continue
-    return secrets
-
-
-def scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "********")
-    return text
-
-
 def tool_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_PREFIXES)}
     env["LC_ALL"] = "C.UTF-8"  # messages in English, so the error mappers can read them
@@ -195,7 +171,7 @@ class Process:
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
-                    self.call.on_stderr_line(line.decode("utf-8", "replace"))
+                    self.call.on_stderr_line(scrub_tool_output(line.decode("utf-8", "replace"), self.call.secrets))
                 pending = pending[-STDERR_LIMIT:]
 
     def _watch(self) -> None:
@@ -227,15 +203,37 @@ class Process:
             )
         if status == 0:
             return
-        stderr = scrub(self.stderr.text(), call.secrets)
-        code, message = call.mapper(stderr)
-        detail = _last_line(stderr)
+        raw = self.stderr.text()
+        # The mapping reads the raw text: what it returns is one of our own sentences.
+        code, message = call.mapper(raw)
+        detail = _last_line(scrub_tool_output(raw, call.secrets))
         if status < 0:
             detail = f"killed by signal {-status}"
             if code == ErrorCode.CORRUPTED:  # a checker killed from outside never finished judging the file
                 code, message = ErrorCode.UNKNOWN, "The check was stopped before it finished."
-        text = f"{message} ({Path(call.argv[0]).name}: {detail})" if detail else message
-        raise BackupError(code, scrub(text, call.secrets))
+        raise BackupError(code, message, detail=f"{Path(call.argv[0]).name}: {detail}" if detail else "")
+
+
+# ---------------------------------------------------------------- secrets in a tool's output
+
+WITHHELD = "[a line of the tool's output is not shown]"
+
+
+def scrub_tool_output(text: str, secrets: Sequence[str]) -> str:
+    """`text` (a tool's output) with every line that contains one of `secrets` replaced
+    by WITHHELD, whole.
+
+    Only what a tool or a server printed goes through here, never our own sentences: a
+    password may be a common word ("backup") or the database's name ("shop"), and
+    replacing it inside our text would both garble it and show the password ("accepts
+    connections from the ******** worker"). Replacing the whole line, with a marker
+    that is the same wherever and however often the secret occurred, hides where it
+    was. Case is ignored, so a server that upper-cases what it echoes is caught too."""
+    needles = [secret.casefold() for secret in secrets if secret]
+    if not needles:
+        return text
+    lines = text.split("\n")
+    return "\n".join(WITHHELD if any(n in line.casefold() for n in needles) else line for line in lines)
 
 
 _TOOL_PREFIX = re.compile(r"^(?:[\w.-]+: )+(?:error: )?", re.I)
@@ -244,7 +242,7 @@ _ERROR_LINE = re.compile(r"error|fatal|denied|refused|failed", re.I)
 
 def _last_line(text: str) -> str:
     """The tool's most telling line: the last one that names an error, without "psql: error: "."""
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip() and line.strip() != WITHHELD]
     telling = [line for line in lines if _ERROR_LINE.search(line)] or lines
     return _TOOL_PREFIX.sub("", telling[-1])[:500] if telling else ""
 

@@ -5,24 +5,40 @@ copy is a single consistent snapshot while the source is in use. (Copying in
 several steps would restart whenever another connection writes, and a busy
 source could keep it restarting forever.) In WAL mode the read does not block
 the source's writers.
+
+The source lies in a folder its tenant can change. SQLite opens files by path (it
+resolves symlinks itself), so the file is first opened here by descriptors
+(backups/paths.py: no symlink on the way), then SQLite opens it, and before
+anything is copied the files SQLite holds open must be that very inode and its
+-wal/-shm beside it: a source swapped for a symlink to another database at the
+wrong moment fails the backup instead of copying that database. Restores never
+open anything in the tenant's folder by name: the backup is checked in a private
+scratch folder, copied into a new file created relative to the target folder's
+descriptor (O_EXCL | O_NOFOLLOW), and renamed or linked into place there.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sqlite3
+import stat
 import tempfile
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
+from backups import dirfd
 from backups.engines.base import CheckResult, DumpContext, DumpTarget, Engine, RestoreTarget, iter_chunks
 from backups.engines.registry import register
 from backups.errors import BackupError, ErrorCode
-from backups.paths import check_restore_destination, check_source_path
-from backups.storage import fsync_dir
+from backups.paths import Place, open_parent, open_restore_destination, source_place
+
+CHUNK = 1024 * 1024
+SIDECARS = ("-wal", "-shm", "-journal")
+OPEN_ATTEMPTS = 3
 
 # The first 16 bytes of every SQLite 3 database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
@@ -38,15 +54,10 @@ class SqliteEngine(Engine):
 
     @contextmanager
     def dump(self, source: BackupSource, target: DumpTarget, ctx: DumpContext) -> Iterator[BinaryIO]:
-        source_path = check_source_path(source.path, source.tenant)
-        if not source_path.is_file():
-            raise BackupError(ErrorCode.SOURCE_NOT_FOUND, f"The SQLite file {source_path} does not exist.")
-        # mode=ro: never create or change the source, even by accident.
-        try:
-            connection = sqlite3.connect(f"{source_path.as_uri()}?mode=ro", uri=True)
-        except sqlite3.Error as exc:
-            raise BackupError(ErrorCode.PERMISSION_DENIED, f"Cannot open the SQLite file: {exc}.") from None
-        with tempfile.TemporaryDirectory(prefix="sqlite-backup-") as scratch:
+        with (
+            _opened_source(source) as connection,
+            tempfile.TemporaryDirectory(prefix="sqlite-backup-") as scratch,
+        ):
             snapshot_path = Path(scratch) / "snapshot.sqlite3"
             try:
                 snapshot = sqlite3.connect(snapshot_path)
@@ -67,36 +78,16 @@ class SqliteEngine(Engine):
 
     def check_connection(self, source: BackupSource) -> CheckResult:
         try:
-            path = check_source_path(source.path, source.tenant)
+            with _opened_source(source, require_header=True) as connection:
+                tables = _table_count(connection)
         except BackupError as exc:
             return CheckResult(ok=False, message=exc.message, error_code=exc.code)
-        if not path.is_file():
-            return CheckResult(False, f"The SQLite file {path} does not exist.", ErrorCode.SOURCE_NOT_FOUND)
-        try:
-            with open(path, "rb") as handle:
-                header = handle.read(len(SQLITE_HEADER))
-        except PermissionError:
-            return CheckResult(False, f"The file {path} is not readable by the backup service.", "PERMISSION_DENIED")
-        if header != SQLITE_HEADER:
-            return CheckResult(False, f"{path} is not a SQLite database.", ErrorCode.SOURCE_NOT_FOUND)
-        try:
-            connection = sqlite3.connect(f"{path.as_uri()}?mode=ro", uri=True)
-            try:
-                tables = _table_count(connection)
-            finally:
-                connection.close()
-        except sqlite3.Error as exc:
-            return CheckResult(False, f"SQLite cannot read {path}: {exc}.", ErrorCode.UNKNOWN)
         return CheckResult(ok=True, message=f"SQLite database with {tables} tables.")
 
     def verify_stream(self, stream: BinaryIO, ctx: DumpContext) -> str:
         # SQLite needs a file to open: the snapshot goes to a private scratch folder.
         with tempfile.TemporaryDirectory(prefix="sqlite-verify-") as scratch:
-            copy = Path(scratch) / "verify.sqlite3"
-            with open(copy, "wb") as out:
-                for chunk in iter_chunks(stream):
-                    out.write(chunk)
-            tables = _check_database(copy)
+            tables = _write_and_check(stream, Path(scratch) / "verify.sqlite3")
         summary = f"SQLite integrity check ok: {tables} tables."
         ctx.log(summary)
         return summary
@@ -104,40 +95,21 @@ class SqliteEngine(Engine):
     def restore(
         self, source: BackupSource, target: DumpTarget, stream: BinaryIO, to: RestoreTarget, ctx: DumpContext
     ) -> str:
-        destination = check_restore_destination(to.path, source.tenant, to.overwrite, folder=False)
-        if not destination.parent.is_dir():
-            raise BackupError(ErrorCode.SOURCE_NOT_FOUND, f"The folder {destination.parent} does not exist.")
-        if to.overwrite:
-            _refuse_database_in_use(destination)
-        # Written and checked beside the target, then renamed: the target is the old
-        # database or the restored one, never a half-written or damaged file.
-        scratch = destination.with_name(f".{destination.name}.restoring-{uuid.uuid4().hex[:8]}")
+        place, parent_fd, _existing = open_restore_destination(to.path, source.tenant, to.overwrite, folder=False)
         try:
-            with open(scratch, "xb") as out:
-                for chunk in iter_chunks(stream):
-                    out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
-            tables = _check_database(scratch)
-            _remove_sidecars(scratch)
             if to.overwrite:
-                os.replace(scratch, destination)
-            else:
-                # link() fails if the name appeared meanwhile: a restore never replaces a file silently.
-                try:
-                    os.link(scratch, destination)
-                except FileExistsError:
-                    raise BackupError(ErrorCode.PERMISSION_DENIED, f"{destination} appeared meanwhile.") from None
-                scratch.unlink()
-            fsync_dir(destination.parent)
-        except PermissionError as exc:
-            raise BackupError(
-                ErrorCode.PERMISSION_DENIED, f"Cannot write {exc.filename} (permission denied)."
-            ) from None
+                _refuse_database_in_use(parent_fd, place)
+            # Checked in a private folder first: SQLite opens by path, and nothing in the
+            # tenant's folder is opened by path. A damaged backup never gets that far.
+            with tempfile.TemporaryDirectory(prefix="sqlite-restore-") as private:
+                copy = Path(private) / "restore.sqlite3"
+                tables = _write_and_check(stream, copy)
+                _put_in_place(copy, parent_fd, place, replace=to.overwrite)
+        except PermissionError:
+            raise BackupError(ErrorCode.PERMISSION_DENIED, f"Cannot write {place.path} (permission denied).") from None
         finally:
-            scratch.unlink(missing_ok=True)
-            _remove_sidecars(scratch)
-        summary = f"Restored {tables} tables into {destination}."
+            os.close(parent_fd)
+        summary = f"Restored {tables} tables into {place.path}."
         ctx.log(summary)
         return summary
 
@@ -148,6 +120,15 @@ class SqliteEngine(Engine):
 
 def _table_count(connection: sqlite3.Connection) -> int:
     return int(connection.execute("SELECT count(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0])
+
+
+def _write_and_check(stream: BinaryIO, copy: Path) -> int:
+    """Write the decompressed backup to `copy`, in a private folder of the worker (SQLite
+    opens by path), and check it: the number of tables."""
+    with open(copy, "wb") as out:
+        for chunk in iter_chunks(stream):
+            out.write(chunk)
+    return _check_database(copy)
 
 
 def _check_database(path: Path) -> int:
@@ -171,21 +152,150 @@ def _check_database(path: Path) -> int:
     return tables
 
 
-def _remove_sidecars(scratch: Path) -> None:
-    """Checking a database in WAL mode makes -wal and -shm files beside it, named after
-    it; for our scratch file they are ours (empty: the check only reads) and go with it."""
-    for suffix in ("-wal", "-shm", "-journal"):
-        scratch.with_name(scratch.name + suffix).unlink(missing_ok=True)
+@contextmanager
+def _opened_source(source: BackupSource, require_header: bool = False) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to the source inside an open read transaction, once SQLite
+    is seen to hold the very file opened here by descriptors. `require_header`: refuse a
+    file that does not start like a SQLite database (an empty file is one, to SQLite)."""
+    place = source_place(source.path, source.tenant)
+    parent_fd = open_parent(place)
+    try:
+        try:
+            file_fd = os.open(place.name, dirfd.FILE_FLAGS, dir_fd=parent_fd)
+        except PermissionError:
+            raise _unreadable(place) from None
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError):
+                raise BackupError(ErrorCode.SOURCE_NOT_FOUND, f"The SQLite file {place.path} does not exist.") from None
+            raise dirfd.open_error(exc, place.path, parent_fd, place.name) from None
+        try:
+            opened = os.fstat(file_fd)
+            if not stat.S_ISREG(opened.st_mode):
+                raise BackupError(ErrorCode.SOURCE_NOT_FOUND, f"The SQLite file {place.path} does not exist.")
+            if require_header and os.pread(file_fd, len(SQLITE_HEADER), 0) != SQLITE_HEADER:
+                raise BackupError(ErrorCode.SOURCE_NOT_FOUND, f"{place.path} is not a SQLite database.")
+            with _connected(dirfd.fd_path(parent_fd) / place.name, parent_fd, place, opened) as connection:
+                yield connection
+        finally:
+            os.close(file_fd)
+    finally:
+        os.close(parent_fd)
 
 
-def _refuse_database_in_use(path: Path) -> None:
+def _unreadable(place: Place) -> BackupError:
+    return BackupError(ErrorCode.PERMISSION_DENIED, f"The file {place.path} is not readable by the backup service.")
+
+
+@contextmanager
+def _connected(real: Path, parent_fd: int, place: Place, opened: os.stat_result) -> Iterator[sqlite3.Connection]:
+    connection = _connect_checked(real, parent_fd, place, opened)
+    try:
+        yield connection
+    finally:
+        connection.close()
+
+
+def _connect_checked(real: Path, parent_fd: int, place: Place, opened: os.stat_result) -> sqlite3.Connection:
+    """A connection in a read transaction that holds the source's very inode. Another thread
+    of the worker opening a file at that moment (the heartbeat's database connection) looks
+    like a swap, so a failed check is tried again a few times, each time in full."""
+    for _attempt in range(OPEN_ATTEMPTS):
+        before = _open_files()
+        # mode=ro: never create or change the source, even by accident.
+        try:
+            connection = sqlite3.connect(f"{real.as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error as exc:
+            raise BackupError(ErrorCode.PERMISSION_DENIED, f"Cannot open the SQLite file: {exc}.") from None
+        try:
+            # A read transaction: SQLite opens the file (and -wal, -shm) now and keeps them.
+            connection.execute("BEGIN")
+            _table_count(connection)
+            if _holds_only_the_source(before, parent_fd, place, opened):
+                return connection
+        except sqlite3.OperationalError as exc:
+            connection.close()
+            raise BackupError(ErrorCode.PERMISSION_DENIED, f"Cannot open the SQLite file: {exc}.") from None
+        except sqlite3.DatabaseError as exc:
+            connection.close()
+            raise BackupError(ErrorCode.UNKNOWN, f"SQLite could not read the source: {exc}.") from None
+        except BaseException:
+            connection.close()
+            raise
+        connection.close()
+    raise BackupError(
+        ErrorCode.PERMISSION_DENIED,
+        f"{place.path} changed while SQLite opened it (it was replaced, perhaps by a symlink); "
+        "nothing was copied. Run the backup again.",
+    )
+
+
+def _open_files() -> set[tuple[str, int, int]]:
+    """(descriptor, device, inode) of every regular file this process has open. With the
+    inode: a number can be reused (the listing's own descriptor, closed, then SQLite's)."""
+    files = set()
+    for number in os.listdir("/proc/self/fd"):
+        with suppress(OSError):  # the listing's own descriptor, closed by now
+            now = os.stat(f"/proc/self/fd/{number}")
+            if stat.S_ISREG(now.st_mode):
+                files.add((number, now.st_dev, now.st_ino))
+    return files
+
+
+def _holds_only_the_source(
+    before: set[tuple[str, int, int]], parent_fd: int, place: Place, opened: os.stat_result
+) -> bool:
+    """Whether every file SQLite opened is the source we opened, or its -wal/-shm/-journal in
+    the same folder (SQLite opens those with O_NOFOLLOW itself), the source among them."""
+    allowed = {(opened.st_dev, opened.st_ino)}
+    for suffix in SIDECARS:
+        sidecar = dirfd.lstat_at(parent_fd, place.name + suffix)
+        if sidecar is not None and stat.S_ISREG(sidecar.st_mode):
+            allowed.add((sidecar.st_dev, sidecar.st_ino))
+    held = {(device, inode) for _number, device, inode in _open_files() - before}
+    return (opened.st_dev, opened.st_ino) in held and held <= allowed
+
+
+def _put_in_place(copy: Path, parent_fd: int, place: Place, replace: bool) -> None:
+    """Copy the checked database into a new file beside the target, then rename it over the
+    target (replace) or link it to the target's name (a new file, which must not appear
+    meanwhile): the target is the old database or the restored one, never a half-written one."""
+    scratch = f".{place.name}.restoring-{uuid.uuid4().hex[:8]}"
+    ours: os.stat_result | None = None
+    try:
+        # 0o666 less the umask, as a plain open() would make it.
+        with os.fdopen(os.open(scratch, dirfd.NEW_FILE_FLAGS, 0o666, dir_fd=parent_fd), "wb") as out:
+            ours = os.fstat(out.fileno())
+            with open(copy, "rb") as data:
+                shutil.copyfileobj(data, out, CHUNK)
+            out.flush()
+            os.fsync(out.fileno())
+        if replace:
+            os.rename(scratch, place.name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+        else:
+            try:
+                os.link(scratch, place.name, src_dir_fd=parent_fd, dst_dir_fd=parent_fd, follow_symlinks=False)
+            except FileExistsError:
+                raise BackupError(ErrorCode.PERMISSION_DENIED, f"{place.path} appeared meanwhile.") from None
+        placed = dirfd.lstat_at(parent_fd, place.name)
+        if placed is None or not dirfd.same_file(placed, ours):
+            if not replace and placed is not None:
+                os.unlink(place.name, dir_fd=parent_fd)  # the link just made, to whatever took our file's name
+            raise BackupError(ErrorCode.PERMISSION_DENIED, f"{place.path} was replaced while the restore ran.")
+        os.fsync(parent_fd)
+    finally:
+        left = dirfd.lstat_at(parent_fd, scratch)
+        if left is not None and ours is not None and dirfd.same_file(left, ours):
+            os.unlink(scratch, dir_fd=parent_fd)
+
+
+def _refuse_database_in_use(parent_fd: int, place: Place) -> None:
     """A non-empty WAL or a rollback journal beside the target belongs to the old database;
     SQLite would apply it to the restored file and corrupt it. Their presence means the
     database is open or was not closed cleanly, so the application must be stopped first."""
-    wal = path.with_name(path.name + "-wal")
-    journal = path.with_name(path.name + "-journal")
-    if (wal.exists() and wal.stat().st_size > 0) or journal.exists():
+    wal = dirfd.lstat_at(parent_fd, place.name + "-wal")
+    journal = dirfd.lstat_at(parent_fd, place.name + "-journal")
+    if (wal is not None and wal.st_size > 0) or journal is not None:
         raise BackupError(
             ErrorCode.PERMISSION_DENIED,
-            f"{path} is in use (it has a -wal or -journal file); stop the application using it, then restore.",
+            f"{place.path} is in use (it has a -wal or -journal file); stop the application using it, then restore.",
         )

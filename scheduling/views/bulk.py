@@ -16,10 +16,12 @@ from django.http import HttpResponse
 from django.shortcuts import redirect
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from scheduling.models import BackupSchedule
-from scheduling.runs import RunRefused, run_now
+from scheduling.presentation import wall_text
+from scheduling.runs import RetryPending, RunRefused, run_now
 from scheduling.services import ScheduleInUse, delete_schedule, set_enabled
 from scheduling.views.schedules import list_context, toast
 from tenants.access import MANAGE, RUN, get_tenant_for_member, role_allows
@@ -33,6 +35,8 @@ MAX_SELECTED = 500
 def _run(schedule: BackupSchedule, request: AuthedRequest) -> str:
     try:
         run_now(schedule, request.user)
+    except RetryPending as exc:
+        return f"automatic retry pending, starts {wall_text(exc.starts_at, timezone.get_current_timezone_name())}"
     except RunRefused:
         return "already running"
     return "queued"
@@ -67,11 +71,19 @@ ACTIONS: dict[str, tuple[str, Role, Callable[[BackupSchedule, AuthedRequest], st
     "disable": ("Disable", MANAGE, _disable),
     "delete": ("Delete", MANAGE, _delete),
 }
+# What the browser asks before it sends the action: schedules.js puts in the number
+# selected ({count}) and the plural ending ({s}), and asks nothing when none is.
+QUESTIONS = {
+    "run": "Run {count} selected schedule{s} now?",
+    "enable": "Enable {count} selected schedule{s}? Their next slots will run.",
+    "disable": "Disable {count} selected schedule{s}? They will not run until enabled again.",
+    "delete": "Delete {count} selected schedule{s} and their run history? Schedules with backup sets are kept.",
+}
 
 
-def actions_for(role: str) -> list[tuple[str, str]]:
-    """The actions a member with `role` may pick, for the list's select."""
-    return [(key, label) for key, (label, least, _) in ACTIONS.items() if role_allows(role, least)]
+def actions_for(role: str) -> list[tuple[str, str, str]]:
+    """The actions a member with `role` may pick, for the list's select: key, label, question."""
+    return [(key, label, QUESTIONS[key]) for key, (label, least, _) in ACTIONS.items() if role_allows(role, least)]
 
 
 def _codes(values: list[str]) -> list[UUID] | None:

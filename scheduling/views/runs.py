@@ -3,7 +3,7 @@ log, and Retry."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from uuid import UUID
 
@@ -15,18 +15,24 @@ from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
 from django.urls import reverse
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from backups.models import BackupSet
+from lib.wallclock import SECONDS, wall_text
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
+from scheduling.presentation import refusal_text, trigger_text
 from scheduling.runs import RETRYABLE, RunRefused, retry
 from tenants.access import RUN, SEE, get_for_member, get_tenant_for_member
-from tenants.views import AuthedRequest, ListFilterForm, listing_template, tenant_page, window
+from tenants.views import AuthedRequest, ListFilterForm, Window, listing_template, tenant_page, window
 
 RUNS_PER_PAGE = 50
 # How often the browser asks again while a shown run is queued or running (htmx `every`).
 POLL_SECONDS = 3
+# While nothing shown is active, the first page only asks this often whether a run newer
+# than its newest has come (one indexed EXISTS, answered 204 when none has).
+NEWER_SECONDS = 10
 # The log viewer shows the end of a very long log; the whole log stays in the database.
 LOG_TAIL_CHARS = 200_000
 
@@ -175,14 +181,30 @@ def window_is_cut(tenant_id: int, form: RunFilterForm) -> bool:
 @vary_on_headers("HX-Request")
 @login_required
 def run_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
+    """The runs, filtered and sorted, and how the page stays current without a reload:
+
+    * while a run shown is queued or running, the table asks again every POLL_SECONDS;
+    * once nothing shown is active, the first page asks every NEWER_SECONDS only whether a
+      run matching its filters was created after its newest (`?newer_than=`): 204 while
+      none was; otherwise an `HX-Trigger: runs-changed` header makes the table redraw itself
+      (and, with the new run queued, poll again). Later pages never poll for new runs (they
+      would shift under the reader).
+    """
     tenant = get_tenant_for_member(request.user, tenant_code, SEE)
     schedules = list(BackupSchedule.objects.filter(tenant=tenant).only("code", "name").order_by("name"))
     form = RunFilterForm(request.GET, schedules=schedules)
     form.is_valid()
+    if "newer_than" in request.GET:
+        if _has_newer(tenant.pk, form, request.GET["newer_than"]):
+            return HttpResponse(status=204, headers={"HX-Trigger": "runs-changed"})
+        return HttpResponse(status=204)
     page = window(filtered_runs(tenant.pk, form), form.value("page") or 1, RUNS_PER_PAGE)
+    viewer_tz = timezone.get_current_timezone()
     for run in page:
-        _row_texts(run)
+        _row_texts(run, viewer_tz)
     sort = form.value("sort") or DEFAULT_SORT
+    # Poll only while something shown can still change.
+    poll = any(run.status in ACTIVE_STATUSES for run in page)
     ctx = tenant_page(
         request,
         tenant,
@@ -198,14 +220,42 @@ def run_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
         sort_label=SORTS[sort][0],
         sort_window=SORT_WINDOW if window_is_cut(tenant.pk, form) else None,
         columns=_column_sorts(sort),
-        # Poll only while something shown can still change.
-        poll=any(run.status in ACTIVE_STATUSES for run in page),
+        poll=poll,
         poll_seconds=POLL_SECONDS,
+        newer_url=None if poll or page.number > 1 else _newer_url(request, tenant.pk, form, page),
+        newer_seconds=NEWER_SECONDS,
         # Row links without a reverse() per row.
         run_url=_url_prefix("run_detail"),
         schedule_url=_url_prefix("schedule_detail"),
     )
     return render(request, listing_template(request, "scheduling/runs.html", "run-table"), ctx)
+
+
+def _newer_url(request: AuthedRequest, tenant_id: int, form: RunFilterForm, page: Window) -> str:
+    """This page's URL asking whether a run newer than the newest matching one has come. Newest
+    first, that is the first row; otherwise one short walk of scheduling_run_tenant_time."""
+    newest: datetime | None
+    if (form.value("sort") or DEFAULT_SORT) == DEFAULT_SORT and page.object_list:
+        newest = page.object_list[0].created_at
+    else:
+        runs = matching_runs(tenant_id, form).order_by("-created_at", "-id")
+        newest = runs.values_list("created_at", flat=True).first()
+    query = request.GET.copy()
+    query["newer_than"] = newest.isoformat() if newest else ""
+    return f"{request.path}?{query.urlencode()}"
+
+
+def _has_newer(tenant_id: int, form: RunFilterForm, newer_than: str) -> bool:
+    runs = matching_runs(tenant_id, form)
+    if newer_than:
+        try:
+            since = datetime.fromisoformat(newer_than)
+        except ValueError:  # not ours: say "changed", and the table redraws with a good one
+            return True
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=UTC)
+        runs = runs.filter(created_at__gt=since)
+    return runs.exists()
 
 
 _ZERO = UUID(int=0)
@@ -217,17 +267,15 @@ def _url_prefix(name: str) -> str:
     return url[: url.index(str(_ZERO))]
 
 
-def _row_texts(run: BackupScheduleRun) -> None:
-    """What a row prints, formatted once in Python (cheaper than template filters per cell)."""
+def _row_texts(run: BackupScheduleRun, tz: tzinfo) -> None:
+    """What a row prints, formatted once in Python (cheaper than template filters per cell),
+    on the viewer's clock."""
     run.active = run.status in ACTIVE_STATUSES  # type: ignore[attr-defined]
-    run.created_text = _utc_text(run.created_at)  # type: ignore[attr-defined]
-    run.started_text = _utc_text(run.started_at) or "—"  # type: ignore[attr-defined]
+    run.created_text = wall_text(run.created_at, tz, SECONDS)  # type: ignore[attr-defined]
+    run.started_text = wall_text(run.started_at, tz, SECONDS) or "—"  # type: ignore[attr-defined]
     run.duration_text = duration_text(run.duration) or "—"  # type: ignore[attr-defined]
     run.size_text = filesizeformat(run.bytes_written) if run.bytes_written else "—"  # type: ignore[attr-defined]
-
-
-def _utc_text(value: datetime | None) -> str:
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if value else ""
+    run.trigger_text = trigger_text(run)  # type: ignore[attr-defined]
 
 
 def duration_text(value: timedelta | None) -> str:
@@ -269,8 +317,7 @@ def run_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
     active = run.status in ACTIVE_STATUSES
     if request.htmx and not request.htmx.boosted:
         # The poll of a queued or running run: only what changes.
-        ctx = {"run": run, "active": active, "poll_seconds": POLL_SECONDS, **_log_context(run)}
-        ctx["backup_set"] = _backup_set(run)
+        ctx = {"run": run, "active": active, "poll_seconds": POLL_SECONDS, **_log_context(run), **_sets(run)}
         return render(request, "scheduling/run_detail.html#live", ctx)
     first_id = run.retry_of_id or run.pk
     # The attempts chain: Retry always points at the first run (scheduling.runs.retry).
@@ -286,8 +333,8 @@ def run_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
         "runs",
         run=run,
         schedule=run.schedule,
-        backup_set=_backup_set(run),
-        subject_set=run.subject_set,
+        trigger_text=trigger_text(run),
+        **_sets(run),
         attempts=attempts if len(attempts) > 1 else [],
         retryable=run.status in RETRYABLE,
         active=active,
@@ -297,8 +344,14 @@ def run_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
     return render(request, "scheduling/run_detail.html", ctx)
 
 
-def _backup_set(run: BackupScheduleRun) -> BackupSet | None:
-    return BackupSet.objects.filter(tenant_id=run.tenant_id, run=run).prefetch_related("items").first()
+def _sets(run: BackupScheduleRun) -> dict[str, BackupSet | None]:
+    """The set a backup made (`backup_set`), or the one a verify or restore acts on (both
+    `backup_set`, for its items, and `subject_set`), with its items: one query and a prefetch."""
+    sets = BackupSet.objects.filter(tenant_id=run.tenant_id).prefetch_related("items")
+    if run.operation == Operation.BACKUP:
+        return {"backup_set": sets.filter(run=run).first(), "subject_set": None}
+    subject = sets.filter(pk=run.subject_set_id).select_related("run").first() if run.subject_set_id else None
+    return {"backup_set": subject, "subject_set": subject}
 
 
 def _log_context(run: BackupScheduleRun) -> dict[str, Any]:
@@ -320,7 +373,7 @@ def run_retry(request: AuthedRequest, code: UUID) -> HttpResponse:
     try:
         new_run = retry(run, request.user)
     except RunRefused as exc:
-        messages.error(request, str(exc))
+        messages.error(request, refusal_text(exc, timezone.get_current_timezone_name(), timezone.now()))
         return redirect("run_detail", code=run.code)
     messages.success(request, f"Retry queued (attempt {new_run.attempt}).")
     return redirect("run_detail", code=new_run.code)

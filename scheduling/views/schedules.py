@@ -9,20 +9,26 @@ from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
+from django.db.models import Count, Q, Sum
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import pluralize
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
 
+from backups.deletion import delete_schedule_with_sets
 from backups.models import BackupSet
 from backups.retention import preview_retention
-from lib.slots import InvalidCadence, all_zone_names, upcoming, validate
-from scheduling.forms import TIMING_FIELDS, ScheduleForm, unbound_copy
-from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, ScheduleKind
-from scheduling.presentation import describe_cadence, relative, utc_iso, viewer_zone, wall_text
+from lib.slots import InvalidCadence, upcoming, validate
+from lib.wallclock import MINUTES
+from lib.zones import offered_zone_names
+from scheduling.forms import TIMING_FIELDS, ConfirmNameForm, ScheduleForm, unbound_copy
+from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, RunStatus
+from scheduling.presentation import describe_cadence, refusal_text, relative, trigger_text, utc_iso, wall_text
 from scheduling.runs import RunRefused
 from scheduling.runs import run_now as request_run
 from scheduling.services import ScheduleInUse, delete_schedule, prepare, save_schedule, set_enabled, snapshot
@@ -33,10 +39,12 @@ from tenants.views import AuthedRequest, back_to, listing_template, paginate, te
 SCHEDULES_PER_PAGE = 100
 HISTORY_PER_PAGE = 20
 UPCOMING_COUNT = 5
+# How often the list's rows and a schedule's history refresh while a run is queued or running.
+POLL_SECONDS = 3
 
 
 def upcoming_slots(schedule: BackupSchedule, now: datetime) -> list[datetime]:
-    if not schedule.enabled or schedule.kind == ScheduleKind.DISABLED:
+    if not schedule.enabled:
         return []
     try:
         validate(schedule.cadence)
@@ -45,9 +53,15 @@ def upcoming_slots(schedule: BackupSchedule, now: datetime) -> list[datetime]:
     return upcoming(schedule.cadence, now, UPCOMING_COUNT)
 
 
-def decorate(schedule: BackupSchedule, now: datetime, viewer_tz: str = "UTC") -> BackupSchedule:
+def decorate(
+    schedule: BackupSchedule, now: datetime, viewer_tz: str | None = None, active: str | None = None
+) -> BackupSchedule:
     """What a row or a settings block shows besides the fields (no queries). The texts are
-    made here rather than by template filters: this runs once per row of a list."""
+    made here rather than by template filters: this runs once per row of a list.
+
+    `viewer_tz` is the viewer's zone (the active one by default); `active`, the status of the
+    schedule's queued or running run, if it has one."""
+    viewer_tz = viewer_tz or timezone.get_current_timezone_name()
     schedule.cadence_text = describe_cadence(schedule)  # type: ignore[attr-defined]
     # The row's other URLs (toggle/, run/) hang off this one: one reverse() a row, not four.
     schedule.detail_url = reverse("schedule_detail", args=[schedule.code])  # type: ignore[attr-defined]
@@ -56,13 +70,32 @@ def decorate(schedule: BackupSchedule, now: datetime, viewer_tz: str = "UTC") ->
     schedule.next_viewer_text = wall_text(schedule.next_run_at, viewer_tz)  # type: ignore[attr-defined]
     schedule.last_iso = utc_iso(schedule.last_run_at)  # type: ignore[attr-defined]
     schedule.last_utc_text = wall_text(schedule.last_run_at, "UTC", "%Y-%m-%d %H:%M")  # type: ignore[attr-defined]
+    schedule.last_viewer_text = wall_text(schedule.last_run_at, viewer_tz, MINUTES)  # type: ignore[attr-defined]
     next_in = relative(schedule.next_run_at, now)
     # A slot in the past is due and waits for the dispatcher (off, or catching up).
     if schedule.next_run_at is not None and schedule.next_run_at < now:
         next_in = f"due, {next_in}"
     schedule.next_relative = next_in  # type: ignore[attr-defined]
     schedule.last_relative = relative(schedule.last_run_at, now)  # type: ignore[attr-defined]
+    schedule.active_status = active or ""  # type: ignore[attr-defined]
+    schedule.active_label = RunStatus(active).label if active else ""  # type: ignore[attr-defined]
     return schedule
+
+
+def active_runs(schedules: list[BackupSchedule]) -> dict[int, str]:
+    """Each schedule's queued or running run's status: one query for a page of schedules of
+    one tenant, along scheduling_run_tenant_status. A backup wins over a verify or restore of
+    the same schedule: "backup" sorts first, and later rows overwrite earlier ones."""
+    if not schedules:
+        return {}
+    rows = (
+        BackupScheduleRun.objects.filter(
+            tenant_id=schedules[0].tenant_id, schedule__in=[s.pk for s in schedules], status__in=ACTIVE_STATUSES
+        )
+        .order_by("-operation")
+        .values_list("schedule_id", "status")
+    )
+    return dict(rows)
 
 
 def toast(request: AuthedRequest, body: str = "") -> HttpResponse:
@@ -74,11 +107,15 @@ def toast(request: AuthedRequest, body: str = "") -> HttpResponse:
 def list_context(request: AuthedRequest, tenant: Tenant) -> dict[str, Any]:
     queryset = BackupSchedule.objects.filter(tenant=tenant).prefetch_related("sources").order_by("name", "id")
     page = paginate(request, queryset, SCHEDULES_PER_PAGE)
-    now, viewer_tz = timezone.now(), viewer_zone(request)
+    now, viewer_tz = timezone.now(), timezone.get_current_timezone_name()
+    active = active_runs(list(page))
     for schedule in page:
-        decorate(schedule, now, viewer_tz)
+        decorate(schedule, now, viewer_tz, active.get(schedule.pk))
     list_url = reverse("schedules", args=[tenant.code])
     role = tenant.member_role  # type: ignore[attr-defined]
+    # Where a row's buttons come back to, and what the poller asks again: this page of the
+    # list (a bulk POST redraws the first page).
+    next_url = request.get_full_path() if request.path == list_url else list_url
     return tenant_page(
         request,
         tenant,
@@ -87,9 +124,15 @@ def list_context(request: AuthedRequest, tenant: Tenant) -> dict[str, Any]:
         page=page,
         viewer_tz=viewer_tz,
         bulk_actions=bulk_choices(role),
-        # Where a row's buttons come back to: this page of the list (a bulk POST redraws it too).
-        next_url=request.get_full_path() if request.path == list_url else list_url,
+        next_url=next_url,
+        # The rows refresh while one of them has a queued or running run, and stop after.
+        poll=poll_context(next_url, bool(active)),
     )
+
+
+def poll_context(list_url: str, active: bool) -> dict[str, Any]:
+    """The list's poller (schedules.html#poller): it asks `list_url` again while `active`."""
+    return {"url": list_url, "active": active, "seconds": POLL_SECONDS}
 
 
 @require_safe
@@ -101,7 +144,7 @@ def schedule_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     return render(request, template, list_context(request, tenant))
 
 
-def bulk_choices(role: str) -> list[tuple[str, str]]:
+def bulk_choices(role: str) -> list[tuple[str, str, str]]:
     from scheduling.views.bulk import actions_for  # bulk imports this module
 
     return actions_for(role)
@@ -112,22 +155,10 @@ def bulk_choices(role: str) -> list[tuple[str, str]]:
 @login_required
 def schedule_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
     schedule = get_for_member(request.user, BackupSchedule, code, SEE)
-    tenant = schedule.tenant
-    runs = (
-        BackupScheduleRun.objects.filter(tenant=tenant, schedule=schedule)
-        .select_related("requested_by")
-        .order_by("-created_at", "-id")
-    )
-    ctx = tenant_page(
-        request,
-        tenant,
-        schedule.member_role,  # type: ignore[attr-defined]
-        "schedules",
-        schedule=schedule,
-        history=paginate(request, runs, HISTORY_PER_PAGE),
-    )
+    ctx = history_context(request, schedule)
     if request.htmx:
         return render(request, "scheduling/schedule_detail.html#history", ctx)
+    tenant = schedule.tenant
     ctx["sources"] = list(schedule.sources.order_by("name"))
     ctx["cadence_text"] = describe_cadence(schedule)
     ctx["upcoming"] = upcoming_slots(schedule, timezone.now())
@@ -136,6 +167,31 @@ def schedule_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
 
     ctx["backup_sets"] = for_table(BackupSet.objects.filter(tenant=tenant, schedule=schedule, deleted_at__isnull=True))
     return render(request, "scheduling/schedule_detail.html", ctx)
+
+
+def history_context(request: AuthedRequest, schedule: BackupSchedule) -> dict[str, Any]:
+    """The schedule's page up to its run history, which refreshes itself (htmx) while a run
+    shown on it is queued or running, and stops after."""
+    runs = (
+        BackupScheduleRun.objects.filter(tenant=schedule.tenant, schedule=schedule)
+        .select_related("requested_by")
+        .order_by("-created_at", "-id")
+    )
+    history = paginate(request, runs, HISTORY_PER_PAGE)
+    for run in history:
+        run.trigger_text = trigger_text(run)  # type: ignore[attr-defined]
+    page_query = f"?page={history.number}" if history.number > 1 else ""
+    return tenant_page(
+        request,
+        schedule.tenant,
+        schedule.member_role,  # type: ignore[attr-defined]
+        "schedules",
+        schedule=schedule,
+        history=history,
+        history_url=reverse("schedule_detail", args=[schedule.code]) + page_query,
+        history_active=any(run.status in ACTIVE_STATUSES for run in history),
+        poll_seconds=POLL_SECONDS,
+    )
 
 
 def form_page(request: AuthedRequest, tenant: Tenant, role: str, form: ScheduleForm, **extra: Any) -> dict[str, Any]:
@@ -148,7 +204,7 @@ def form_page(request: AuthedRequest, tenant: Tenant, role: str, form: ScheduleF
         role,
         "schedules",
         form=form,
-        zone_names=sorted(all_zone_names()),
+        zone_names=offered_zone_names(),
         preview_url=reverse("schedule_preview", args=[tenant.code]) + query,
         preview=preview_of(form, extra.pop("before", None)),
         retention=retention_preview_of(form),
@@ -160,8 +216,9 @@ def form_page(request: AuthedRequest, tenant: Tenant, role: str, form: ScheduleF
 @login_required
 def schedule_create(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     tenant = get_tenant_for_member(request.user, tenant_code, MANAGE)
-    # The tenant is set before validation: the name's uniqueness is per tenant.
-    schedule = BackupSchedule(tenant=tenant)
+    # The tenant is set before validation: the name's uniqueness is per tenant. A new
+    # schedule starts in its creator's zone (the browser's, ViewerZoneMiddleware).
+    schedule = BackupSchedule(tenant=tenant, timezone=timezone.get_current_timezone_name())
     form = ScheduleForm(request.POST if request.method == "POST" else None, instance=schedule, tenant=tenant)
     if form.is_bound and form.is_valid():
         save_schedule(form.save(commit=False), None, request.user, sources=form.cleaned_data["sources"])
@@ -203,12 +260,11 @@ def preview_of(form: ScheduleForm, before: dict[str, Any] | None) -> dict[str, A
         if errors:
             return {"errors": errors}
     schedule = form.instance  # the form's values are in it, unsaved
-    if schedule.kind == ScheduleKind.DISABLED:
-        return {"slots": [], "note": "Disabled: this schedule runs only when someone presses Run now."}
     now = timezone.now()
     prepare(schedule, before, now)
     slots = upcoming(schedule.cadence, now, UPCOMING_COUNT)
-    note = "" if schedule.enabled else "The schedule is not enabled: these slots apply once it is."
+    off = "Not enabled: it runs only when someone presses Run now; these slots apply once it is enabled."
+    note = "" if schedule.enabled else off
     return {"slots": slots, "tz": schedule.timezone, "note": note or ("" if slots else "No slot in the next 5 years.")}
 
 
@@ -271,6 +327,8 @@ def schedule_preview(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     as an out-of-band swap, so one request per keystroke updates both."""
     form, before, tenant = _form_for_partial(request, tenant_code)
     slots = render_to_string("scheduling/schedule_form.html#preview", {"preview": preview_of(form, before)}, request)
+    if form.instance.pk is None:  # a new schedule's page has no #retention-preview to swap into
+        return HttpResponse(slots)
     retention = render_to_string(
         "scheduling/schedule_form.html#retention", {"retention": retention_preview_of(form), "oob": True}, request
     )
@@ -290,9 +348,14 @@ def schedule_form_fields(request: AuthedRequest, tenant_code: UUID) -> HttpRespo
 @require_http_methods(["GET", "POST"])
 @login_required
 def schedule_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
+    """Delete a schedule (manager); one that made backup sets goes with them (owner, after
+    typing its name)."""
     schedule = get_for_member(request.user, BackupSchedule, code, MANAGE)
-    tenant = schedule.tenant
-    if request.method == "POST":  # delete_schedule itself refuses a schedule in use
+    tenant, role = schedule.tenant, schedule.member_role  # type: ignore[attr-defined]
+    made = BackupSet.objects.filter(tenant=tenant, run__schedule=schedule)
+    has_sets = made.exists()
+    form = ConfirmNameForm(request.POST or None, name=schedule.name) if has_sets else None
+    if request.method == "POST" and form is None:  # delete_schedule itself refuses a schedule in use
         try:
             delete_schedule(schedule, request.user)
         except ScheduleInUse as exc:
@@ -300,13 +363,32 @@ def schedule_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
             return redirect("schedule_detail", code=code)
         messages.success(request, f"Schedule “{schedule.name}” deleted.")
         return redirect("schedules", tenant_code=tenant.code)
+    if request.method == "POST" and form is not None:
+        if not role_allows(role, ADMINISTER):
+            raise PermissionDenied("Deleting a schedule with its backup sets needs the Owner role.")
+        if form.is_valid():
+            try:
+                count = delete_schedule_with_sets(schedule, request.user)
+            except ScheduleInUse as exc:
+                form.add_error(None, str(exc))
+            else:
+                done = f"Schedule “{schedule.name}” and its {count} backup set{pluralize(count)} deleted."
+                messages.success(request, done)
+                return redirect("schedules", tenant_code=tenant.code)
+    live = made.filter(deleted_at__isnull=True).aggregate(
+        count=Count("id"), size=Sum("size"), pinned=Count("id", filter=Q(pinned=True))
+    )
     ctx = tenant_page(
         request,
         tenant,
-        schedule.member_role,  # type: ignore[attr-defined]
+        role,
         "schedules",
         schedule=schedule,
-        set_count=BackupSet.objects.filter(tenant=tenant, run__schedule=schedule).count(),
+        has_sets=has_sets,
+        set_count=live["count"],
+        set_size=live["size"] or 0,
+        pinned_count=live["pinned"],
+        form=form,
         busy=BackupScheduleRun.objects.filter(tenant=tenant, schedule=schedule, status__in=ACTIVE_STATUSES).exists(),
         run_count=BackupScheduleRun.objects.filter(tenant=tenant, schedule=schedule).count(),
     )
@@ -324,19 +406,31 @@ def schedule_toggle(request: AuthedRequest, code: UUID) -> HttpResponse:
         set_enabled(schedule, enabled, request.user)
     messages.success(request, f"Schedule “{schedule.name}” is {'enabled' if enabled else 'disabled'}.")
     if request.htmx:  # the list's row, redrawn in its new state
-        role = schedule.member_role  # type: ignore[attr-defined]
-        ctx = tenant_page(
-            request,
-            schedule.tenant,
-            role,
-            "schedules",
-            schedule=decorate(schedule, timezone.now(), viewer_zone(request)),
-            viewer_tz=viewer_zone(request),
-            bulk_actions=bulk_choices(role),
-            next_url=back_to(request, reverse("schedules", args=[schedule.tenant.code])),
-        )
-        return toast(request, render_to_string("scheduling/schedules.html#row", ctx, request=request))
+        return toast(request, row_answer(request, schedule))
     return redirect(back_to(request, reverse("schedule_detail", args=[schedule.code])))
+
+
+def row_answer(request: AuthedRequest, schedule: BackupSchedule, with_poller: bool = False) -> str:
+    """One row of the list, as a button in it gets it back; `with_poller` also (re)starts the
+    list's poller, out of band, so the row follows its new run."""
+    role = schedule.member_role  # type: ignore[attr-defined]
+    active = active_runs([schedule]).get(schedule.pk)
+    next_url = back_to(request, reverse("schedules", args=[schedule.tenant.code]))
+    ctx = tenant_page(
+        request,
+        schedule.tenant,
+        role,
+        "schedules",
+        schedule=decorate(schedule, timezone.now(), active=active),
+        viewer_tz=timezone.get_current_timezone_name(),
+        bulk_actions=bulk_choices(role),
+        next_url=next_url,
+    )
+    row = render_to_string("scheduling/schedules.html#row", ctx, request=request)
+    if not with_poller or not active:
+        return row
+    poller = {"poll": poll_context(next_url, True), "oob": True}
+    return row + render_to_string("scheduling/schedules.html#poller", poller, request=request)
 
 
 @require_POST
@@ -346,9 +440,17 @@ def schedule_run_now(request: AuthedRequest, code: UUID) -> HttpResponse:
     try:
         request_run(schedule, request.user)
     except RunRefused as exc:
-        messages.error(request, str(exc))
+        messages.error(request, refusal_text(exc, timezone.get_current_timezone_name(), timezone.now()))
     else:
         messages.success(request, f"Run of “{schedule.name}” queued.")
-    if request.htmx:  # the button stays where it is; only the toast appears
+    if request.htmx:
+        # The list's row or the schedule's history, redrawn with the new run (and refreshing
+        # itself until it ends); anything else (the settings page) gets the toast alone.
+        target = request.htmx.target or ""
+        if target == f"row-{schedule.code}":
+            return toast(request, row_answer(request, schedule, with_poller=True))
+        if target == "history":
+            ctx = history_context(request, schedule)
+            return toast(request, render_to_string("scheduling/schedule_detail.html#history", ctx, request=request))
         return toast(request)
     return redirect(back_to(request, reverse("schedule_detail", args=[schedule.code])))

@@ -1,4 +1,4 @@
-"""Backup-set actions: pin and unpin (manager), verify (operator), restore (owner).
+"""Backup-set actions: pin, unpin and delete (manager), verify (operator), restore (owner).
 
 Verify and restore are runs like a backup (backups.operations queues them), so the
 buttons here only ask for one and send the user to its run page; the work happens in
@@ -23,6 +23,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
+from backups.deletion import SetDeleteRefused, delete_set
 from backups.engines.base import DumpTarget
 from backups.engines.registry import engine_for
 from backups.errors import BackupError
@@ -59,7 +60,13 @@ def _pin(request: AuthedRequest, code: UUID, pinned: bool) -> HttpResponse:
     else:
         state = "pinned: retention keeps it" if pinned else "unpinned: retention decides after the next backup"
         messages.success(request, f"{backup_set} is {state}." if changed else f"{backup_set} already was.")
-    if request.htmx and backup_set.schedule_id is not None:  # the table's row, redrawn in its new state
+    return _answer_row(request, backup_set)
+
+
+def _answer_row(request: AuthedRequest, backup_set: BackupSet) -> HttpResponse:
+    """htmx: the table's row in its new state (nothing if the set is gone), with the toast;
+    otherwise back to the schedule's page."""
+    if request.htmx and backup_set.schedule_id is not None:
         return toast(request, _row(request, backup_set))
     return _back_to_schedule(backup_set)
 
@@ -91,6 +98,20 @@ def set_pin(request: AuthedRequest, code: UUID) -> HttpResponse:
 @login_required
 def set_unpin(request: AuthedRequest, code: UUID) -> HttpResponse:
     return _pin(request, code, False)
+
+
+@require_POST
+@login_required
+def set_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
+    """Delete one unpinned set and its files (manager); the row goes from the table."""
+    backup_set = get_for_member(request.user, BackupSet, code, MANAGE)
+    try:
+        delete_set(backup_set, request.user)
+    except SetDeleteRefused as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{backup_set} deleted, with its files.")
+    return _answer_row(request, backup_set)
 
 
 @require_POST

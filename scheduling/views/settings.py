@@ -1,5 +1,5 @@
-"""The tenant's Settings page: one block per schedule with its timing, a Run now button
-and a status area that refreshes itself (htmx polling)."""
+"""The tenant's Settings page: one compact row per schedule with its status (refreshed by
+htmx polling), Run now, Enable/Disable, and its timing form, opened one at a time."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
 
-from lib.slots import all_zone_names
+from lib.zones import offered_zone_names
 from scheduling.forms import TimingForm, unbound_copy
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun
 from scheduling.services import save_schedule, snapshot
@@ -70,12 +70,16 @@ def settings_context(request: AuthedRequest, tenant: Tenant, bound: TimingForm |
         blocks=blocks,
         poll_seconds=POLL_SECONDS,
         settings_url=reverse("tenant_settings", args=[tenant.code]),
-        zone_names=sorted(all_zone_names()) if can_manage else [],
+        zone_names=offered_zone_names() if can_manage else (),
     )
 
 
-def block(schedule: BackupSchedule, form: TimingForm | None, active_status: str | None) -> dict[str, Any]:
-    return {"schedule": schedule, "form": form, "active": active_status}
+def block(
+    schedule: BackupSchedule, form: TimingForm | None, active_status: str | None, open: bool = False
+) -> dict[str, Any]:
+    """One row of the page. `open`: its timing form shows (after a save from it); a form
+    with errors always shows."""
+    return {"schedule": schedule, "form": form, "active": active_status, "open": open}
 
 
 @require_safe
@@ -124,7 +128,7 @@ def _block_answer(request: AuthedRequest, schedule: BackupSchedule, form: Timing
         schedule.tenant,
         role,
         "settings",
-        block=block(decorate(schedule, timezone.now()), form, active),
+        block=block(decorate(schedule, timezone.now()), form, active, open=True),
         settings_url=reverse("tenant_settings", args=[schedule.tenant.code]),
         poll_seconds=POLL_SECONDS,
     )

@@ -2,6 +2,22 @@
 (function () {
   "use strict";
 
+  // ---------------------------------------------------------------- time zone
+  // The viewer's zone, for the server to print every time on the viewer's clock
+  // (tenants/middleware.py). Set on every page, the login page included, so the first
+  // page after logging in is already right. URL-encoded: "/" is not safe in a cookie.
+  try {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    var wanted = "tz=" + encodeURIComponent(zone || "");
+    var have = document.cookie.split("; ").filter(function (c) { return c.indexOf("tz=") === 0; })[0];
+    if (zone && have !== wanted) {
+      var secure = window.location.protocol === "https:" ? "; secure" : "";
+      document.cookie = wanted + "; path=/; max-age=31536000; samesite=lax" + secure;
+    }
+  } catch (e) {
+    // No Intl support: the server shows UTC.
+  }
+
   // ---------------------------------------------------------------- toasts
   // Close buttons, and auto-dismiss (not for errors) that waits while the pointer or focus is on the toast.
   function armToast(toast) {

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
@@ -68,16 +69,34 @@ def browser() -> Iterator:
 
 
 @pytest.fixture
-def page(browser, live_server) -> Iterator:
-    context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
-    context.set_default_timeout(TIMEOUT_MS)
-    tab = context.new_page()
+def open_page(browser, live_server) -> Iterator[Callable[..., Any]]:
+    """Tabs in fresh browser contexts, e.g. open_page(timezone_id="America/Chicago",
+    width=390): a zone and a window width as a person's browser has them. Every tab is
+    checked for script errors at the end."""
+    contexts: list[Any] = []
     errors: list[str] = []
-    tab.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield tab
-    context.close()
+
+    def opened(timezone_id: str | None = None, width: int = 1280, height: int = 900) -> Any:
+        options: dict[str, Any] = {"base_url": live_server.url, "viewport": {"width": width, "height": height}}
+        if timezone_id:
+            options["timezone_id"] = timezone_id
+        context = browser.new_context(**options)
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        tab = context.new_page()
+        tab.on("pageerror", lambda exc: errors.append(str(exc)))
+        return tab
+
+    yield opened
+    for context in contexts:
+        context.close()
     # A script error on any page is a bug, even when the assertions passed.
     assert not errors, errors
+
+
+@pytest.fixture
+def page(open_page) -> Any:
+    return open_page()
 
 
 def screenshot(page, name: str) -> None:

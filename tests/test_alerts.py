@@ -1,0 +1,253 @@
+"""Alerts people can live with, through the real worker path (execute_run, the dispatcher
+releasing retries): a retried failure is told once, when its last attempt failed; a
+schedule working again after failures people were told of says so once."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import time_machine
+from django.core import mail
+
+from backups import tasks
+from backups.errors import ErrorCode
+from backups.models import BackupSource
+from backups.tasks import execute_run
+from scheduling.dispatch import run_pass
+from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, ScheduleSource
+from scheduling.runs import retry, run_now
+from tenants.models import Notification, NotificationKind
+from tests.conftest import make_sqlite_database
+from tests.helpers import drain, queued_tasks
+
+NOW = datetime(2026, 11, 24, 3, 0, tzinfo=UTC)  # before the machine's own clock: runs stay in order
+
+
+@pytest.fixture
+def team(alice, mia, bob, rita):
+    return {"alice": alice, "mia": mia, "bob": bob, "rita": rita}
+
+
+@pytest.fixture
+def timeouts(monkeypatch):
+    """Every dump hits its time limit at once (TIMEOUT, retried) until `timeouts.stop()`."""
+    real = tasks.deadline_for
+    monkeypatch.setattr(tasks, "deadline_for", lambda schedule: time.monotonic())
+
+    class Switch:
+        @staticmethod
+        def stop() -> None:
+            monkeypatch.setattr(tasks, "deadline_for", real)
+
+    return Switch
+
+
+def notes(kind: str) -> list[Notification]:
+    return list(Notification.objects.filter(kind=kind).order_by("user__username"))
+
+
+def attempts_of(schedule: BackupSchedule, capture, stop_after: int | None = None) -> list[str]:  # type: ignore[no-untyped-def]
+    """A Run now and every automatic retry that follows, each released by a dispatcher pass
+    at its time and executed as a worker would. Returns each attempt's result."""
+    results = []
+    with time_machine.travel(NOW, tick=False), capture(execute=True):
+        run = run_now(schedule, actor=None)
+        results.append(execute_run(str(run.code)))
+    queued_tasks()  # its task, executed above
+    while pending := BackupScheduleRun.objects.filter(status=RunStatus.QUEUED).first():
+        if stop_after is not None and len(results) == stop_after:
+            break
+        with time_machine.travel(pending.not_before, tick=True):
+            with capture(execute=True):  # Redis: the task is pushed once the pass committed
+                assert run_pass(pending.not_before).retries == 1
+            with capture(execute=True):
+                results += drain()
+    return results
+
+
+def press_run_now(schedule: BackupSchedule, capture) -> str:  # type: ignore[no-untyped-def]
+    with capture(execute=True):
+        run = run_now(schedule, actor=None)
+        result = execute_run(str(run.code))
+    queued_tasks()
+    return result
+
+
+# ---------------------------------------------------------------- failures, once
+
+
+def test_a_retried_failure_is_told_once_after_its_last_attempt(
+    team, schedule, timeouts, django_capture_on_commit_callbacks
+) -> None:
+    schedule.max_attempts = 3
+    schedule.save()
+    assert attempts_of(schedule, django_capture_on_commit_callbacks) == ["TIMEOUT"] * 3
+    failed = notes(NotificationKind.RUN_FAILED)
+    assert [note.user.username for note in failed] == ["alice", "bob", "mia", "rita"]  # once each
+    last = BackupScheduleRun.objects.get(attempt=3)
+    assert {note.run_id for note in failed} == {last.pk}
+    assert failed[0].title == "Backup of “Nightly” failed after 3 attempts"
+    assert failed[0].message.startswith("TIMEOUT: ")
+    assert sorted(m.to[0] for m in mail.outbox) == ["alice@example.org", "mia@example.org"]
+    assert all("failed after 3 attempts" in m.subject for m in mail.outbox)
+    assert "Attempt: 3" in mail.outbox[0].body
+
+
+def test_a_failed_attempt_with_a_retry_pending_tells_nobody_yet(
+    team, schedule, timeouts, django_capture_on_commit_callbacks
+) -> None:
+    schedule.max_attempts = 3
+    schedule.save()
+    assert attempts_of(schedule, django_capture_on_commit_callbacks, stop_after=2) == ["TIMEOUT"] * 2
+    assert BackupScheduleRun.objects.filter(status=RunStatus.QUEUED, attempt=3).exists()
+    assert notes(NotificationKind.RUN_FAILED) == [] and mail.outbox == []
+
+
+def test_a_failure_without_retries_is_told_at_once_without_an_attempt_count(
+    team, schedule, timeouts, django_capture_on_commit_callbacks
+) -> None:
+    schedule.max_attempts = 1
+    schedule.save()
+    assert attempts_of(schedule, django_capture_on_commit_callbacks) == ["TIMEOUT"]
+    assert [note.title for note in notes(NotificationKind.RUN_FAILED)] == ["Backup of “Nightly” failed"] * 4
+    assert len(mail.outbox) == 2
+
+
+def test_a_chain_that_recovers_on_its_own_tells_nobody(
+    team, schedule, timeouts, django_capture_on_commit_callbacks
+) -> None:
+    schedule.max_attempts = 3
+    schedule.save()
+    with time_machine.travel(NOW, tick=False), django_capture_on_commit_callbacks(execute=True):
+        first = run_now(schedule, actor=None)
+        assert execute_run(str(first.code)) == "TIMEOUT"
+    queued_tasks()
+    timeouts.stop()  # the source answers again
+    pending = BackupScheduleRun.objects.get(status=RunStatus.QUEUED)
+    with time_machine.travel(pending.not_before, tick=True):
+        with django_capture_on_commit_callbacks(execute=True):
+            run_pass(pending.not_before)
+        with django_capture_on_commit_callbacks(execute=True):
+            assert drain() == ["succeeded"]
+    assert not Notification.objects.exclude(kind=NotificationKind.RUN_REQUESTED).exists()
+    assert mail.outbox == []
+
+
+# ---------------------------------------------------------------- recovery, once
+
+
+def test_a_schedule_working_again_after_a_told_failure_says_so_once(
+    team, schedule, django_capture_on_commit_callbacks
+) -> None:
+    path = Path(schedule.sources.get().path)
+    path.unlink()
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "SOURCE_NOT_FOUND"  # never retried
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "SOURCE_NOT_FOUND"
+    mail.outbox.clear()
+    make_sqlite_database(path)
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
+    recovered = notes(NotificationKind.RUN_RECOVERED)
+    assert [note.user.username for note in recovered] == ["alice", "bob", "mia", "rita"]
+    assert recovered[0].title == "Backup of “Nightly” works again"
+    assert recovered[0].message.startswith("It succeeded after 2 failed runs; the last failure was SOURCE_NOT_FOUND: ")
+    assert sorted(m.to[0] for m in mail.outbox) == ["alice@example.org", "mia@example.org"]
+    assert mail.outbox[0].subject == "[Backups] Alice & Co: Backup of “Nightly” works again"
+
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"  # and again: nothing new
+    assert len(notes(NotificationKind.RUN_RECOVERED)) == 4 and len(mail.outbox) == 2
+
+
+def test_recovery_after_a_chain_that_failed_counts_its_attempts(
+    team, schedule, timeouts, django_capture_on_commit_callbacks
+) -> None:
+    schedule.max_attempts = 3
+    schedule.save()
+    attempts_of(schedule, django_capture_on_commit_callbacks)
+    timeouts.stop()
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
+    (note,) = Notification.objects.filter(kind=NotificationKind.RUN_RECOVERED, user=team["rita"])
+    assert note.message.startswith("It succeeded after 3 failed runs; the last failure was TIMEOUT: ")
+
+
+def test_a_person_pressing_retry_after_a_told_failure_hears_of_the_recovery(
+    team, schedule, django_capture_on_commit_callbacks
+) -> None:
+    path = Path(schedule.sources.get().path)
+    path.unlink()
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "SOURCE_NOT_FOUND"
+    make_sqlite_database(path)
+    failed = BackupScheduleRun.objects.get(status=RunStatus.FAILED)
+    with django_capture_on_commit_callbacks(execute=True):
+        again = retry(failed, team["bob"])
+        assert execute_run(str(again.code)) == "succeeded"
+    assert len(notes(NotificationKind.RUN_RECOVERED)) == 4
+
+
+def test_a_run_given_up_for_lost_was_told_to_nobody_so_its_recovery_is_not_either(
+    team, schedule, django_capture_on_commit_callbacks
+) -> None:
+    run = run_now(schedule, actor=None)
+    BackupScheduleRun.objects.filter(pk=run.pk).update(
+        status=RunStatus.FAILED, error_code=ErrorCode.WORKER_LOST, finished_at=NOW
+    )
+    queued_tasks()
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
+    assert notes(NotificationKind.RUN_RECOVERED) == []
+
+
+def test_a_good_run_after_good_runs_tells_nobody(team, schedule, django_capture_on_commit_callbacks) -> None:
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
+    assert not Notification.objects.exclude(kind=NotificationKind.RUN_REQUESTED).exists()
+    assert mail.outbox == []
+
+
+def test_a_schedule_working_again_after_a_partial_run_says_so(
+    team, tenant, schedule, settings, django_capture_on_commit_callbacks
+) -> None:
+    extra = make_sqlite_database(settings.SOURCE_ROOTS[0] / "stock.sqlite3")
+    ScheduleSource.objects.create(
+        schedule=schedule, source=BackupSource.objects.create(tenant=tenant, name="Stock", path=str(extra))
+    )
+    extra.unlink()
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "partial"
+    assert len(notes(NotificationKind.RUN_PARTIAL)) == 4
+    make_sqlite_database(extra)
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
+    (note,) = Notification.objects.filter(kind=NotificationKind.RUN_RECOVERED, user=team["bob"])
+    assert note.message.startswith("It succeeded after 1 failed run; the last failure was SOURCE_NOT_FOUND: ")
+
+
+def test_a_recovery_costs_the_same_queries_after_2_and_40_failed_runs(team, schedule) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+    from django.utils import timezone
+
+    from tenants.notifications import notify_run_finished
+
+    def queries_after(failures: int) -> int:
+        BackupScheduleRun.objects.all().delete()
+        for _ in range(failures):
+            BackupScheduleRun.objects.create(
+                tenant=schedule.tenant,
+                schedule=schedule,
+                status=RunStatus.FAILED,
+                error_code=ErrorCode.SOURCE_NOT_FOUND,
+                created_at=timezone.now(),
+                finished_at=timezone.now(),
+            )
+        good = BackupScheduleRun.objects.create(
+            tenant=schedule.tenant,
+            schedule=schedule,
+            status=RunStatus.SUCCEEDED,
+            created_at=timezone.now(),
+            finished_at=timezone.now(),
+        )
+        with CaptureQueriesContext(connection) as queries:
+            assert notify_run_finished(good) == 4
+        return len(queries)
+
+    assert queries_after(2) == queries_after(40)
