@@ -20,7 +20,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from django.utils import timezone
 
-from backups.models import BackupItem, BackupSet, BackupSource
+from backups.models import BackupItem, BackupSet, BackupSource, SourceCheck
 from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus
 from scheduling.services import save_schedule
 from tenants.audit import record
@@ -75,6 +75,7 @@ class Side:
     failed_run: BackupScheduleRun
     backup_set: BackupSet
     item: BackupItem
+    check: SourceCheck
     notifications: dict[int, Notification] = field(default_factory=dict)  # user pk -> the user's own
 
     @property
@@ -87,9 +88,8 @@ class Side:
 
     def objects(self) -> list[Any]:
         """One object of each kind a URL, a form or a filter can name."""
-        return [self.tenant, self.source, self.schedule, self.failed_run, self.backup_set, self.item] + [
-            self.notifications[self.owner.pk]
-        ]
+        kinds = [self.tenant, self.source, self.schedule, self.failed_run, self.backup_set, self.item, self.check]
+        return [*kinds, self.notifications[self.owner.pk]]
 
     def codes(self) -> list[str]:
         """Every reference to this tenant's objects a form or query string could carry."""
@@ -123,7 +123,8 @@ def make_side(label: str, root: Path, roles: list[str]) -> Side:
         tenant=tenant, schedule=schedule, status=RunStatus.FAILED, created_at=now, error_code="UNKNOWN"
     )
     backup_set = make_stored_set(schedule, done)
-    side = Side(tenant, users, source, schedule, failed, backup_set, backup_set.items.get())
+    check = SourceCheck.objects.create(tenant=tenant, source=source, requested_by=users[Role.OWNER], created_at=now)
+    side = Side(tenant, users, source, schedule, failed, backup_set, backup_set.items.get(), check)
     for user in users.values():
         side.notifications[user.pk] = Notification.objects.create(
             tenant=tenant, user=user, kind=NotificationKind.RUN_FAILED, run=failed, message="failed", created_at=now
@@ -162,6 +163,7 @@ def object_for(side: Side, kind: str, user: User | None) -> Any:
         "run": side.failed_run,
         "set": side.backup_set,
         "source": side.source,
+        "check": side.check,
     }[kind]
 
 

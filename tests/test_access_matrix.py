@@ -19,6 +19,7 @@ from django.shortcuts import resolve_url
 from django.urls import resolve, reverse
 from django_q.models import OrmQ
 
+from scheduling.models import BackupSchedule
 from tenants.access import ADMINISTER, MANAGE, RUN, SEE, role_allows
 from tenants.models import Role
 from tests.site_map import (
@@ -62,6 +63,7 @@ URLS: dict[str, Rule] = {
     "notifications_read_all": Rule(NOT_ALLOWED, SEE),
     "notification_bell": Rule(SEE, NOT_ALLOWED),
     "notification_read": Rule(NOT_ALLOWED, SEE, "notification"),
+    "notification_detail": Rule(SEE, NOT_ALLOWED, "notification"),
     "schedules": Rule(SEE, NOT_ALLOWED),
     "schedule_create": Rule(MANAGE, MANAGE),
     "schedule_bulk": Rule(NOT_ALLOWED, RUN),  # each action then asks its own role (test_views_bulk)
@@ -71,7 +73,9 @@ URLS: dict[str, Rule] = {
     "runs": Rule(SEE, NOT_ALLOWED),
     "schedule_detail": Rule(SEE, NOT_ALLOWED, "schedule"),
     "schedule_edit": Rule(MANAGE, MANAGE, "schedule"),
-    "schedule_delete": Rule(MANAGE, MANAGE, "schedule"),
+    # The world's schedule made a backup set: deleting it with its sets is the owner's
+    # (one that never made a set is the manager's: test_a_schedule_without_sets_...).
+    "schedule_delete": Rule(MANAGE, ADMINISTER, "schedule"),
     "schedule_toggle": Rule(NOT_ALLOWED, MANAGE, "schedule"),
     "schedule_run_now": Rule(NOT_ALLOWED, RUN, "schedule"),
     "schedule_settings_save": Rule(NOT_ALLOWED, MANAGE, "schedule"),
@@ -81,6 +85,7 @@ URLS: dict[str, Rule] = {
     "set_pin": Rule(NOT_ALLOWED, MANAGE, "set"),
     "set_unpin": Rule(NOT_ALLOWED, MANAGE, "set"),
     "set_verify": Rule(NOT_ALLOWED, RUN, "set"),
+    "set_delete": Rule(NOT_ALLOWED, MANAGE, "set"),
     "set_restore": Rule(ADMINISTER, ADMINISTER, "set"),
     "set_restore_item": Rule(ADMINISTER, ADMINISTER, "set"),
     "sources": Rule(SEE, NOT_ALLOWED),
@@ -88,6 +93,7 @@ URLS: dict[str, Rule] = {
     "source_edit": Rule(MANAGE, MANAGE, "source"),
     "source_delete": Rule(MANAGE, MANAGE, "source"),
     "source_test": Rule(NOT_ALLOWED, RUN, "source"),
+    "source_check": Rule(RUN, NOT_ALLOWED, "check"),  # a Test connection's result, for who may test
     # django.contrib.auth.urls
     "login": Rule(PUBLIC, PUBLIC),
     "logout": Rule(NOT_ALLOWED, PUBLIC),
@@ -372,3 +378,18 @@ def test_a_new_url_nobody_classified_is_caught_and_a_missing_check_is_seen(world
     response = Browser(world.b.owner).get(url_for(route, world.a, "", world, world.b.owner))
     assert verdict(SEE, "outsider", None, response) == "404"
     assert verdict(SEE, "anonymous", None, Browser().get(url_for(route, world.a, "", world, None))) == "the login page"
+
+
+def test_a_schedule_without_sets_is_deleted_by_a_manager(world: World) -> None:
+    """docs/roles.md: a schedule that never made a backup set is the manager's to delete."""
+    bare = BackupSchedule.objects.create(tenant=world.a.tenant, name="Bare")
+    url = reverse("schedule_delete", args=[bare.code])
+    wrong = []
+    for who, user, role in visitors(world, next(route for route in ROUTES if route.name == "schedule_delete")):
+        with rolled_back():
+            response = Browser(user).post(url, {})
+            if problem := verdict(MANAGE, who, role, response):
+                wrong.append(f"{who}: {response.status_code}, expected {problem}")
+            gone = not BackupSchedule.objects.filter(pk=bare.pk).exists()
+            assert gone is (role is not None and role_allows(role, MANAGE)), who
+    assert not wrong, wrong

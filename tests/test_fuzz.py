@@ -34,12 +34,9 @@ KNOWN_FILTER_FAILURES: dict[str, str] = {
 KNOWN_POST_FAILURES: dict[str, str] = {
     "set_restore": "fixed on branch hardening: a restore target of 256 characters raised OSError (name too long)",
     "set_restore_item": "fixed on branch hardening: a restore target of 256 characters raised OSError",
-    # sources=99999999999999999999999 (a source's id) overflowed SQLite's integer (PostgreSQL answers).
-    "schedule_create": "fixed on branch sources: the schedule form names its sources by code, not by id",
-    "schedule_edit": "fixed on branch sources: the schedule form names its sources by code, not by id",
-    "schedule_preview": "fixed on branch sources: the schedule form names its sources by code, not by id",
 }
-SQLITE_ONLY = {"schedule_create", "schedule_edit", "schedule_preview"}
+# Known failures of one database only (none now; SQLite's integer overflowed where PostgreSQL answered).
+SQLITE_ONLY: set[str] = set()
 KNOWN_COMMAND_FAILURES: dict[str, str] = {
     "dispatch": "fixed on branch hardening: dispatch --at 0001-01-01T00:00:00+00:00 raised OverflowError",
     "restore": "fixed on branch hardening: restore --target of 256 characters raised OSError (name too long)",

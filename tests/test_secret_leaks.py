@@ -20,7 +20,7 @@ from django.urls import reverse
 from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
-from backups.models import BackupItem, BackupSet, BackupSource
+from backups.models import BackupItem, BackupSet, BackupSource, SourceCheck
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
 from tenants.models import Notification, Role, Tenant
 from tests.conftest import member
@@ -104,7 +104,8 @@ def page_urls(tenant: Tenant) -> list[str]:
         "run": BackupScheduleRun.objects.filter(tenant=tenant),
         "set": BackupSet.objects.filter(tenant=tenant),
         "source": BackupSource.objects.filter(tenant=tenant),
-        "notification": Notification.objects.filter(tenant=tenant),
+        "notification": Notification.objects.filter(tenant=tenant, user__username="alice"),
+        "check": SourceCheck.objects.filter(tenant=tenant),
     }
     urls = []
     for route in routes():
