@@ -8,6 +8,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from tenants.models import Tenant
+from tenants.validators import validate_path, validate_plain_text
 
 
 class SourceKind(models.TextChoices):
@@ -35,11 +36,14 @@ class TlsMode(models.TextChoices):
 class BackupSource(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="sources")
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, validators=[validate_plain_text])
     kind = models.CharField(max_length=16, choices=SourceKind.choices, default=SourceKind.SQLITE)
     # File kinds (sqlite, directory): an absolute path inside one of the tenant's file roots.
     path = models.CharField(
-        max_length=1000, blank=True, help_text="Absolute path of the file or folder, inside an allowed root."
+        max_length=1000,
+        blank=True,
+        help_text="Absolute path of the file or folder, inside an allowed root.",
+        validators=[validate_path],
     )
     # Server kinds (postgres, mysql).
     host = models.CharField(max_length=255, blank=True)

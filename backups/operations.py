@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import zstandard
-from django.db import transaction
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from backups import leases, storage, tasks
@@ -35,12 +36,13 @@ from backups.errors import BackupError, ErrorCode
 from backups.models import DEFAULT_PORTS, SERVER_KINDS, BackupItem, BackupSet, BackupSource, ItemStatus, VerifyStatus
 from backups.paths import check_restore_target, overlaps, resolved_or_literal
 from backups.tasks import DeadlineReader, Outcome, RunLog, deadline_for, timeout_error
-from scheduling.models import BackupScheduleRun, Operation, RunStatus, Trigger
+from scheduling.models import ACTIVE_STATUSES, BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.queue import enqueue_runs
 from scheduling.runs import RunRefused
 from tenants.access import ADMINISTER, RUN, get_for_member
 from tenants.audit import record
 from tenants.models import AuditAction
+from tenants.validators import validate_path, validate_plain_text
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +161,7 @@ def _checked_target(item: BackupItem, target: RestoreTarget | None, confirm: str
     if item.kind in SERVER_KINDS:
         if not chosen.database:
             raise OperationRefused("Name the database to restore into.")
+        _check_typed(validate_plain_text, chosen.database)
         exists = chosen.overwrite  # the engine refuses to write into an existing database without it
         name = chosen.database
     else:
@@ -167,6 +170,7 @@ def _checked_target(item: BackupItem, target: RestoreTarget | None, confirm: str
         path = Path(chosen.path)
         if not path.is_absolute():
             path = Path(source.path).parent / path
+        _check_typed(validate_path, str(path))
         try:
             resolved = check_restore_target(str(path), source.tenant)
         except BackupError as exc:
@@ -187,6 +191,13 @@ def _checked_target(item: BackupItem, target: RestoreTarget | None, confirm: str
     return {"item": str(item.code), "label": item.label, **asdict(chosen)}
 
 
+def _check_typed(validator: Callable[[str], None], value: str) -> None:
+    try:
+        validator(value)
+    except ValidationError as exc:
+        raise OperationRefused(" ".join(exc.messages)) from None
+
+
 def _target_label(entry: dict[str, Any]) -> str:
     return str(entry.get("database") or entry.get("path") or "")
 
@@ -202,23 +213,34 @@ def _create_run(
     backup_set: BackupSet, actor: Any, operation: str, restore_target: dict[str, Any] | None, enqueue: bool
 ) -> BackupScheduleRun:
     now = timezone.now()
-    with transaction.atomic():
-        run = BackupScheduleRun.objects.create(
-            tenant_id=backup_set.tenant_id,
-            schedule_id=backup_set.schedule_id,  # type: ignore[misc]  # _check_usable: not None
-            trigger=Trigger.MANUAL,
-            operation=operation,
-            subject_set=backup_set,
-            restore_target=restore_target,
-            status=RunStatus.QUEUED,
-            requested_by=actor if getattr(actor, "is_authenticated", False) else None,
-            created_at=now,
-            # Also when executed in-process (enqueue=False): if that process dies
-            # before claiming, the dispatcher pushes a task after REQUEUE_AFTER.
-            enqueued_at=now,
+    try:
+        with transaction.atomic():
+            run = BackupScheduleRun.objects.create(
+                tenant_id=backup_set.tenant_id,
+                schedule_id=backup_set.schedule_id,  # type: ignore[misc]  # _check_usable: not None
+                trigger=Trigger.MANUAL,
+                operation=operation,
+                subject_set=backup_set,
+                restore_target=restore_target,
+                status=RunStatus.QUEUED,
+                requested_by=actor if getattr(actor, "is_authenticated", False) else None,
+                created_at=now,
+                # Also when executed in-process (enqueue=False): if that process dies
+                # before claiming, the dispatcher pushes a task after REQUEUE_AFTER.
+                enqueued_at=now,
+            )
+            if enqueue:
+                enqueue_runs([run.code])
+    except IntegrityError:  # scheduling_run_one_active_per_set
+        active = (
+            BackupScheduleRun.objects.filter(subject_set=backup_set, operation=operation, status__in=ACTIVE_STATUSES)
+            .values_list("code", flat=True)
+            .first()
         )
-        if enqueue:
-            enqueue_runs([run.code])
+        what = "A verification" if operation == Operation.VERIFY else "A restore"
+        raise OperationRefused(
+            f"{what} of this backup set is already queued or running (run {active}); wait for it to finish."
+        ) from None
     return run
 
 

@@ -6,10 +6,12 @@ Production profile: DATABASE_URL=postgres://... and REDIS_URL=redis://... (see .
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_str
@@ -37,6 +39,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "template_partials",
     "django_q",
+    "axes",
     "tenants",
     "backups",
     "scheduling",
@@ -52,7 +55,11 @@ MIDDLEWARE = [
     "tenants.middleware.ViewerZoneMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "django_permissions_policy.PermissionsPolicyMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -121,6 +128,11 @@ def _database() -> dict[str, Any]:
 DATABASES = {"default": _database()}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+AUTHENTICATION_BACKENDS = [
+    # First: it refuses a locked-out username or address before any password is checked.
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
 ]
@@ -132,6 +144,78 @@ LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
 USE_I18N = True
 USE_TZ = True
+
+# ---------------------------------------------------------------- web hardening (docs/security.md)
+# Login throttling (django-axes), for the login page and the admin's alike: after
+# LOGIN_FAILURE_LIMIT failed logins a username is locked, and so, separately, is the
+# client address, for LOGIN_LOCKOUT_MINUTES. tenants/lockout.py records each lock in the audit log.
+AXES_FAILURE_LIMIT = env_int("LOGIN_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("LOGIN_LOCKOUT_MINUTES", 15, minimum=1))
+AXES_LOCKOUT_PARAMETERS = ["username", "ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_CALLABLE = "tenants.lockout.lockout_page"
+AXES_CLIENT_IP_CALLABLE = "tenants.lockout.client_ip"
+# Behind N reverse proxies that each append to X-Forwarded-For, the client is the Nth
+# address from the right; 0 = no proxy, REMOTE_ADDR (a client-sent header is never trusted).
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
+
+# Only the app's own files may run or style a page: no inline script, style or handler.
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF],
+        "style-src": [SELF],
+        "img-src": [SELF],
+        "connect-src": [SELF],
+        "font-src": [SELF],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "frame-ancestors": [NONE],
+    },
+}
+# The page uses none of these browser features; an injected frame or script gets none either.
+PERMISSIONS_POLICY: dict[str, list[str]] = {
+    name: []
+    for name in (
+        "accelerometer",
+        "autoplay",
+        "camera",
+        "display-capture",
+        "geolocation",
+        "gyroscope",
+        "magnetometer",
+        "microphone",
+        "midi",
+        "payment",
+        "usb",
+    )
+}
+
+# HTTPS deployment: all off by default (`make run` serves plain HTTP on loopback);
+# .env.example lists the production values, with which `manage.py check --deploy` is clean.
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0, minimum=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", False)
+# Load balancers and uptime monitors may probe over plain HTTP.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", False)
+
+
+def _proxy_ssl_header() -> tuple[str, str] | None:
+    """SECURE_PROXY_SSL_HEADER as "X-Forwarded-Proto: https" (set only behind a proxy that sets it)."""
+    raw = (env_str("SECURE_PROXY_SSL_HEADER") or "").strip()
+    if not raw:
+        return None
+    header, sep, value = raw.partition(":")
+    if not sep or not header.strip() or not value.strip():
+        raise ImproperlyConfigured(f"SECURE_PROXY_SSL_HEADER must look like 'X-Forwarded-Proto: https', not {raw!r}")
+    return "HTTP_" + header.strip().upper().replace("-", "_"), value.strip()
+
+
+SECURE_PROXY_SSL_HEADER = _proxy_ssl_header()
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
@@ -265,6 +349,10 @@ SOURCE_SECRET_KEYS = _source_secret_keys()
 DISPATCHER_ENABLED = env_bool("DISPATCHER_ENABLED", True)
 # A slot older than this when the dispatcher reaches it is recorded as missed, not run.
 DISPATCH_GRACE_SECONDS = env_int("DISPATCH_GRACE_SECONDS", 300, minimum=0)
+# At most this many runs of one tenant run at once (0 = no limit): a worker that takes a
+# run of a tenant at its limit leaves it queued for a later pass (scheduling.runs.claim),
+# so one tenant's pile of verifies cannot hold every worker while others wait.
+TENANT_MAX_RUNNING = env_int("TENANT_MAX_RUNNING", 2, minimum=0)
 
 # ---------------------------------------------------------------- task queue
 REDIS_URL = env_str("REDIS_URL")
@@ -313,5 +401,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL") or "INFO"},
-    "loggers": {"django_q": {"level": env_str("Q_LOG_LEVEL") or "WARNING"}},
+    "loggers": {
+        "django_q": {"level": env_str("Q_LOG_LEVEL") or "WARNING"},
+        # Its locks are warnings; its INFO lines (one per process start, per failed login) are noise.
+        "axes": {"level": "WARNING"},
+    },
 }

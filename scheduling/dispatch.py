@@ -30,7 +30,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, TextField
+from django.db.models import Exists, OuterRef, Q, TextField
 from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime, parse_time
@@ -195,7 +195,8 @@ def fail_abandoned_runs(now: datetime) -> int:
 
 
 def release_due_retries(now: datetime) -> int:
-    """Push the tasks of automatic retries whose `not_before` has come.
+    """Push the tasks of automatic retries whose `not_before` has come, and of runs
+    deferred while their tenant was at its TENANT_MAX_RUNNING share.
 
     A retry is created queued with no task (enqueued_at NULL) so that no worker
     holds it for minutes; setting enqueued_at here marks its task as pushed, and the
@@ -203,10 +204,12 @@ def release_due_retries(now: datetime) -> int:
     transaction: one SELECT when none is due, plus one UPDATE and the task insert
     when some are.
     """
+    # not_before NULL: a run deferred because its tenant was at TENANT_MAX_RUNNING (scheduling.runs.defer).
+    waiting = Q(not_before__lte=now) | Q(not_before__isnull=True)
     due = list(
-        BackupScheduleRun.objects.filter(
-            status=RunStatus.QUEUED, enqueued_at__isnull=True, not_before__lte=now
-        ).values_list("pk", "code")[:1000]
+        BackupScheduleRun.objects.filter(waiting, status=RunStatus.QUEUED, enqueued_at__isnull=True).values_list(
+            "pk", "code"
+        )[:1000]
     )
     if not due:
         return 0

@@ -10,6 +10,7 @@ from django.db.models import Q
 
 from lib.slots import MAX_EVERY_HOURS, MIN_EVERY_HOURS, Cadence, InvalidCadence, all_zone_names, validate
 from tenants.models import Tenant
+from tenants.validators import validate_plain_text
 
 if TYPE_CHECKING:
     from backups.models import BackupSource
@@ -81,7 +82,7 @@ MAX_ATTEMPTS = 10
 class BackupSchedule(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="schedules")
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, validators=[validate_plain_text])
     sources: models.ManyToManyField[BackupSource, ScheduleSource] = models.ManyToManyField(
         "backups.BackupSource", through="ScheduleSource", related_name="schedules"
     )
@@ -249,6 +250,13 @@ class BackupScheduleRun(models.Model):
                 fields=["schedule"],
                 name="scheduling_run_one_active",
                 condition=Q(status__in=["queued", "running"], operation="backup"),
+            ),
+            # One queued-or-running verify, and one restore, per backup set: repeated
+            # requests would only pile up behind the first and hold workers from others.
+            models.UniqueConstraint(
+                fields=["subject_set", "operation"],
+                name="scheduling_run_one_active_per_set",
+                condition=Q(status__in=["queued", "running"], operation__in=["verify", "restore"]),
             ),
         ]
         indexes = [

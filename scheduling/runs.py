@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -13,8 +15,10 @@ from lib.passes import first_pass_at
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.queue import enqueue_runs
 from tenants.audit import record
-from tenants.models import AuditAction
+from tenants.models import AuditAction, Tenant
 from tenants.notifications import notify_run_requested
+
+logger = logging.getLogger(__name__)
 
 # What a person may retry by hand (automatic retries: backups.retry).
 RETRYABLE = (RunStatus.FAILED, RunStatus.PARTIAL, RunStatus.CANCELED)
@@ -113,14 +117,39 @@ def cancel_pending_retries(schedule: BackupSchedule) -> int:
 
 def claim(run_code: str, now: datetime) -> bool:
     """queued -> running. False if someone else (a redelivered task) got it first,
-    or if the run is an automatic retry whose time has not come yet."""
+    if the run is an automatic retry whose time has not come yet, or if its tenant
+    already has TENANT_MAX_RUNNING runs running (then the run is deferred: see defer)."""
     due = Q(not_before__isnull=True) | Q(not_before__lte=now)
-    return (
-        BackupScheduleRun.objects.filter(due, code=run_code, status=RunStatus.QUEUED).update(
-            status=RunStatus.RUNNING, started_at=now, heartbeat_at=now
-        )
-        == 1
+    queued = BackupScheduleRun.objects.filter(due, code=run_code, status=RunStatus.QUEUED)
+    cap = settings.TENANT_MAX_RUNNING
+    with transaction.atomic():
+        if cap:
+            tenant_id = queued.values_list("tenant_id", flat=True).first()
+            if tenant_id is None:
+                return False
+            # Serializes the claims of one tenant (PostgreSQL; SQLite's write lock
+            # already does), so two workers cannot both take the last free place.
+            list(Tenant.objects.select_for_update().filter(pk=tenant_id).values_list("pk"))
+            running = BackupScheduleRun.objects.filter(tenant_id=tenant_id, status=RunStatus.RUNNING).count()
+            if running >= cap:
+                defer(run_code, running)
+                return False
+        return queued.update(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now) == 1
+
+
+def defer(run_code: str, running: int) -> None:
+    """Leave a run queued, without a task, for the dispatcher's next pass to push again.
+
+    Its tenant is at its share of the workers. Waiting costs nothing meanwhile (no
+    worker holds it, nothing polls), the run keeps its place (still queued: the slot
+    is not lost, and no second run of the schedule starts), and every other tenant's
+    runs are claimed as usual. The pass releases it like a due automatic retry
+    (scheduling.dispatch.release_due_retries), once a minute, until a place is free."""
+    deferred = BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.QUEUED).update(
+        enqueued_at=None, not_before=None
     )
+    if deferred:
+        logger.info("run %s waits: its tenant already runs %d (TENANT_MAX_RUNNING)", run_code, running)
 
 
 def beat(run_code: str, now: datetime, log: str | None = None) -> bool:

@@ -4,11 +4,15 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.forms import UserChangeForm
+from django.contrib.auth.models import User
 from django.http import HttpRequest
 
 from tenants.admin_readonly import ReadOnlyAdmin
 from tenants.audit import record
 from tenants.models import AuditAction, AuditLog, Membership, Notification, Tenant
+from tenants.validators import validate_plain_text
 
 
 class MembershipInline(admin.TabularInline):
@@ -103,3 +107,21 @@ class NotificationAdmin(ReadOnlyAdmin):
     list_filter = ["kind", ("read_at", admin.EmptyFieldListFilter), "tenant"]
     search_fields = ["message", "user__username", "=code"]
     list_select_related = ["tenant", "user"]
+
+
+class PlainNamesUserChangeForm(UserChangeForm):
+    """Members see each other's names (and the audit log shows them): plain text only."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name in ("first_name", "last_name"):
+            if name in self.fields:
+                self.fields[name].validators.append(validate_plain_text)
+
+
+admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserAdmin(DjangoUserAdmin):
+    form = PlainNamesUserChangeForm

@@ -134,6 +134,14 @@ def _restore_requested(entry: AuditLog, names: Names) -> str:
     return f"{_who(entry)} asked to restore {_set(entry, names)}{into}{overwrite}"
 
 
+def _locked(entry: AuditLog, names: Names) -> str:
+    details = entry.details
+    minutes, failures = details.get("locked_minutes", "?"), details.get("failures", "?")
+    where = details.get("ip_address") or "an unknown address"
+    locked = f"Logging in as “{entry.target_label}” was locked for {minutes} minutes"
+    return f"{locked} after {failures} failed logins (last from {where})"
+
+
 Sentence = Callable[[AuditLog, Names], str]
 
 SENTENCES: dict[str, Sentence] = {
@@ -169,6 +177,7 @@ SENTENCES: dict[str, Sentence] = {
     AuditAction.RESTORE_REQUESTED: _restore_requested,
     AuditAction.RESTORE_FINISHED: lambda e, n: f"Restore of {_set(e, n)} finished: {e.details.get('status', 'done')}",
     AuditAction.NOTIFICATION_SENT: _mailed,
+    AuditAction.LOGIN_LOCKED: _locked,
 }
 
 

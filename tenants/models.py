@@ -6,6 +6,8 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, models
 
+from tenants.validators import validate_plain_text
+
 
 class Role(models.TextChoices):
     """Ordered from least to most powerful; see tenants.access.ROLE_RANK."""
@@ -18,7 +20,7 @@ class Role(models.TextChoices):
 
 class Tenant(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    name = models.CharField(max_length=200)
+    name = models.CharField(max_length=200, validators=[validate_plain_text])
     # Folders this tenant's file sources (SQLite, folders) may read and restores may
     # write, each inside the server's SOURCE_ROOTS and no other tenant's. Set by staff.
     file_roots = models.JSONField(default=list, blank=True)
@@ -110,6 +112,7 @@ class AuditAction(models.TextChoices):
     RESTORE_FINISHED = "backup_set.restored"
     RETENTION_CHANGED = "schedule.retention_changed"
     NOTIFICATION_SENT = "notification.sent"
+    LOGIN_LOCKED = "account.locked_out"
 
 
 # What the system writes as it works, not people (tenants.audit.AUTOMATIC_ACTIONS).

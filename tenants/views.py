@@ -145,13 +145,26 @@ def window(queryset: QuerySet[ModelT], number: int, per_page: int) -> Window:
     return Window(object_list=rows[:per_page], number=number, has_next=len(rows) > per_page, per_page=per_page)
 
 
+# date_bounds() adds a day to "to": 9999-12-31 would overflow datetime.
+LATEST_DAY = date.max - timedelta(days=1)
+
+
+def _before_the_end(value: date) -> None:
+    if value > LATEST_DAY:
+        raise forms.ValidationError(f"Pick a day up to {LATEST_DAY.isoformat()}.")
+
+
 class ListFilterForm(forms.Form):
     """What list pages share: a page number and a from/to date range (days on the viewer's
     clock, both inclusive: the times the list prints are on it too)."""
 
     page = forms.IntegerField(required=False, min_value=1, max_value=MAX_PAGE, label="Page")
-    date_from = forms.DateField(required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}))
-    date_to = forms.DateField(required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}))
+    date_from = forms.DateField(
+        required=False, label="From", widget=forms.DateInput(attrs={"type": "date"}), validators=[_before_the_end]
+    )
+    date_to = forms.DateField(
+        required=False, label="To", widget=forms.DateInput(attrs={"type": "date"}), validators=[_before_the_end]
+    )
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or {}
@@ -210,6 +223,7 @@ def listing_template(request: AuthedRequest, template: str, partial: str) -> str
 # ------------------------------------------------------------------ home
 
 
+@require_GET
 @login_required
 def home(request: AuthedRequest) -> HttpResponse:
     tenants = list(tenants_of(request.user))

@@ -332,3 +332,19 @@ def test_releasing_due_retries_takes_the_same_statements_for_1_and_300(
     if connection.vendor == "postgresql":
         expected += 1  # the advisory lock
     assert len(statements) == expected, statements
+
+
+@pytest.mark.parametrize(
+    "value", ["", "  ", "9999-12-31T23:59:00+00:00", "0001-01-01T00:00:00+14:00", "1999-12-31T23:59:59Z"]
+)
+def test_dispatch_command_refuses_an_empty_or_out_of_range_instant_with_exit_2(schedule, value: str) -> None:
+    """Found by fuzzing: far-future instants overflowed the slot math (tracebacks, exit 0),
+    and an empty --at was taken as now."""
+    from django.core.management.base import CommandError
+
+    due_schedule(schedule)
+    with pytest.raises(CommandError) as caught:
+        call_command("dispatch", "--at", value)
+    assert caught.value.returncode == 2
+    assert "--at" in str(caught.value)
+    assert BackupScheduleRun.objects.count() == 0

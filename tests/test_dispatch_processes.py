@@ -44,3 +44,16 @@ def test_two_dispatchers_started_at_once_create_each_run_exactly_once(tenant, so
     assert BackupScheduleRun.objects.count() == 200
     assert BackupScheduleRun.objects.values("schedule", "slot").distinct().count() == 200
     assert len(queued_tasks()) == 200
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("value", ["9999-12-31T23:59:00+00:00", ""])
+def test_the_dispatch_command_exits_2_with_one_line_and_no_traceback_for_a_bad_instant(schedule, value) -> None:
+    env = {**os.environ, "DATABASE_URL": database_url(), "DJANGO_SETTINGS_MODULE": "config.settings"}
+    command = [sys.executable, "manage.py", "dispatch", "--at", value]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "--at" in done.stderr
+    assert done.stdout == ""
+    assert BackupScheduleRun.objects.count() == 0

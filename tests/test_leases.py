@@ -300,6 +300,7 @@ def test_a_restore_written_inside_a_folder_source_waits_for_that_folders_backup(
     from backups.operations import request_restore
     from tests.test_operations import backed_up
 
+    settings.TENANT_MAX_RUNNING = 0  # two of the tenant's runs run here on purpose; the limit: tests/test_fairness.py
     backup_set = backed_up(schedule)
     everything = BackupSource.objects.create(
         tenant=tenant, name="Everything", kind="directory", path=str(settings.SOURCE_ROOTS[0])

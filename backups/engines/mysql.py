@@ -297,12 +297,36 @@ class MysqlEngine(Engine):
                     f"The database “{name}” already exists; restore into a new name, or confirm overwriting it.",
                 ) from None
             raise
-        tool = find_tool("mariadb", "mysql")
-        options = ["--batch", "--binary-mode", f"--database={name}"]
+        tool = sandboxed_client()
+        # The dump is data from the source's server: its client commands (\! shell,
+        # system, source, tee) must never run here. --binary-mode stops parsing them and
+        # --sandbox refuses them, each on its own, whatever the dump's first line says.
+        options = ["--batch", "--binary-mode", "--sandbox", f"--database={name}"]
         with self._call(source, tool, options, [], f"restore into “{name}” (mariadb)", ctx.deadline) as call:
             run_tool(call, stdin=stream)
         ctx.log(f"Restored into the database “{name}”.")
         return f"Restored into {'the emptied' if to.overwrite else 'new'} database “{name}”."
+
+
+def sandboxed_client() -> str:
+    """The mariadb (or mysql) client, if it has --sandbox (MariaDB 10.5.25, 10.6.18, 10.11.8 on)."""
+    tool = find_tool("mariadb", "mysql")
+    if not _has_sandbox(tool):
+        raise BackupError(
+            ErrorCode.UNKNOWN,
+            f"The client {tool} has no --sandbox option, so a dump could run commands on the worker;"
+            " an administrator must install MariaDB's client 10.5.25 or later.",
+        )
+    return tool
+
+
+@lru_cache(maxsize=4)
+def _has_sandbox(tool: str) -> bool:
+    try:
+        shown = subprocess.run([tool, "--no-defaults", "--help"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return re.search(r"^\s*--sandbox\b", shown.stdout, re.M) is not None
 
 
 # ---------------------------------------------------------------- verifying a dump without a server

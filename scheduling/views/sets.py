@@ -33,6 +33,7 @@ from backups.retention import PinRefused, set_pinned
 from scheduling.models import ACTIVE_STATUSES, BackupScheduleRun
 from scheduling.views.schedules import toast
 from tenants.access import ADMINISTER, MANAGE, RUN, get_for_member, role_allows
+from tenants.validators import validate_path
 from tenants.views import AuthedRequest, tenant_page
 
 
@@ -135,6 +136,7 @@ class RestoreForm(forms.Form):
         help_text="Blank: the new target shown above. A database name for a database server, "
         "else a path (relative to the source's folder, inside the tenant's roots).",
         widget=forms.TextInput(attrs={"autocomplete": "off", "spellcheck": "false"}),
+        validators=[validate_path],
     )
     overwrite = forms.BooleanField(required=False, label="Overwrite it if it exists")
     confirm = forms.CharField(

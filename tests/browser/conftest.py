@@ -72,9 +72,10 @@ def browser() -> Iterator:
 def open_page(browser, live_server) -> Iterator[Callable[..., Any]]:
     """Tabs in fresh browser contexts, e.g. open_page(timezone_id="America/Chicago",
     width=390): a zone and a window width as a person's browser has them. Every tab is
-    checked for script errors at the end."""
+    checked for script errors and Content-Security-Policy violations at the end."""
     contexts: list[Any] = []
     errors: list[str] = []
+    violations: list[str] = []
 
     def opened(timezone_id: str | None = None, width: int = 1280, height: int = 900) -> Any:
         options: dict[str, Any] = {"base_url": live_server.url, "viewport": {"width": width, "height": height}}
@@ -82,16 +83,33 @@ def open_page(browser, live_server) -> Iterator[Callable[..., Any]]:
             options["timezone_id"] = timezone_id
         context = browser.new_context(**options)
         context.set_default_timeout(TIMEOUT_MS)
+        # Every page runs under the app's Content-Security-Policy; the browser reports each
+        # refusal as a `securitypolicyviolation` event (and on the console): collect both.
+        context.add_init_script(
+            'document.addEventListener("securitypolicyviolation", function (e) {'
+            ' console.error("CSP violation: " + e.violatedDirective + " blocked " + (e.blockedURI || "inline")); });'
+        )
         contexts.append(context)
         tab = context.new_page()
         tab.on("pageerror", lambda exc: errors.append(str(exc)))
+        tab.on(
+            "console",
+            lambda message: (
+                violations.append(message.text)
+                if message.type == "error"
+                and ("CSP violation" in message.text or "Content Security Policy" in message.text)
+                else None
+            ),
+        )
+        tab.csp_violations = violations
         return tab
 
     yield opened
     for context in contexts:
         context.close()
-    # A script error on any page is a bug, even when the assertions passed.
+    # A script error or a refused script/style on any page is a bug, even when the assertions passed.
     assert not errors, errors
+    assert not violations, violations
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 from uuid import UUID
 
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.exceptions import PermissionDenied
 from django.core.management.base import BaseCommand, CommandError, CommandParser
@@ -36,6 +37,13 @@ def report_run(command: BaseCommand, run: BackupScheduleRun) -> BackupScheduleRu
     """Execute a queued run here (no cluster needed) and print how it ended."""
     execute_run(str(run.code))
     run.refresh_from_db()
+    if run.status == RunStatus.QUEUED:
+        # Deferred: the tenant already runs TENANT_MAX_RUNNING runs (scheduling.runs.claim).
+        raise CommandError(
+            f"Run {run.code} waits: this tenant already runs {settings.TENANT_MAX_RUNNING} runs."
+            " The cluster starts it when one of them finishes.",
+            returncode=1,
+        )
     command.stdout.write(run.log)
     ending = f"Run {run.code}: {run.get_status_display()}"
     if run.error_code:
