@@ -27,20 +27,11 @@ from tests.site_map import Browser, Control, PageForm, World, forms_on, make_wor
 from tests.test_access_matrix import ROUTES, TENANT_ROLES, owner_pages, rule_for
 
 # Known failures being fixed on other branches; the integrator empties these after merging.
-KNOWN_FILTER_FAILURES: dict[str, str] = {
-    "runs": "fixed on branch hardening: ?date_to=9999-12-31 raised OverflowError (the day after)",
-    "audit_log": "fixed on branch hardening: ?date_to=9999-12-31 raised OverflowError (the day after)",
-}
-KNOWN_POST_FAILURES: dict[str, str] = {
-    "set_restore": "fixed on branch hardening: a restore target of 256 characters raised OSError (name too long)",
-    "set_restore_item": "fixed on branch hardening: a restore target of 256 characters raised OSError",
-}
+KNOWN_FILTER_FAILURES: dict[str, str] = {}
+KNOWN_POST_FAILURES: dict[str, str] = {}
 # Known failures of one database only (none now; SQLite's integer overflowed where PostgreSQL answered).
 SQLITE_ONLY: set[str] = set()
-KNOWN_COMMAND_FAILURES: dict[str, str] = {
-    "dispatch": "fixed on branch hardening: dispatch --at 0001-01-01T00:00:00+00:00 raised OverflowError",
-    "restore": "fixed on branch hardening: restore --target of 256 characters raised OSError (name too long)",
-}
+KNOWN_COMMAND_FAILURES: dict[str, str] = {}
 
 FUZZ = hypothesis_settings(
     max_examples=60,
