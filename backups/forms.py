@@ -10,6 +10,7 @@ from backups.hosts import checked_addresses, rules_for
 from backups.models import DEFAULT_PORTS, SERVER_KINDS, BackupSource, SourceKind, TlsMode
 from backups.paths import allowed_roots, check_source_path
 from tenants.models import Tenant
+from tenants.validators import validate_path
 
 # A host name or an IPv4/IPv6 address; never something a client tool could read as an option.
 _HOST = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,253}[A-Za-z0-9])?|\[?[0-9A-Fa-f:.]+\]?)$")
@@ -151,7 +152,10 @@ class SourceForm(forms.ModelForm):
     def _clean_file(self, data: dict[str, Any]) -> None:
         # The engine checks again before every backup; checking here says so at once.
         try:
+            validate_path((data.get("path") or "").strip())  # before any system call could choke on it
             path = check_source_path((data.get("path") or "").strip(), self.tenant)
+        except forms.ValidationError as exc:
+            self.add_error("path", exc)
         except BackupError as exc:
             self.add_error("path", exc.message)  # the only error: the model skips a field with one
         else:

@@ -52,7 +52,8 @@ UNEXPECTED_MESSAGE = "An unexpected error stopped the backup; the server log has
 
 # The log is bounded: a tool printing a line per table of a 100,000-table database,
 # or a multi-hour dump, keeps its first HEAD_LINES and last TAIL_LINES lines (the
-# start says what ran, the end how it went), each cut to LINE_LIMIT characters.
+# start says what ran, the end how it went), each cut to LINE_LIMIT characters (its
+# head and its tail).
 HEAD_LINES = 50
 TAIL_LINES = 450
 LINE_LIMIT = 500
@@ -76,8 +77,9 @@ class RunLog:
     def __call__(self, message: str) -> None:
         stamp = datetime.now(UTC).strftime("%H:%M:%S")
         line = f"{stamp} {message}"
-        if len(line) > LINE_LIMIT:
-            line = line[: LINE_LIMIT - 1] + "…"
+        if len(line) > LINE_LIMIT:  # its head says what, its end (usually) how it failed
+            side = (LINE_LIMIT - 3) // 2
+            line = f"{line[: LINE_LIMIT - 3 - side]} … {line[-side:]}"
         with self._lock:
             if len(self.head) < HEAD_LINES:
                 self.head.append(line)
@@ -210,12 +212,20 @@ def execute_run(run_code: str) -> str:
     log(f"Run {run.code} started ({run.get_operation_display()}, {run.get_trigger_display()}, attempt {run.attempt}).")
     with heartbeat(run_code, log):  # through retention too: all of it is the run's work
         outcome = _perform(run, started, log)
-    if not finish(run, outcome.status, log.text(), outcome.error_code, outcome.message):
+    replaced = finish(run, outcome.status, log.text(), outcome.error_code, outcome.message)
+    if not replaced:
         logger.error("run %s had been finished by someone else; its result was not recorded", run.code)
         return "lost"
     _audit_finish(run)
-    retrying = run.status == RunStatus.FAILED and _maybe_retry(run)
-    _notify(run, retrying)
+    if replaced == RunStatus.FAILED:
+        # The dispatcher had given this run up for lost and told people it failed, as
+        # the last attempt of its chain. A real failure is not told again (nor retried,
+        # which would tell it a second time); a success says the schedule works again.
+        if run.status == RunStatus.SUCCEEDED:
+            _notify(run, retrying=False)
+    else:
+        retrying = run.status == RunStatus.FAILED and _maybe_retry(run)
+        _notify(run, retrying)
     if run.status in (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.SKIPPED):
         return str(run.status)
     return outcome.error_code or str(run.status)

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.db.models import Count, OuterRef, Subquery
 from django.http import HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_GET, require_http_methods, require_POST, require_safe
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from backups.connection import TooManyTests, is_stale, request_test
@@ -29,7 +29,7 @@ class SourceRow:
     check: SourceCheck | None  # the latest "Test connection", if any
 
 
-@require_safe
+@require_GET
 @login_required
 def source_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     tenant = get_tenant_for_member(request.user, tenant_code, SEE)

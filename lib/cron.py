@@ -4,7 +4,7 @@ Five fields: minute 0-59, hour 0-23, day-of-month 1-31, month 1-12 or jan-dec,
 day-of-week 0-7 (0 and 7 are Sunday) or sun-sat. Each field is a comma list of
 ``*``, ``*/step``, ``n``, ``a-b`` or ``a-b/step``; names are case-insensitive and
 may stand wherever a number does (not as a step). The @-macros are accepted,
-except @reboot.
+in lower case only (cron compares them case-sensitively), except @reboot.
 
 The day rule is Vixie's: if the day-of-month or the day-of-week field *starts
 with* ``*``, a day must match both fields; otherwise either field may match.
@@ -148,12 +148,14 @@ def parse(expression: str) -> CronSpec:
     """Parse a cron expression, or raise CronError saying what is wrong with it."""
     text = " ".join(expression.split())
     if text.startswith("@"):
-        macro = text.lower()
-        if macro == "@reboot":
+        if text.lower() == "@reboot":
             raise CronError("@reboot is not a schedule: a backup needs times to run at.")
-        if macro not in MACROS:
+        if text not in MACROS:
+            # Vixie and Debian compare macros with strcmp: @DAILY is not @daily to them.
+            if text.lower() in MACROS:
+                raise CronError(f"Macros are written in lower case, as cron reads them: {text.lower()!r}.")
             raise CronError(f"Unknown macro {text!r}. Use {', '.join(MACROS)}.")
-        text = MACROS[macro]
+        text = MACROS[text]
     parts = text.split(" ")
     if len(parts) != 5 or not text:
         raise CronError(FIVE_FIELDS)

@@ -37,7 +37,7 @@ from django.utils.dateparse import parse_datetime, parse_time
 
 from backups import leases
 from backups.errors import ErrorCode
-from lib.slots import Cadence, InvalidCadence, next_slot
+from lib.slots import Cadence, InvalidCadence, next_slot, validate
 from scheduling.bulk import insert_rows, update_rows
 from scheduling.heartbeat import HEARTBEAT_SECONDS
 from scheduling.models import (
@@ -51,7 +51,7 @@ from scheduling.models import (
 )
 from scheduling.queue import dashed_code, enqueue_runs
 from tenants.models import AuditAction, AuditLog
-from tenants.notifications import notify_slots_missed
+from tenants.notifications import notify_run_finished, notify_slots_missed
 
 # A running run whose heartbeat is this old has lost its worker.
 ABANDONED_AFTER = timedelta(seconds=HEARTBEAT_SECONDS * 10)
@@ -191,7 +191,21 @@ def fail_abandoned_runs(now: datetime) -> int:
     # Their source leases too, so the next run of those sources need not wait for a take-over.
     leases.release_runs(failed_pks)
     logger.warning("failed %d runs whose worker stopped", failed)
+    _notify_lost(failed_pks)
     return failed
+
+
+def _notify_lost(pks: list[int]) -> None:
+    """A run given up for lost ends its chain (WORKER_LOST is never retried): people
+    hear of it like any last failure, in the pass's transaction, so a worker that
+    finishes it after all finds it told (backups.tasks) and a rolled-back pass tells
+    nobody. A savepoint each: a notification that fails must not undo the pass."""
+    for run in BackupScheduleRun.objects.filter(pk__in=pks).select_related("schedule", "tenant"):
+        try:
+            with transaction.atomic():
+                notify_run_finished(run)
+        except Exception:
+            logger.exception("could not notify the tenant of run %s, given up for lost", run.code)
 
 
 def release_due_retries(now: datetime) -> int:
@@ -440,7 +454,11 @@ def _broken_walk(first_raw: Any, exc: Exception) -> _Walk:
 
 
 def _walk(cadence: Cadence, first_slot: datetime, now: datetime, grace: timedelta) -> _Walk:
-    """Sort the due slots from `first_slot` up to `now`, and find the first slot after `now`."""
+    """Sort the due slots from `first_slot` up to `now`, and find the first slot after `now`.
+
+    The stored first slot is trusted only for a cadence that is valid today: one saved
+    under older rules that no date matches (InvalidCadence) is skipped with its reason."""
+    validate(cadence)
     slots = [first_slot]
     following = next_slot(cadence, first_slot)
     while following is not None and following <= now:

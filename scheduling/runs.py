@@ -11,12 +11,13 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from backups.errors import ErrorCode
 from lib.passes import first_pass_at
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.queue import enqueue_runs
 from tenants.audit import record
 from tenants.models import AuditAction, Tenant
-from tenants.notifications import notify_run_requested
+from tenants.notifications import notify_retry_canceled, notify_run_requested
 
 logger = logging.getLogger(__name__)
 
@@ -104,15 +105,35 @@ def _request(
 RETRY_CANCELED_MESSAGE = "Canceled: the schedule was disabled before this automatic retry started."
 
 
-def cancel_pending_retries(schedule: BackupSchedule) -> int:
+def cancel_pending_retries(schedule: BackupSchedule, actor: Any = None) -> int:
     """Cancel the automatic retries still waiting for their time (no task pushed yet).
 
     A person who disables a schedule means "no more backups from it"; a retry
     starting an hour later would surprise them. Compare-and-swap: one the dispatcher
-    released meanwhile has a task and runs as a requested run would."""
-    return BackupScheduleRun.objects.filter(
+    released meanwhile has a task and runs as a requested run would. The failed
+    attempt the retry followed told nobody (a retry was pending): it is told now."""
+    pending = BackupScheduleRun.objects.filter(
         schedule=schedule, status=RunStatus.QUEUED, enqueued_at__isnull=True, not_before__isnull=False
-    ).update(status=RunStatus.CANCELED, finished_at=timezone.now(), error_message=RETRY_CANCELED_MESSAGE)
+    )
+    canceled = 0
+    # At most one: the one-active-run constraint.
+    for pk, chain, attempt in list(pending.values_list("pk", "retry_of_id", "attempt")):
+        with transaction.atomic():  # the cancel and its notification commit together
+            if not pending.filter(pk=pk).update(
+                status=RunStatus.CANCELED, finished_at=timezone.now(), error_message=RETRY_CANCELED_MESSAGE
+            ):
+                continue
+            canceled += 1
+            followed = (
+                BackupScheduleRun.objects.filter(
+                    Q(pk=chain) | Q(retry_of_id=chain), attempt=attempt - 1, status=RunStatus.FAILED
+                )
+                .select_related("schedule", "tenant")
+                .first()
+            )
+            if followed is not None:
+                notify_retry_canceled(followed, actor)
+    return canceled
 
 
 def claim(run_code: str, now: datetime) -> bool:
@@ -161,20 +182,31 @@ def beat(run_code: str, now: datetime, log: str | None = None) -> bool:
     return BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.RUNNING).update(**changes) == 1
 
 
-def finish(run: BackupScheduleRun, status: str, log: str, error_code: str = "", error_message: str = "") -> bool:
+def finish(run: BackupScheduleRun, status: str, log: str, error_code: str = "", error_message: str = "") -> str:
     """running -> succeeded/failed, and the schedule's last-run summary.
 
     Also from failed/WORKER_LOST: if the dispatcher gave the worker up for lost while
     it was in fact still working, the worker's real result replaces the guess.
+    Returns the status it replaced: running, or failed for a run given up for lost
+    (people were told of that failure already); "" if it finished nothing.
     """
     now = timezone.now()
-    given_up = Q(status=RunStatus.FAILED, error_code="WORKER_LOST")
-    updated = BackupScheduleRun.objects.filter(Q(status=RunStatus.RUNNING) | given_up, pk=run.pk).update(
-        status=status, finished_at=now, log=log, error_code=error_code, error_message=error_message
-    )
-    if updated:
-        run.status, run.finished_at, run.log = status, now, log
-        run.error_code, run.error_message = error_code, error_message
-        if run.operation == Operation.BACKUP:  # the schedule's summary is about its backups
-            BackupSchedule.objects.filter(pk=run.schedule_id).update(last_run_at=now, last_status=status)
-    return updated == 1
+    changes = {
+        "status": status,
+        "finished_at": now,
+        "log": log,
+        "error_code": error_code,
+        "error_message": error_message,
+    }
+    runs = BackupScheduleRun.objects.filter(pk=run.pk)
+    if runs.filter(status=RunStatus.RUNNING).update(**changes):
+        replaced = RunStatus.RUNNING
+    elif runs.filter(status=RunStatus.FAILED, error_code=ErrorCode.WORKER_LOST).update(**changes):
+        replaced = RunStatus.FAILED
+    else:
+        return ""
+    run.status, run.finished_at, run.log = status, now, log
+    run.error_code, run.error_message = error_code, error_message
+    if run.operation == Operation.BACKUP:  # the schedule's summary is about its backups
+        BackupSchedule.objects.filter(pk=run.schedule_id).update(last_run_at=now, last_status=status)
+    return replaced

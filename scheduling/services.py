@@ -86,7 +86,7 @@ def save_schedule(
         if changes:
             record(schedule.tenant, AuditAction.SCHEDULE_UPDATED, schedule, actor=actor, changes=changes)
     if not schedule.enabled:
-        cancel_pending_retries(schedule)
+        cancel_pending_retries(schedule, actor)
     return schedule
 
 
@@ -95,7 +95,7 @@ def set_enabled(schedule: BackupSchedule, enabled: bool, actor: Any) -> None:
     refresh_next_run(schedule)
     schedule.save(update_fields=["enabled", "next_run_at", "updated_at"])
     action = AuditAction.SCHEDULE_ENABLED if enabled else AuditAction.SCHEDULE_DISABLED
-    canceled = 0 if enabled else cancel_pending_retries(schedule)
+    canceled = 0 if enabled else cancel_pending_retries(schedule, actor)
     record(schedule.tenant, action, schedule, actor=actor, **({"retries_canceled": canceled} if canceled else {}))
 
 

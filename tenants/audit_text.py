@@ -156,6 +156,7 @@ SENTENCES: dict[str, Sentence] = {
     AuditAction.SOURCE_DELETED: lambda e, n: f"{_who(e)} deleted the source “{e.target_label}”",
     AuditAction.SOURCE_TESTED: _tested,
     AuditAction.TENANT_ROOTS_CHANGED: lambda e, n: f"{_who(e)} changed the tenant's file roots",
+    AuditAction.TENANT_HOSTS_CHANGED: lambda e, n: f"{_who(e)} changed the servers the tenant's sources may name",
     AuditAction.RUN_NOW: lambda e, n: f"{_who(e)} pressed Run now on {_q(n.schedule(e))}",
     AuditAction.RUN_RETRY: lambda e, n: f"{_who(e)} pressed Retry on {_q(n.schedule(e))}",
     AuditAction.RUN_CREATED: lambda e, n: f"The dispatcher queued {_count(e.details.get('count'), 'run')}{_listed(e)}",

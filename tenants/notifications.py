@@ -24,7 +24,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 from uuid import UUID
 
@@ -36,8 +35,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from backups.errors import ErrorCode
-from scheduling.models import BackupScheduleRun, Operation, RunStatus, Trigger
+from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
 from tenants.audit import record
 from tenants.models import AuditAction, Membership, Notification, NotificationKind, Role, Tenant
 
@@ -137,38 +135,63 @@ def notify_run_finished(run: BackupScheduleRun, retrying: bool = False) -> int:
 
     Failed and partial runs: every member; e-mail to managers and owners. A failed
     attempt with an automatic retry pending (`retrying`) tells nobody yet: people hear
-    once, when the last attempt failed ("failed after 3 attempts"). A backup that
-    succeeds after failures people were told about says so once, the same way.
+    once, when the last attempt failed ("failed after 3 attempts"), when the dispatcher
+    gave it up for lost, or when its retry was canceled (notify_retry_canceled). A
+    backup that succeeds after a failure people were told of says so once, the same way.
     A finished restore: the requester and the managers and owners. Anything else: nobody.
     """
     what = _run_words(run)
-    error = ": ".join(part for part in (run.error_code, run.error_message) if part)
     if run.status == RunStatus.FAILED:
         if retrying:
             return 0
-        kind, title = NotificationKind.RUN_FAILED, f"{what} failed"
-        if run.attempt > 1:
-            title += f" after {run.attempt} attempts"
-        detail = error or "The run failed without a message; its log may say more."
+        kind, title = NotificationKind.RUN_FAILED, _failed_title(run)
+        detail = _error(run) or "The run failed without a message; its log may say more."
     elif run.status == RunStatus.PARTIAL:
         kind, title = NotificationKind.RUN_PARTIAL, f"{what} partly failed"
-        detail = error or "Some items were not stored."
+        detail = _error(run) or "Some items were not stored."
     elif run.operation == Operation.RESTORE and run.status == RunStatus.SUCCEEDED:
-        kind, title = NotificationKind.RESTORE_FINISHED, f"{what} finished"
+        title = f"{what} finished"
         detail = "The restore succeeded; its log says what was written where."
+        users = [
+            user for user, role in _members(run.tenant_id) if role in MANAGING_ROLES or user.pk == run.requested_by_id
+        ]
+        return _create(run.tenant_id, users, NotificationKind.RESTORE_FINISHED, title, detail, run.pk)
     elif run.operation == Operation.BACKUP and run.status == RunStatus.SUCCEEDED:
-        failures = _failures_before(run)
-        if not failures:
+        # Compare-and-swap: of two good runs finishing at once (a run given up for lost
+        # that finished after all, and the next one), one says it.
+        if not BackupSchedule.objects.filter(pk=run.schedule_id, recovery_pending=True).update(recovery_pending=False):
             return 0
         kind, title = NotificationKind.RUN_RECOVERED, f"{what} works again"
-        detail = f"It succeeded after {failures.count} failed run{'' if failures.count == 1 else 's'}"
-        detail += f"{' or more' if failures.more else ''}; the last failure was {failures.last_error or 'unexplained'}."
+        detail = _recovery_detail(_failures_before(run))
     else:
         return 0
+    return _tell(run, kind, title, detail)
+
+
+def notify_retry_canceled(run: BackupScheduleRun, actor: Any) -> int:
+    """Call after the automatic retry that followed the failed attempt `run` was canceled
+    (the schedule was disabled): that failure told nobody, since a retry was pending."""
+    who = actor.get_username() if getattr(actor, "is_authenticated", False) else ""
+    when = f"when {who} disabled the schedule" if who else "when the schedule was disabled"
+    detail = f"{_error(run) or 'The run failed without a message'}. Its automatic retry was canceled {when}."
+    return _tell(run, NotificationKind.RUN_FAILED, f"{_failed_title(run)}; retry canceled", detail)
+
+
+def _failed_title(run: BackupScheduleRun) -> str:
+    title = f"{_run_words(run)} failed"
+    return title + f" after {run.attempt} attempts" if run.attempt > 1 else title
+
+
+def _error(run: BackupScheduleRun) -> str:
+    return ": ".join(part for part in (run.error_code, run.error_message) if part)
+
+
+def _tell(run: BackupScheduleRun, kind: str, title: str, detail: str) -> int:
+    """Every member in the app, and an e-mail to the managers and owners."""
+    if run.operation == Operation.BACKUP and kind != NotificationKind.RUN_RECOVERED:
+        # Told: the schedule's next good backup says it works again.
+        BackupSchedule.objects.filter(pk=run.schedule_id, recovery_pending=False).update(recovery_pending=True)
     members = _members(run.tenant_id)
-    if kind == NotificationKind.RESTORE_FINISHED:
-        users = [user for user, role in members if role in MANAGING_ROLES or user.pk == run.requested_by_id]
-        return _create(run.tenant_id, users, kind, title, detail, run.pk)
     made = _create(run.tenant_id, [user for user, _ in members], kind, title, detail, run.pk)
     link = reverse("run_detail", args=[run.code])
     body = "\n".join(
@@ -195,51 +218,35 @@ class _Failures:
     last_error: str
 
 
-def _failures_before(run: BackupScheduleRun) -> _Failures | None:
-    """The schedule's failures since its last success, if people were told of one.
+def _recovery_detail(failures: _Failures) -> str:
+    if not failures.count:  # the failure told was this very run's, given up for lost and finished after all
+        return "It succeeded after the failure people were told of."
+    plural = "" if failures.count == 1 else "s"
+    detail = f"It succeeded after {failures.count} failed run{plural}{' or more' if failures.more else ''}"
+    return detail + f"; the last failure was {failures.last_error or 'unexplained'}."
 
-    People were told of a partial run and of a failed one that got no automatic retry
-    (the chain's last attempt). Not of a failed attempt a retry followed, nor of a
-    run the dispatcher gave up for lost (WORKER_LOST tells nobody). One query along
+
+def _failures_before(run: BackupScheduleRun) -> _Failures:
+    """The schedule's failed and partial backups since its last success, for the words
+    of a recovery (whether to tell one is recovery_pending's). One query along
     scheduling_run_schedule_time, at most RECOVERY_LOOKBACK rows."""
     rows = list(
         BackupScheduleRun.objects.filter(
             schedule_id=run.schedule_id,
             operation=Operation.BACKUP,
-            status__in=[RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED, RunStatus.CANCELED],
+            status__in=[RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.FAILED],
         )
         .exclude(pk=run.pk)
         .order_by("-created_at", "-id")
-        .values("pk", "status", "attempt", "retry_of_id", "trigger", "not_before", "error_code", "error_message")[
-            :RECOVERY_LOOKBACK
-        ]
+        .values("status", "error_code", "error_message")[:RECOVERY_LOOKBACK]
     )
-    # (chain, attempt) of each attempt an automatic retry followed: it told nobody.
-    runs: list[tuple[int | None, int, str, datetime | None]] = [
-        (row["retry_of_id"], row["attempt"], row["trigger"], row["not_before"]) for row in rows
-    ]
-    runs.append((run.retry_of_id, run.attempt, run.trigger, run.not_before))
-    retried = {
-        (chain, attempt - 1)
-        for chain, attempt, trigger, not_before in runs
-        if trigger == Trigger.RETRY and not_before is not None
-    }
-    count, told, last_error, succeeded = 0, False, "", False
+    count, last_error, succeeded = 0, "", False
     for row in rows:
         if row["status"] == RunStatus.SUCCEEDED:
             succeeded = True
             break
-        if row["status"] == RunStatus.CANCELED:
-            continue
         count += 1
         last_error = last_error or ": ".join(part for part in (row["error_code"], row["error_message"]) if part)
-        chain = row["retry_of_id"] or row["pk"]
-        if row["status"] == RunStatus.PARTIAL or (
-            row["error_code"] != ErrorCode.WORKER_LOST and (chain, row["attempt"]) not in retried
-        ):
-            told = True
-    if not told:
-        return None
     return _Failures(count, not succeeded and len(rows) == RECOVERY_LOOKBACK, last_error)
 
 

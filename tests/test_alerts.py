@@ -5,20 +5,22 @@ schedule working again after failures people were told of says so once."""
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import time_machine
 from django.core import mail
+from django.db import transaction
+from django.utils import timezone
 
 from backups import tasks
 from backups.errors import ErrorCode
 from backups.models import BackupSource
 from backups.tasks import execute_run
-from scheduling.dispatch import run_pass
+from scheduling.dispatch import ABANDONED_AFTER, run_pass
 from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, ScheduleSource
-from scheduling.runs import retry, run_now
+from scheduling.runs import claim, retry, run_now
 from tenants.models import Notification, NotificationKind
 from tests.conftest import make_sqlite_database
 from tests.helpers import drain, queued_tasks
@@ -34,6 +36,10 @@ def team(alice, mia, bob, rita):
 @pytest.fixture
 def timeouts(monkeypatch):
     """Every dump hits its time limit at once (TIMEOUT, retried) until `timeouts.stop()`."""
+    # Imported first: it binds deadline_for when imported, and must keep the real one
+    # for the tests after these (verify and restore).
+    import backups.operations  # noqa: F401
+
     real = tasks.deadline_for
     monkeypatch.setattr(tasks, "deadline_for", lambda schedule: time.monotonic())
 
@@ -186,18 +192,6 @@ def test_a_person_pressing_retry_after_a_told_failure_hears_of_the_recovery(
     assert len(notes(NotificationKind.RUN_RECOVERED)) == 4
 
 
-def test_a_run_given_up_for_lost_was_told_to_nobody_so_its_recovery_is_not_either(
-    team, schedule, django_capture_on_commit_callbacks
-) -> None:
-    run = run_now(schedule, actor=None)
-    BackupScheduleRun.objects.filter(pk=run.pk).update(
-        status=RunStatus.FAILED, error_code=ErrorCode.WORKER_LOST, finished_at=NOW
-    )
-    queued_tasks()
-    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
-    assert notes(NotificationKind.RUN_RECOVERED) == []
-
-
 def test_a_good_run_after_good_runs_tells_nobody(team, schedule, django_capture_on_commit_callbacks) -> None:
     assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
     assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
@@ -246,8 +240,178 @@ def test_a_recovery_costs_the_same_queries_after_2_and_40_failed_runs(team, sche
             created_at=timezone.now(),
             finished_at=timezone.now(),
         )
+        BackupSchedule.objects.filter(pk=schedule.pk).update(recovery_pending=True)  # the last failure was told
         with CaptureQueriesContext(connection) as queries:
             assert notify_run_finished(good) == 4
         return len(queries)
 
     assert queries_after(2) == queries_after(40)
+
+
+# ---------------------------------------------------------------- runs given up for lost
+
+
+def give_up_while_it_works(monkeypatch, then=None):  # type: ignore[no-untyped-def]
+    """The dispatcher gives every run up for lost while its worker is in fact still on it
+    (a stalled heartbeat, a paused VM), then `then()` runs, then the worker carries on."""
+    real = tasks._perform
+
+    def perform(run, started, log):  # type: ignore[no-untyped-def]
+        with transaction.atomic():  # a pass commits before the worker carries on
+            assert run_pass(timezone.now() + ABANDONED_AFTER + timedelta(minutes=1)).abandoned == 1
+        if then is not None:
+            then()
+        return real(run, started, log)
+
+    monkeypatch.setattr(tasks, "_perform", perform)
+
+
+def lose_worker(run: BackupScheduleRun, capture) -> None:  # type: ignore[no-untyped-def]
+    """The worker claimed `run` and was killed (OOM): no heartbeat, no finish; the next
+    passes give it up."""
+    started = timezone.now()
+    assert claim(str(run.code), started)
+    with capture(execute=True):
+        assert run_pass(started + ABANDONED_AFTER + timedelta(minutes=1)).abandoned == 1
+
+
+@pytest.fixture
+def no_slots(schedule):  # type: ignore[no-untyped-def]
+    """The schedule's own slots never come due in these passes (whatever the clock says)."""
+    BackupSchedule.objects.filter(pk=schedule.pk).update(next_run_at=None)
+    return schedule
+
+
+def test_a_run_whose_worker_died_is_told_like_a_last_failure(
+    team, schedule, no_slots, django_capture_on_commit_callbacks
+) -> None:
+    run = run_now(schedule, actor=None)
+    queued_tasks()
+    lose_worker(run, django_capture_on_commit_callbacks)
+    failed = notes(NotificationKind.RUN_FAILED)
+    assert [note.user.username for note in failed] == ["alice", "bob", "mia", "rita"]
+    assert {note.run_id for note in failed} == {run.pk}
+    assert failed[0].title == "Backup of “Nightly” failed"
+    assert failed[0].message.startswith("WORKER_LOST: The worker running this backup stopped responding")
+    assert sorted(m.to[0] for m in mail.outbox) == ["alice@example.org", "mia@example.org"]
+    # And its source works: the next good backup says the schedule works again.
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
+    assert len(notes(NotificationKind.RUN_RECOVERED)) == 4
+
+
+def test_a_retry_chain_whose_last_attempt_lost_its_worker_is_told_once(
+    team, schedule, no_slots, timeouts, django_capture_on_commit_callbacks
+) -> None:
+    schedule.max_attempts = 3
+    schedule.save(update_fields=["max_attempts"])
+    assert attempts_of(schedule, django_capture_on_commit_callbacks, stop_after=1) == ["TIMEOUT"]
+    second = BackupScheduleRun.objects.get(status=RunStatus.QUEUED)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert run_pass(second.not_before).retries == 1
+    queued_tasks()
+    lose_worker(second, django_capture_on_commit_callbacks)
+    failed = notes(NotificationKind.RUN_FAILED)
+    assert [(note.user.username, note.run_id) for note in failed] == [
+        (name, second.pk) for name in ("alice", "bob", "mia", "rita")
+    ]
+    assert failed[0].title == "Backup of “Nightly” failed after 2 attempts"
+    assert not BackupScheduleRun.objects.filter(status=RunStatus.QUEUED).exists()  # never retried
+    assert len(mail.outbox) == 2
+
+
+def test_a_lost_run_that_fails_after_all_is_not_told_twice_nor_retried(
+    team, schedule, no_slots, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    Path(schedule.sources.get().path).unlink()
+    give_up_while_it_works(monkeypatch)
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "SOURCE_NOT_FOUND"
+    run = BackupScheduleRun.objects.get()
+    assert (run.status, run.error_code) == (RunStatus.FAILED, "SOURCE_NOT_FOUND")  # the real result
+    failed = notes(NotificationKind.RUN_FAILED)
+    assert len(failed) == 4 and failed[0].message.startswith("WORKER_LOST: ")  # told once, when given up
+    assert len(mail.outbox) == 2
+
+
+def test_a_lost_run_that_times_out_after_all_gets_no_retry_that_would_tell_again(
+    team, schedule, no_slots, timeouts, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    give_up_while_it_works(monkeypatch)
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "TIMEOUT"
+    assert not BackupScheduleRun.objects.filter(status=RunStatus.QUEUED).exists()
+    assert len(notes(NotificationKind.RUN_FAILED)) == 4
+
+
+def test_a_lost_run_that_succeeds_after_all_says_so_once(
+    team, schedule, no_slots, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    real = tasks._perform
+    give_up_while_it_works(monkeypatch)
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
+    assert len(notes(NotificationKind.RUN_FAILED)) == 4
+    (note,) = Notification.objects.filter(kind=NotificationKind.RUN_RECOVERED, user=team["rita"])
+    assert note.message == "It succeeded after the failure people were told of."
+    monkeypatch.setattr(tasks, "_perform", real)  # the worker keeps its heartbeat now
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
+    assert len(notes(NotificationKind.RUN_RECOVERED)) == 4
+
+
+def test_a_recovery_is_told_once_when_a_lost_run_succeeds_after_a_later_failure(
+    team, schedule, no_slots, monkeypatch, django_capture_on_commit_callbacks
+) -> None:
+    """L is given up for lost (told); F fails (told); L finishes after all and succeeds
+    (works again, once); the next good run S says nothing more."""
+    path = Path(schedule.sources.get().path)
+    backup = path.read_bytes()
+
+    def another_run_fails() -> None:
+        path.unlink()
+        monkeypatch.setattr(tasks, "_perform", real)
+        assert press_run_now(schedule, django_capture_on_commit_callbacks) == "SOURCE_NOT_FOUND"
+        path.write_bytes(backup)
+
+    real = tasks._perform
+    give_up_while_it_works(monkeypatch, then=another_run_fails)
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"  # L, after all
+    lost = BackupScheduleRun.objects.order_by("id").first()
+    assert lost.status == RunStatus.SUCCEEDED
+    assert len(notes(NotificationKind.RUN_FAILED)) == 8  # L's and F's, to each of 4
+    recovered = notes(NotificationKind.RUN_RECOVERED)
+    assert [note.run_id for note in recovered] == [lost.pk] * 4
+    assert recovered[0].message.startswith("It succeeded after 1 failed run; the last failure was SOURCE_NOT_FOUND")
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"  # S
+    assert len(notes(NotificationKind.RUN_RECOVERED)) == 4
+
+
+# ---------------------------------------------------------------- a canceled retry
+
+
+@pytest.mark.parametrize("how", ["toggle", "form"])
+def test_disabling_a_schedule_with_a_pending_retry_tells_the_failure_it_followed(
+    team, schedule, timeouts, how, django_capture_on_commit_callbacks
+) -> None:
+    from scheduling.services import save_schedule, set_enabled, snapshot
+
+    assert attempts_of(schedule, django_capture_on_commit_callbacks, stop_after=1) == ["TIMEOUT"]
+    first = BackupScheduleRun.objects.get(attempt=1)
+    assert notes(NotificationKind.RUN_FAILED) == []  # a retry was pending
+    with django_capture_on_commit_callbacks(execute=True):
+        if how == "toggle":
+            set_enabled(schedule, False, team["bob"])
+        else:
+            before = snapshot(schedule)
+            schedule.enabled = False
+            save_schedule(schedule, before, team["bob"])
+    assert BackupScheduleRun.objects.get(attempt=2).status == RunStatus.CANCELED
+    failed = notes(NotificationKind.RUN_FAILED)
+    assert [(note.user.username, note.run_id) for note in failed] == [
+        (name, first.pk) for name in ("alice", "bob", "mia", "rita")
+    ]
+    assert failed[0].title == "Backup of “Nightly” failed; retry canceled"
+    assert failed[0].message.startswith("TIMEOUT: ")
+    assert failed[0].message.endswith("Its automatic retry was canceled when bob disabled the schedule.")
+    assert sorted(m.to[0] for m in mail.outbox) == ["alice@example.org", "mia@example.org"]
+    assert "retry canceled" in mail.outbox[0].subject
+    # Told, so the next good backup says it works again.
+    timeouts.stop()
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
+    assert len(notes(NotificationKind.RUN_RECOVERED)) == 4

@@ -46,6 +46,11 @@ def test_a_day_field_starting_with_a_star_makes_both_day_fields_count() -> None:
     ]
 
 
+def test_lower_case_macros_stand_for_their_fields() -> None:
+    assert first_slots("@daily", count=2) == ["Mon 2026-06-01 00:00", "Tue 2026-06-02 00:00"]
+    assert first_slots("@weekly", count=1) == ["Sun 2026-06-07 00:00"]
+
+
 def test_two_restricted_day_fields_still_combine_with_or() -> None:
     # The 15th, or any Sunday.
     assert first_slots("0 4 15 * sun") == [
@@ -84,6 +89,9 @@ def test_names_are_case_insensitive_and_may_form_ranges() -> None:
         ("0 0 15W * *", "are not part of Vixie cron"),
         ("0 0 ? * *", "are not part of Vixie cron"),
         ("@reboot", "@reboot is not a schedule"),
+        ("@DAILY", "Macros are written in lower case, as cron reads them: '@daily'"),
+        ("@Hourly", "Macros are written in lower case, as cron reads them: '@hourly'"),
+        ("@fortnightly", "Unknown macro '@fortnightly'"),
         ("0 0 * * * 2026", "five fields"),
         ("0 0 31 2 *", "never matches a real date"),
     ],

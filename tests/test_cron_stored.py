@@ -109,3 +109,30 @@ def test_the_zone_pickers_offer_canonical_zones_only(client, mia, tenant, schedu
         assert '<option value="Europe/Oslo">' in text and '<option value="UTC">' in text
         for name in ("localtime", "Factory", "posixrules", "US/Eastern"):
             assert f'<option value="{name}">' not in text, (url, name)
+
+
+def test_a_stored_expression_no_date_matches_is_refused_by_the_migration_and_skipped(tenant, source, capsys) -> None:
+    # croniter's OR rule ran it on February's even weekdays; Vixie's AND rule ('*/2' starts
+    # with '*') wants a 30 February: it never runs.
+    stored = utc(2027, 2, 2)
+    never = make_schedule(tenant, source, name="n", kind="cron", cron="0 0 30 2 */2", next_run_at=stored)
+    migration.forwards(apps, None)
+    told = capsys.readouterr().out
+    assert f"schedule {never.pk} (n): The cron expression '0 0 30 2 */2' never matches a real date." in told
+    report = run_pass(stored)
+    assert (report.due, report.created, report.skipped) == (1, 0, 1)  # not queued at the stored slot
+    never.refresh_from_db()
+    assert never.next_run_at is None
+    (skip,) = never.runs.all()
+    assert skip.status == RunStatus.SKIPPED and skip.slot == stored
+    assert "never matches a real date" in skip.error_message and "Fix and save" in skip.error_message
+
+
+def test_the_migration_writes_an_upper_case_macro_as_cron_reads_it(tenant, source, capsys) -> None:
+    stored = utc(2026, 6, 2)
+    daily = make_schedule(tenant, source, name="u", kind="cron", cron="@DAILY", next_run_at=stored)
+    migration.forwards(apps, None)
+    daily.refresh_from_db()
+    assert (daily.cron, daily.next_run_at) == ("@daily", stored)
+    assert "will be skipped" not in capsys.readouterr().out
+    assert run_pass(stored).created == 1

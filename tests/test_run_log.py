@@ -70,11 +70,11 @@ def test_a_short_log_has_no_marker() -> None:
 
 def test_a_long_line_is_cut_and_a_tool_line_with_a_secret_never_shows() -> None:
     log = RunLog()
-    log("x" * (LINE_LIMIT - 20) + "our words" + "y" * 1000)
+    log("x" * (LINE_LIMIT - 20) + "our words" + "y" * 1000 + " error")
     # A tool's line reaches the log scrubbed (whole) before any cut could split the secret.
     log(scrub_tool_output("x" * (LINE_LIMIT - 20) + PASSWORD + "y" * 1000, [PASSWORD]))
     ours, tools = log.text().splitlines()
-    assert len(ours) == LINE_LIMIT and ours.endswith("…")
+    assert len(ours) == LINE_LIMIT and " … " in ours and ours.endswith("y error")  # its head and its tail
     assert tools.endswith(WITHHELD) and "follow" not in tools  # no piece of it either
 
 

@@ -180,7 +180,7 @@ def test_saving_a_block_with_htmx_redraws_the_block_and_shows_a_toast(client, mi
     assert response.status_code == 200
     assert "<html" not in response.text
     assert response.text.lstrip().startswith(f'<section class="settings-block" id="block-{schedule.code}"')
-    assert "At 03:15, Monday through Friday, Europe/Berlin" in response.text
+    assert "At 03:15 on Monday to Friday, Europe/Berlin" in response.text
     assert 'hx-swap-oob="innerHTML:#messages"' in response.text and "saved." in response.text
     schedule.refresh_from_db()
     assert schedule.cron == "15 3 * * 1-5"

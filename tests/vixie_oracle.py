@@ -66,9 +66,9 @@ def read_entry(expression: str) -> Entry:
     """Parse, or raise Refused."""
     words = expression.split()
     if len(words) == 1 and words[0].startswith("@"):
-        if words[0].lower() not in MACROS:
+        if words[0] not in MACROS:  # entry.c compares them with strcmp: lower case only
             raise Refused
-        words = MACROS[words[0].lower()].split()
+        words = MACROS[words[0]].split()
     if len(words) != 5:
         raise Refused
     bits = [_read_field(word, *limits) for word, limits in zip(words, LIMITS, strict=True)]

@@ -105,6 +105,18 @@ def map_stderr(stderr: str, patterns: ErrorPatterns, fallback: str) -> tuple[Err
     return ErrorCode.UNKNOWN, fallback
 
 
+def scrub_cut(data: bytes, secrets: Sequence[str], cut_start: bool = False, cut_end: bool = False) -> str:
+    """`data`, cut out of a longer output, decoded and scrubbed.
+
+    A cut through a secret leaves a fragment that scrub_tool_output() cannot recognize; it lies
+    within the longest secret's length (in bytes) of the cut, so that much is dropped
+    at each side that was cut, before decoding."""
+    margin = max((len(secret.encode()) for secret in secrets if secret), default=0)
+    start = margin if cut_start else 0
+    end = max(len(data) - margin, start) if cut_end else len(data)
+    return scrub_tool_output(data[start:end].decode("utf-8", "replace"), secrets)
+
+
 def tool_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_INHERITED_PREFIXES)}
     env["LC_ALL"] = "C.UTF-8"  # messages in English, so the error mappers can read them
@@ -127,11 +139,55 @@ class _Tail:
             del self.data[: len(self.data) - self.limit]
 
     def text(self) -> str:
-        return bytes(self.data[-self.limit :]).decode("utf-8", "replace")
+        return self.tail().decode("utf-8", "replace")
+
+    def tail(self) -> bytes:
+        return bytes(self.data[-self.limit :])
 
     @property
     def complete(self) -> bool:
         return self.dropped == 0 and len(self.data) <= self.limit
+
+
+# A stderr line longer than this (a tool echoing a whole statement) is kept as its
+# first and last LINE_SIDE characters: its start says what, its end usually the error.
+LINE_BYTES = STDERR_LIMIT
+LINE_SIDE = 240
+
+
+class _Lines:
+    """A tool's stderr as lines for the run's log, in bounded memory. An overlong line
+    is cut to its head and tail, each scrubbed before it is cut (scrub_cut): a cut must
+    not leave half a password that the log's own scrubbing cannot recognize."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        self.secrets = secrets
+        self.pending = bytearray()  # the line so far; once overlong, only its last bytes
+        self.head: str | None = None  # an overlong line's head, scrubbed and cut
+
+    def feed(self, chunk: bytes) -> list[str]:
+        *ends, rest = chunk.split(b"\n")
+        lines = []
+        for end in ends:
+            self.pending += end
+            lines.append(self._take())
+        self.pending += rest
+        if len(self.pending) > LINE_BYTES:
+            if self.head is None:
+                self.head = scrub_cut(bytes(self.pending), self.secrets, cut_end=True)[:LINE_SIDE]
+            del self.pending[: len(self.pending) - LINE_BYTES // 2]
+        return lines
+
+    def close(self) -> list[str]:
+        return [self._take()] if self.pending or self.head is not None else []
+
+    def _take(self) -> str:
+        data = bytes(self.pending)
+        self.pending.clear()
+        if self.head is None:
+            return scrub_tool_output(data.decode("utf-8", "replace"), self.secrets)
+        head, self.head = self.head, None
+        return f"{head} … {scrub_cut(data, self.secrets, cut_start=True)[-LINE_SIDE:]}"
 
 
 class Process:
@@ -164,15 +220,16 @@ class Process:
 
     def _read_stderr(self) -> None:
         assert self.popen.stderr is not None
-        pending = b""
+        on_line = self.call.on_stderr_line
+        lines = _Lines(self.call.secrets)
         while chunk := self.popen.stderr.read1(65536):  # type: ignore[attr-defined]
             self.stderr.add(chunk)
-            if self.call.on_stderr_line is not None:
-                pending += chunk
-                *lines, pending = pending.split(b"\n")
-                for line in lines:
-                    self.call.on_stderr_line(scrub_tool_output(line.decode("utf-8", "replace"), self.call.secrets))
-                pending = pending[-STDERR_LIMIT:]
+            if on_line is not None:
+                for line in lines.feed(chunk):
+                    on_line(line)
+        if on_line is not None:
+            for line in lines.close():  # a last line without its newline: often the error
+                on_line(line)
 
     def _watch(self) -> None:
         assert self.call.deadline is not None
@@ -203,10 +260,10 @@ class Process:
             )
         if status == 0:
             return
-        raw = self.stderr.text()
+        tail = self.stderr.tail()
         # The mapping reads the raw text: what it returns is one of our own sentences.
-        code, message = call.mapper(raw)
-        detail = _last_line(scrub_tool_output(raw, call.secrets))
+        code, message = call.mapper(tail.decode("utf-8", "replace"))
+        detail = _last_line(scrub_cut(tail, call.secrets, cut_start=not self.stderr.complete))
         if status < 0:
             detail = f"killed by signal {-status}"
             if code == ErrorCode.CORRUPTED:  # a checker killed from outside never finished judging the file
