@@ -84,7 +84,9 @@ def tenant_page(request: AuthedRequest, tenant: Tenant, role: str, section: str,
 def back_to(request: HttpRequest, default: str) -> str:
     """The page a button came from (a `next` field), if it is one of ours."""
     target = request.POST.get("next", "")
-    if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
+    # A path of ours only: redirect() would read any other word as a view name to reverse
+    # (a 500 for next=anything).
+    if target.startswith("/") and url_has_allowed_host_and_scheme(target, {request.get_host()}, request.is_secure()):
         return target
     return default
 

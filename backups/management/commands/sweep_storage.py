@@ -33,7 +33,13 @@ class Command(BaseCommand):
                 "backup that is still being written (the longest time limit a run may have, plus 1 h).",
                 returncode=2,
             )
-        report = sweep_temporary_files(timedelta(hours=hours), dry_run=options["dry_run"])
+        try:
+            stale_after = timedelta(hours=hours)
+        except OverflowError:
+            raise CommandError(
+                f"--older-than-hours {hours:g} is more hours than a date can hold.", returncode=2
+            ) from None
+        report = sweep_temporary_files(stale_after, dry_run=options["dry_run"])
         if not report.local:
             self.stdout.write(
                 "The backups storage is S3: it has no temporary files. An upload that died is cleared by "
