@@ -145,13 +145,17 @@ def window(queryset: QuerySet[ModelT], number: int, per_page: int) -> Window:
     return Window(object_list=rows[:per_page], number=number, has_next=len(rows) > per_page, per_page=per_page)
 
 
-# date_bounds() adds a day to "to": 9999-12-31 would overflow datetime.
+# date_bounds() adds a day to "to": 9999-12-31 would overflow datetime. Midnight of
+# 0001-01-01 on a clock east of UTC lies before datetime's first instant in UTC.
 LATEST_DAY = date.max - timedelta(days=1)
+EARLIEST_DAY = date.min + timedelta(days=1)
 
 
 def _before_the_end(value: date) -> None:
     if value > LATEST_DAY:
         raise forms.ValidationError(f"Pick a day up to {LATEST_DAY.isoformat()}.")
+    if value < EARLIEST_DAY:
+        raise forms.ValidationError(f"Pick a day from {EARLIEST_DAY.isoformat()} on.")
 
 
 class ListFilterForm(forms.Form):

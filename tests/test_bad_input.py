@@ -56,6 +56,20 @@ def test_the_last_day_of_the_calendar_is_a_filter_error_not_a_500(client, alice,
 
 
 @pytest.mark.parametrize("page", ["runs", "audit"])
+@pytest.mark.parametrize("zone", ["Asia%2FKolkata", "Pacific%2FKiritimati", "America%2FChicago"])
+def test_the_first_day_of_the_calendar_is_a_filter_error_on_any_clock(client, alice, tenant, page, zone) -> None:
+    # Midnight of 0001-01-01 east of UTC is before datetime's first instant; the cookie as
+    # the browser's script writes it (URL-encoded).
+    client.force_login(alice)
+    client.cookies["tz"] = zone
+    response = client.get(f"/t/{tenant.code}/{page}/?date_from=0001-01-01&date_to=0001-01-01")
+    assert response.status_code == 200
+    assert "Pick a day from 0001-01-02 on." in response.text
+    response = client.get(f"/t/{tenant.code}/{page}/?date_from=0001-01-02&date_to=9999-12-30")
+    assert response.status_code == 200 and "Pick a day" not in response.text
+
+
+@pytest.mark.parametrize("page", ["runs", "audit"])
 def test_the_day_before_it_still_filters(client, alice, tenant, schedule, page) -> None:
     run_now(schedule, actor=alice)
     client.force_login(alice)

@@ -82,3 +82,30 @@ def test_the_list_pages_fit_the_window_with_status_and_actions_in_view(
     assert_fits(page, width)
     assert_on_screen(page.locator(".history-table .badge-failed"), width)
     screenshot(page, f"{size}-schedule")
+
+
+@pytest.mark.parametrize("size", WIDTHS)
+def test_a_schedule_with_the_longest_name_allowed_pushes_no_page_sideways(
+    open_page, alice, tenant, source, schedule, size
+) -> None:
+    width = WIDTHS[size]
+    schedule.name = "x" * 200  # the longest the field takes, with no place to break a line
+    schedule.save(update_fields=["name"])
+    BackupScheduleRun.objects.create(
+        tenant=tenant, schedule=schedule, status=RunStatus.SUCCEEDED, created_at=timezone.now()
+    )
+    page = open_page(width=width)
+    log_in(page, alice)
+    for path in (
+        f"/t/{tenant.code}/schedules/",
+        f"/t/{tenant.code}/runs/",
+        f"/t/{tenant.code}/settings/",
+        f"/schedules/{schedule.code}/",
+    ):
+        page.goto(path)
+        widest = page.evaluate(
+            """() => [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > innerWidth)
+              .slice(0, 3).map(e => e.tagName + '.' + e.className)"""
+        )
+        assert page.evaluate("document.documentElement.scrollWidth") <= width, (path, widest)
+    screenshot(page, f"{size}-long-name-schedule")
