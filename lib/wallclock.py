@@ -7,7 +7,8 @@ included.
 
 from __future__ import annotations
 
-from datetime import datetime, tzinfo
+import re
+from datetime import UTC, datetime, time, timedelta, tzinfo
 from urllib.parse import unquote
 
 from lib.slots import InvalidCadence, all_zone_names, zone
@@ -50,3 +51,42 @@ def wall_text(instant: datetime | None, zone_name: str | tzinfo, fmt: str = WALL
         except InvalidCadence:  # not a zone: nothing rather than a wrong time
             return ""
     return instant.astimezone(tz).strftime(fmt)
+
+
+# The worker stamps each log line with the UTC time of day (backups.tasks.RunLog).
+_LOG_STAMP = re.compile(r"(\d\d):(\d\d):(\d\d) ")
+# A stamp up to this much later than the line after it is taken as the same day: lines
+# from a second thread, or a clock a little apart, are not a midnight.
+_SAME_DAY_SLACK = 600
+
+
+def log_on_clock(log: str, written_until: datetime, zone_name: str) -> str:
+    """A run's log with each line's stamp (HH:MM:SS, UTC) on the wall clock of `zone_name`.
+
+    The stamps carry no date, and a shown log may be only its tail, so the days are found
+    walking back from when the log was last written (`written_until`: the run's end, or now
+    while it runs): a stamp later in the day than the line after it crossed a midnight."""
+    if zone_name == "UTC" or not log:
+        return log
+    tz = zone(zone_name)
+    anchor = written_until.astimezone(UTC)
+    day, after = anchor.date(), _seconds(anchor.time())
+    lines = log.split("\n")
+    for index in range(len(lines) - 1, -1, -1):
+        match = _LOG_STAMP.match(lines[index])
+        if match is None:
+            continue
+        try:
+            stamp = time(int(match[1]), int(match[2]), int(match[3]))
+        except ValueError:  # not a stamp of ours
+            continue
+        if _seconds(stamp) - after > _SAME_DAY_SLACK:
+            day -= timedelta(days=1)
+        after = _seconds(stamp)
+        local = datetime.combine(day, stamp, tzinfo=UTC).astimezone(tz)
+        lines[index] = local.strftime("%H:%M:%S") + lines[index][8:]
+    return "\n".join(lines)
+
+
+def _seconds(moment: time) -> int:
+    return moment.hour * 3600 + moment.minute * 60 + moment.second

@@ -20,7 +20,7 @@ from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
 from backups.models import BackupSet
-from lib.wallclock import SECONDS, wall_text
+from lib.wallclock import SECONDS, log_on_clock, wall_text
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.presentation import refusal_text, trigger_text
 from scheduling.runs import RETRYABLE, RunRefused, retry
@@ -358,8 +358,10 @@ def _log_context(run: BackupScheduleRun) -> dict[str, Any]:
     """What the live part shows besides the run: the log's tail and the duration in words."""
     log = run.log
     cut = len(log) > LOG_TAIL_CHARS
+    shown = log[-LOG_TAIL_CHARS:] if cut else log
+    written_until = run.finished_at or timezone.now()
     return {
-        "log_text": log[-LOG_TAIL_CHARS:] if cut else log,
+        "log_text": log_on_clock(shown, written_until, timezone.get_current_timezone_name()),
         "log_cut": cut,
         "log_size": len(log),
         "duration_text": duration_text(run.duration),
