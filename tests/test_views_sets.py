@@ -521,3 +521,15 @@ def test_no_secret_of_a_server_source_reaches_the_pages_the_run_or_the_audit(cli
         audit,
     ):
         assert not any(secret in text for secret in secrets)
+
+
+def test_the_messages_name_a_set_on_the_viewers_clock(client, mia, alice, schedule) -> None:
+    backup_set = stored_set(schedule)
+    BackupSet.objects.filter(pk=backup_set.pk).update(created_at=datetime(2026, 7, 1, 17, 4, tzinfo=UTC))
+    client.force_login(mia)
+    client.cookies["tz"] = "America%2FChicago"  # as static/js/app.js writes it
+    response = client.post(f"/sets/{backup_set.code}/pin/", follow=True)
+    assert "Backup set 2026-07-01 12:04 CDT is pinned" in response.text
+    client.force_login(alice)  # restores are the owner's
+    page = client.get(f"/sets/{backup_set.code}/restore/").text
+    assert "<h1>Restore backup set 2026-07-01 12:04 CDT" in page

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from datetime import time
+from datetime import UTC, datetime, time
 from zoneinfo import ZoneInfo
 
 import time_machine
@@ -280,3 +280,11 @@ def test_run_now_from_the_page_without_js_comes_back_with_a_message(client, bob,
     assert response.redirect_chain[-1][0] == settings_url(tenant)
     assert "Run of “Nightly” queued." in response.text
     assert 'Now: <span class="badge badge-queued">Queued</span>' in response.text
+
+
+def test_the_next_run_reads_on_the_viewers_clock_with_the_schedules_beside_it(client, mia, tenant, schedule) -> None:
+    BackupSchedule.objects.filter(pk=schedule.pk).update(next_run_at=datetime(2026, 7, 1, 0, 30, tzinfo=UTC))
+    client.force_login(mia)
+    client.cookies["tz"] = "Asia%2FKolkata"  # as static/js/app.js writes it
+    text = client.get(settings_url(tenant)).text
+    assert "(Wed 2026-07-01 06:00 IST; Wed 2026-07-01 02:30 CEST in Europe/Berlin)" in text

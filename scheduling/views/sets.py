@@ -30,11 +30,17 @@ from backups.errors import BackupError
 from backups.models import BackupItem, BackupSet, ItemStatus
 from backups.operations import OperationRefused, request_restore, request_verify, target_named
 from backups.retention import PinRefused, set_pinned
+from lib.wallclock import MINUTES, wall_text
 from scheduling.models import ACTIVE_STATUSES, BackupScheduleRun
 from scheduling.views.schedules import toast
 from tenants.access import ADMINISTER, MANAGE, RUN, get_for_member, role_allows
 from tenants.validators import validate_path
 from tenants.views import AuthedRequest, tenant_page
+
+
+def set_named(backup_set: BackupSet) -> str:
+    """A set as a message names it, on the viewer's clock (str() is UTC: audit labels keep it)."""
+    return f"Backup set {wall_text(backup_set.created_at, timezone.get_current_timezone_name(), MINUTES)}"
 
 
 def for_table(sets: QuerySet[BackupSet]) -> QuerySet[BackupSet]:
@@ -60,7 +66,9 @@ def _pin(request: AuthedRequest, code: UUID, pinned: bool) -> HttpResponse:
         messages.error(request, str(exc))
     else:
         state = "pinned: retention keeps it" if pinned else "unpinned: retention decides after the next backup"
-        messages.success(request, f"{backup_set} is {state}." if changed else f"{backup_set} already was.")
+        messages.success(
+            request, f"{set_named(backup_set)} is {state}." if changed else f"{set_named(backup_set)} already was."
+        )
     return _answer_row(request, backup_set)
 
 
@@ -111,7 +119,7 @@ def set_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
     except SetDeleteRefused as exc:
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"{backup_set} deleted, with its files.")
+        messages.success(request, f"{set_named(backup_set)} deleted, with its files.")
     return _answer_row(request, backup_set)
 
 
@@ -124,7 +132,7 @@ def set_verify(request: AuthedRequest, code: UUID) -> HttpResponse:
     except OperationRefused as exc:
         messages.error(request, str(exc))
         return _back_to_schedule(backup_set)
-    messages.success(request, f"Verification of {backup_set} queued.")
+    messages.success(request, f"Verification of {set_named(backup_set)} queued.")
     return redirect("run_detail", code=run.code)
 
 
@@ -202,7 +210,7 @@ def set_restore(request: AuthedRequest, code: UUID, item_code: UUID | None = Non
             except OperationRefused as exc:
                 form.add_error(None, str(exc))
             else:
-                messages.success(request, f"Restore of {backup_set} queued.")
+                messages.success(request, f"Restore of {set_named(backup_set)} queued.")
                 return redirect("run_detail", code=run.code)
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     ctx = tenant_page(
