@@ -220,10 +220,15 @@ def rolled_back() -> Iterator[None]:
 
 
 class Browser:
-    """A test client that checks CSRF and posts the page's token, as a browser does."""
+    """A test client that checks CSRF and posts the page's token, as a browser does, and
+    sends the zone cookie static/js/app.js writes (URL-encoded; a zone east of UTC, where
+    midnight of 0001-01-01 lies before datetime's first instant)."""
+
+    ZONE_COOKIE = "Asia%2FKolkata"
 
     def __init__(self, user: User | None = None) -> None:
         self.client = Client(enforce_csrf_checks=True)
+        self.client.cookies["tz"] = self.ZONE_COOKIE
         if user is not None:
             self.client.force_login(user)
         self._token = ""
