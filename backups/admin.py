@@ -9,7 +9,7 @@ from django.http import HttpRequest
 
 from backups.errors import BackupError
 from backups.hosts import checked_addresses
-from backups.models import SERVER_KINDS, BackupItem, BackupSet, BackupSource, SourceCheck, SourceLease
+from backups.models import SERVER_KINDS, BackupItem, BackupSet, BackupSource, SourceCheck
 from backups.paths import check_source_path
 from tenants.admin_readonly import ReadOnlyAdmin
 from tenants.audit import record
@@ -97,7 +97,6 @@ class BackupSetAdmin(ReadOnlyAdmin):
     list_display = [
         "code",
         "tenant",
-        "schedule",
         "status",
         "size",
         "pinned",
@@ -106,21 +105,14 @@ class BackupSetAdmin(ReadOnlyAdmin):
         "deleted_at",
     ]
     list_filter = ["status", "pinned", ("deleted_at", admin.EmptyFieldListFilter), "tenant"]
-    search_fields = ["=code", "schedule__name", "items__sha256", "items__storage_key"]
-    list_select_related = ["tenant", "schedule"]
+    # Its schedule is its run's (scheduling's run admin lists the set each run made).
+    search_fields = ["=code", "items__sha256", "items__storage_key"]
+    list_select_related = ["tenant"]
     inlines = [BackupItemInline]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         # Deleting the row would orphan the stored file; retention does it properly.
         return False
-
-
-@admin.register(SourceLease)
-class SourceLeaseAdmin(ReadOnlyAdmin):
-    """Read-only: which run holds which source now. Leases are taken and released by runs."""
-
-    list_display = ["source", "run", "acquired_at"]
-    list_select_related = ["source", "run__schedule"]
 
 
 @admin.register(SourceCheck)

@@ -133,13 +133,14 @@ class VerifyStatus(models.TextChoices):
 
 
 class BackupSet(models.Model):
-    """What one backup run produced: one item per source (or database). Immutable
-    except for `deleted_at` (retention), `pinned` and the verification result."""
+    """What one backup produced: one item per source (or database). Immutable
+    except for `deleted_at` (retention), `pinned` and the verification result.
+
+    It knows no run nor schedule: the run that made it points at it
+    (scheduling's BackupScheduleRun.backup_set, reverse accessor `run`)."""
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="backup_sets")
-    schedule = models.ForeignKey("scheduling.BackupSchedule", models.SET_NULL, null=True, related_name="backup_sets")
-    run = models.OneToOneField("scheduling.BackupScheduleRun", models.PROTECT, related_name="backup_set")
     status = models.CharField(max_length=16, choices=SetStatus.choices, default=SetStatus.COMPLETE)
     size = models.BigIntegerField(default=0, help_text="Bytes stored (compressed), all items.")
     source_size = models.BigIntegerField(default=0, help_text="Bytes read from the sources (uncompressed), all items.")
@@ -155,14 +156,6 @@ class BackupSet(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        indexes = [
-            # Used by retention: a schedule's live sets, newest first.
-            models.Index(
-                fields=["schedule", "-created_at"],
-                name="backups_set_live_by_schedule",
-                condition=models.Q(deleted_at__isnull=True),
-            ),
-        ]
 
     def __str__(self) -> str:
         return f"Backup set {self.created_at:%Y-%m-%d %H:%M} UTC"
@@ -203,19 +196,6 @@ class BackupItem(models.Model):
 
     def __str__(self) -> str:
         return self.label
-
-
-class SourceLease(models.Model):
-    """A source is backed up by one run at a time: the run holding its lease.
-
-    The unique source makes taking a lease race-free across workers and nodes."""
-
-    source = models.OneToOneField(BackupSource, models.CASCADE, related_name="lease")
-    run = models.ForeignKey("scheduling.BackupScheduleRun", models.CASCADE, related_name="leases")
-    acquired_at = models.DateTimeField()
-
-    def __str__(self) -> str:
-        return f"{self.source} leased by run {self.run_id}"
 
 
 class CheckStatus(models.TextChoices):

@@ -1,192 +1,37 @@
-"""A schedule's retention policy applied to its backup sets, previewed, and pins.
-
-lib.retention decides (docs/retention.md has the rules); this module feeds it one
-schedule's live sets and carries the decision out. The caller (the run task)
-applies retention only after a successful backup, so a failing source never
-thins out the backups that still work.
-"""
+"""What retention needs to know of a set, and pins. Which sets a schedule keeps is
+decided per schedule in scheduling.retention (with lib.retention's rules)."""
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import transaction
-from django.db.models import Exists, OuterRef, QuerySet
-from django.utils import timezone
 
-from backups import storage
 from backups.models import BackupSet, SetStatus, VerifyStatus
-from lib.retention import Decision, Policy, select_kept
-from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun
 from tenants.audit import record
 from tenants.models import AuditAction
-
-logger = logging.getLogger(__name__)
-
-IN_USE = "in use by a queued or running verify or restore"
 
 
 class PinRefused(Exception):
     """The pin was not changed; the message says why, in words for the user."""
 
 
-def policy_for(schedule: BackupSchedule) -> Policy:
-    """The schedule's policy. ValueError (with a message for people) if it is not one."""
-    return Policy(
-        keep_last=schedule.keep_last,
-        keep_daily=schedule.keep_daily,
-        keep_weekly=schedule.keep_weekly,
-        keep_monthly=schedule.keep_monthly,
-        keep_yearly=schedule.keep_yearly,
-    )
-
-
-def _live_sets(schedule: BackupSchedule) -> QuerySet[BackupSet]:
-    # Both the schedule and its tenant: a set never leaves its tenant, whatever its schedule says.
-    return BackupSet.objects.filter(
-        schedule_id=schedule.pk, tenant_id=schedule.tenant_id, deleted_at__isnull=True
-    ).order_by("-created_at", "-id")
-
-
-def _is_complete(backup_set: BackupSet) -> bool:
+def is_complete(backup_set: BackupSet) -> bool:
     # A set whose verification failed may not restore: it must not take the place
     # of an older good set in any rule, so it counts as incomplete.
     return backup_set.status == SetStatus.COMPLETE and backup_set.verify_status != VerifyStatus.FAILED
-
-
-def _decide(schedule: BackupSchedule, live: list[BackupSet]) -> Decision[int]:
-    # `live` is newest first, so equal times are broken by id, as the list shows them.
-    return select_kept(
-        [(s.pk, s.created_at, _is_complete(s), s.pinned) for s in live], policy_for(schedule), schedule.timezone
-    )
-
-
-def _active_operations() -> QuerySet[BackupScheduleRun]:
-    return BackupScheduleRun.objects.filter(subject_set=OuterRef("pk"), status__in=ACTIVE_STATUSES)
-
-
-def _in_use(live: list[BackupSet]) -> set[int]:
-    """Sets a queued or running verify or restore reads: deleting one would break it."""
-    ids = [s.pk for s in live]
-    return set(
-        BackupScheduleRun.objects.filter(subject_set_id__in=ids, status__in=ACTIVE_STATUSES).values_list(
-            "subject_set_id", flat=True
-        )
-    )
 
 
 def stored_keys(backup_set: BackupSet) -> list[str]:
     return list(backup_set.items.exclude(storage_key="").values_list("storage_key", flat=True))
 
 
-def _policy_details(schedule: BackupSchedule, policy: Policy) -> dict[str, Any]:
-    return {
-        "keep_last": policy.keep_last,
-        "keep_daily": policy.keep_daily,
-        "keep_weekly": policy.keep_weekly,
-        "keep_monthly": policy.keep_monthly,
-        "keep_yearly": policy.keep_yearly,
-        "timezone": schedule.timezone,
-    }
-
-
-def apply_retention(schedule: BackupSchedule) -> list[BackupSet]:
-    """Soft-delete the sets of this schedule its policy no longer keeps, then remove their files.
-
-    Returns the sets pruned, newest first. Only this schedule's live sets (of its
-    tenant) are considered. Pinned sets and sets a queued or running verify or restore
-    reads are kept, re-checked at the moment of each deletion, so a pin or a restore
-    requested meanwhile wins.
-    """
-    live = list(_live_sets(schedule))
-    if not live:
-        return []
-    policy = policy_for(schedule)
-    decision = _decide(schedule, live)
-    doomed = [s for s in live if s.pk in decision.deleted]
-    pruned = []
-    for backup_set in doomed:
-        now = timezone.now()
-        with transaction.atomic():
-            # Mark first: a crash before the files go leaves orphan files, never a
-            # listed set whose files are gone. The audit entry commits with the mark.
-            # The filter re-checks what may have changed since the decision: a pin, a
-            # verify or restore requested meanwhile.
-            updated = (
-                BackupSet.objects.filter(pk=backup_set.pk, deleted_at__isnull=True, pinned=False)
-                .exclude(Exists(_active_operations()))
-                .update(deleted_at=now)
-            )
-            if not updated:
-                continue
-            backup_set.deleted_at = now
-            record(
-                schedule.tenant_id,
-                AuditAction.SET_PRUNED,
-                backup_set,
-                schedule=str(schedule.code),
-                created_at=backup_set.created_at.isoformat(),
-                status=backup_set.status,
-                reason=decision.deleted[backup_set.pk],
-                policy=policy.describe(),
-                **_policy_details(schedule, policy),
-            )
-        storage.delete_files(stored_keys(backup_set))
-        pruned.append(backup_set)
-        logger.info("retention removed backup set %s of schedule %s", backup_set.code, schedule.code)
-    return pruned
-
-
-@dataclass(frozen=True)
-class PreviewEntry:
-    backup_set: BackupSet
-    reasons: tuple[str, ...]  # why it is kept, or the one reason it goes
-    age: timedelta
-
-
-@dataclass(frozen=True)
-class RetentionPreview:
-    """What `schedule`'s policy would do to its sets now, before anything is saved."""
-
-    policy: Policy
-    timezone: str
-    as_of: datetime
-    kept: list[PreviewEntry]  # newest first
-    deleted: list[PreviewEntry]  # newest first
-
-
-def preview_retention(schedule: BackupSchedule, now: datetime | None = None) -> RetentionPreview:
-    """What `schedule`'s policy and zone would keep and delete of its live sets.
-
-    `schedule` may be unsaved and carry what a form holds (a new schedule has no
-    sets yet). Validate the form first: a policy that is not one raises ValueError.
-    Sets created after `now` (default: now) are left out; ages are counted to it.
-    """
-    as_of = now or timezone.now()
-    policy = policy_for(schedule)
-    live = list(_live_sets(schedule).filter(created_at__lte=as_of)) if schedule.pk else []
-    decision = _decide(schedule, live)
-    in_use = _in_use(live)
-    kept, deleted = [], []
-    for backup_set in live:
-        age = as_of - backup_set.created_at
-        if backup_set.pk in decision.kept:
-            kept.append(PreviewEntry(backup_set, decision.kept[backup_set.pk], age))
-        elif backup_set.pk in in_use:
-            kept.append(PreviewEntry(backup_set, (IN_USE,), age))
-        else:
-            deleted.append(PreviewEntry(backup_set, (decision.deleted[backup_set.pk],), age))
-    return RetentionPreview(policy=policy, timezone=schedule.timezone, as_of=as_of, kept=kept, deleted=deleted)
-
-
-def set_pinned(backup_set: BackupSet, pinned: bool, actor: Any) -> bool:
+def set_pinned(backup_set: BackupSet, pinned: bool, actor: Any, **details: Any) -> bool:
     """Pin (keep whatever the policy says) or unpin a live set. False if it already was.
 
     Unpinning deletes nothing at once: the retention after the next successful backup
-    decides. Access is the caller's business (tenants.access).
+    decides. Access is the caller's business (tenants.access). `details` go into the
+    audit entry (scheduling adds the set's schedule).
     """
     with transaction.atomic():
         # Races retention's mark: whichever update comes first wins, and the other sees it.
@@ -201,14 +46,14 @@ def set_pinned(backup_set: BackupSet, pinned: bool, actor: Any) -> bool:
                 raise PinRefused("This backup set has already been deleted by retention.")
             backup_set.pinned = current["pinned"]
             return False
-        details: dict[str, Any] = {"created_at": backup_set.created_at.isoformat()}
-        if backup_set.schedule_id is not None:
-            schedule_code = (
-                BackupSchedule.objects.filter(pk=backup_set.schedule_id).values_list("code", flat=True).first()
-            )
-            if schedule_code is not None:
-                details["schedule"] = str(schedule_code)
         action = AuditAction.SET_PINNED if pinned else AuditAction.SET_UNPINNED
-        record(backup_set.tenant_id, action, backup_set, actor=actor, **details)
+        record(
+            backup_set.tenant_id,
+            action,
+            backup_set,
+            actor=actor,
+            created_at=backup_set.created_at.isoformat(),
+            **details,
+        )
     backup_set.pinned = pinned
     return True

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import Any, BinaryIO
 
 import zstandard
 from django.conf import settings
@@ -38,9 +38,6 @@ from django.core.files.storage import FileSystemStorage, Storage, storages
 from django.utils.module_loading import import_string
 
 from backups.errors import BackupError, ErrorCode
-
-if TYPE_CHECKING:
-    from scheduling.models import BackupSchedule
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +47,6 @@ CHUNK = 1024 * 1024
 # memory stays at one part (8 MiB) up to 16 GB compressed and the limit is ~500 GB.
 S3_PART_SIZE = 8 * 1024 * 1024
 S3_PARTS_PER_STEP = 2000
-# The free-space estimate is the schedule's last set plus this share of it.
-ESTIMATE_HEADROOM = 0.10
 
 
 @dataclass
@@ -462,25 +457,6 @@ def check_free_space(needed_bytes: int) -> None:
             f"The backup storage has {_human(free)} free but this backup needs about {_human(needed_bytes)};"
             " free some space (or prune old sets) and retry.",
         )
-
-
-def estimated_size(schedule: BackupSchedule) -> int:
-    """What the next backup of `schedule` will likely need: its last live set's size plus
-    headroom, and at least BACKUPS_MIN_FREE_BYTES (which also covers a first run)."""
-    from backups.models import BackupSet
-
-    last = (
-        BackupSet.objects.filter(schedule=schedule, deleted_at__isnull=True)
-        .order_by("-created_at", "-id")
-        .values_list("size", flat=True)
-        .first()
-    )
-    estimate = int((last or 0) * (1 + ESTIMATE_HEADROOM))
-    return max(estimate, int(settings.BACKUPS_MIN_FREE_BYTES))
-
-
-def check_free_space_for(schedule: BackupSchedule) -> None:
-    check_free_space(estimated_size(schedule))
 
 
 def _human(size: float) -> str:

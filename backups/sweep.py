@@ -28,7 +28,7 @@ from pathlib import Path
 from django.db import close_old_connections
 
 from backups import storage
-from scheduling.models import MAX_TIME_LIMIT_MINUTES
+from lib.slots import MAX_TIME_LIMIT_MINUTES
 
 logger = logging.getLogger(__name__)
 

@@ -43,6 +43,9 @@ HORIZON = timedelta(days=366 * 5)
 
 KINDS = ("disabled", "daily", "weekly", "cron", "every_n_hours")
 MIN_EVERY_HOURS, MAX_EVERY_HOURS = 1, 168
+# The longest time limit of a run (a schedule's time_limit_minutes); the storage sweep
+# (backups.sweep) counts on no write lasting longer.
+MAX_TIME_LIMIT_MINUTES = 24 * 60
 
 
 @dataclass(frozen=True)

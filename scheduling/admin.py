@@ -7,7 +7,14 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from scheduling.models import EDITABLE_FIELDS, BackupSchedule, BackupScheduleRun, DispatcherBeat, ScheduleSource
+from scheduling.models import (
+    EDITABLE_FIELDS,
+    BackupSchedule,
+    BackupScheduleRun,
+    DispatcherBeat,
+    ScheduleSource,
+    SourceLease,
+)
 from scheduling.services import delete_schedule, save_schedule, snapshot
 from tenants.admin_readonly import ReadOnlyAdmin
 
@@ -80,6 +87,14 @@ class BackupScheduleRunAdmin(ReadOnlyAdmin):
     list_filter = ["status", "operation", "trigger", "tenant"]
     search_fields = ["=code", "schedule__name", "error_code", "error_message"]
     list_select_related = ["schedule", "tenant"]
+
+
+@admin.register(SourceLease)
+class SourceLeaseAdmin(ReadOnlyAdmin):
+    """Read-only: which run holds which source now. Leases are taken and released by runs."""
+
+    list_display = ["source", "run", "acquired_at"]
+    list_select_related = ["source", "run__schedule"]
 
 
 @admin.register(DispatcherBeat)

@@ -35,9 +35,9 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime, parse_time
 
-from backups import leases
 from backups.errors import ErrorCode
 from lib.slots import Cadence, InvalidCadence, next_slot, validate
+from scheduling import leases
 from scheduling.bulk import insert_rows, update_rows
 from scheduling.heartbeat import HEARTBEAT_SECONDS
 from scheduling.models import (

@@ -17,7 +17,7 @@ from typing import Protocol
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
-from scheduling.runs import beat
+from scheduling.lifecycle import beat
 
 HEARTBEAT_SECONDS = 30
 # A followed log is written at most this often: a person watching a multi-hour dump
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 class FollowedLog(Protocol):
-    """A log that grows while the run works (backups.tasks.RunLog)."""
+    """A log that grows while the run works (backups.runlog.RunLog)."""
 
     @property
     def version(self) -> int: ...  # changes with every line

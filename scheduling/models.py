@@ -1,19 +1,27 @@
 from __future__ import annotations
 
 import uuid
-from datetime import time
+from datetime import time, timedelta
 from typing import TYPE_CHECKING
 
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
 
-from lib.slots import MAX_EVERY_HOURS, MIN_EVERY_HOURS, Cadence, InvalidCadence, all_zone_names, validate
+from lib.slots import (
+    MAX_EVERY_HOURS,
+    MAX_TIME_LIMIT_MINUTES,
+    MIN_EVERY_HOURS,
+    Cadence,
+    InvalidCadence,
+    all_zone_names,
+    validate,
+)
 from tenants.models import Tenant
 from tenants.validators import validate_plain_text
 
 if TYPE_CHECKING:
-    from backups.models import BackupSource
+    from backups.models import BackupSet, BackupSource
 
 
 class ScheduleKind(models.TextChoices):
@@ -45,6 +53,8 @@ class Trigger(models.TextChoices):
     SCHEDULED = "scheduled", "Scheduled"
     MANUAL = "manual", "Run now"
     RETRY = "retry", "Retry"
+    # A verify or restore someone asked for on a backup set (never "Run now").
+    REQUEST = "request", "Requested"
 
 
 class Operation(models.TextChoices):
@@ -75,7 +85,6 @@ EDITABLE_FIELDS = (
     "max_attempts",
 )
 
-MAX_TIME_LIMIT_MINUTES = 24 * 60
 MAX_ATTEMPTS = 10
 
 
@@ -215,6 +224,10 @@ class BackupScheduleRun(models.Model):
     subject_set = models.ForeignKey(
         "backups.BackupSet", models.SET_NULL, null=True, blank=True, related_name="operations"
     )
+    # Backup runs: the set this run made (none while it runs, or if it stored nothing).
+    # The run points at the set, never the set at the run: backups knows no run.
+    # SET_NULL: deleting a set by hand keeps the run's history.
+    backup_set = models.OneToOneField("backups.BackupSet", models.SET_NULL, null=True, blank=True, related_name="run")
     # Restore runs: where to (database name or folder path, overwrite flag). Never a secret.
     restore_target = models.JSONField(null=True, blank=True)
     # An automatic retry waits until then (capped exponential backoff with jitter);
@@ -281,6 +294,12 @@ class BackupScheduleRun(models.Model):
             ),
             # Used by the dispatcher's look for runs whose worker died.
             models.Index(fields=["heartbeat_at"], name="scheduling_run_heartbeat", condition=Q(status="running")),
+            # Used by retention (scheduling/retention.py live_sets): a schedule's sets, through its runs.
+            models.Index(
+                fields=["schedule", "backup_set"],
+                name="scheduling_run_set_by_schedule",
+                condition=Q(backup_set__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:
@@ -288,10 +307,30 @@ class BackupScheduleRun(models.Model):
         return f"{self.schedule.name}: {self.get_trigger_display()} run"
 
     @property
-    def duration(self):  # type: ignore[no-untyped-def]
+    def duration(self) -> timedelta | None:
         if self.started_at and self.finished_at:
             return self.finished_at - self.started_at
         return None
+
+
+def run_of(backup_set: BackupSet) -> BackupScheduleRun | None:
+    """The run that made `backup_set`, or None (its schedule, and so the run, was deleted)."""
+    # The reverse accessor raises a subclass of AttributeError when there is none.
+    run: BackupScheduleRun | None = getattr(backup_set, "run", None)
+    return run
+
+
+class SourceLease(models.Model):
+    """A source is backed up by one run at a time: the run holding its lease.
+
+    The unique source makes taking a lease race-free across workers and nodes."""
+
+    source = models.OneToOneField("backups.BackupSource", models.CASCADE, related_name="lease")
+    run = models.ForeignKey(BackupScheduleRun, models.CASCADE, related_name="leases")
+    acquired_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.source} leased by run {self.run_id}"
 
 
 class DispatcherBeat(models.Model):

@@ -25,8 +25,10 @@ from django_q.models import OrmQ
 from django_q.signing import PickleSerializer
 
 from scheduling.bulk import insert_rows
+from scheduling.worker import execute_run
 
-EXECUTE_RUN = "backups.tasks.execute_run"
+# The worker's task, as django-q2 names it (taken from the function: a move cannot leave it stale).
+EXECUTE_RUN = f"{execute_run.__module__}.{execute_run.__qualname__}"
 
 
 def task_package(run_code: UUID | str, now: datetime, signer: TimestampSigner | None = None) -> str:

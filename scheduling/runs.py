@@ -1,4 +1,4 @@
-"""Run now, Retry, and the compare-and-swap status changes of a run."""
+"""Run now and Retry: runs people ask for (their status changes: scheduling.lifecycle)."""
 
 from __future__ import annotations
 
@@ -6,22 +6,20 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from backups.errors import ErrorCode
 from lib.passes import first_pass_at
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.queue import enqueue_runs
 from tenants.audit import record
-from tenants.models import AuditAction, Tenant
+from tenants.models import AuditAction
 from tenants.notifications import notify_retry_canceled, notify_run_requested
 
 logger = logging.getLogger(__name__)
 
-# What a person may retry by hand (automatic retries: backups.retry).
+# What a person may retry by hand (automatic retries: scheduling.retry).
 RETRYABLE = (RunStatus.FAILED, RunStatus.PARTIAL, RunStatus.CANCELED)
 
 
@@ -134,79 +132,3 @@ def cancel_pending_retries(schedule: BackupSchedule, actor: Any = None) -> int:
             if followed is not None:
                 notify_retry_canceled(followed, actor)
     return canceled
-
-
-def claim(run_code: str, now: datetime) -> bool:
-    """queued -> running. False if someone else (a redelivered task) got it first,
-    if the run is an automatic retry whose time has not come yet, or if its tenant
-    already has TENANT_MAX_RUNNING runs running (then the run is deferred: see defer)."""
-    due = Q(not_before__isnull=True) | Q(not_before__lte=now)
-    queued = BackupScheduleRun.objects.filter(due, code=run_code, status=RunStatus.QUEUED)
-    cap = settings.TENANT_MAX_RUNNING
-    with transaction.atomic():
-        if cap:
-            tenant_id = queued.values_list("tenant_id", flat=True).first()
-            if tenant_id is None:
-                return False
-            # Serializes the claims of one tenant (PostgreSQL; SQLite's write lock
-            # already does), so two workers cannot both take the last free place.
-            list(Tenant.objects.select_for_update().filter(pk=tenant_id).values_list("pk"))
-            running = BackupScheduleRun.objects.filter(tenant_id=tenant_id, status=RunStatus.RUNNING).count()
-            if running >= cap:
-                defer(run_code, running)
-                return False
-        return queued.update(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now) == 1
-
-
-def defer(run_code: str, running: int) -> None:
-    """Leave a run queued, without a task, for the dispatcher's next pass to push again.
-
-    Its tenant is at its share of the workers. Waiting costs nothing meanwhile (no
-    worker holds it, nothing polls), the run keeps its place (still queued: the slot
-    is not lost, and no second run of the schedule starts), and every other tenant's
-    runs are claimed as usual. The pass releases it like a due automatic retry
-    (scheduling.dispatch.release_due_retries), once a minute, until a place is free."""
-    deferred = BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.QUEUED).update(
-        enqueued_at=None, not_before=None
-    )
-    if deferred:
-        logger.info("run %s waits: its tenant already runs %d (TENANT_MAX_RUNNING)", run_code, running)
-
-
-def beat(run_code: str, now: datetime, log: str | None = None) -> bool:
-    """The worker is alive and still on this run; with `log`, the log so far (the run
-    page follows it). A finished run is left alone: its final log is finish()'s."""
-    changes: dict[str, Any] = {"heartbeat_at": now}
-    if log is not None:
-        changes["log"] = log
-    return BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.RUNNING).update(**changes) == 1
-
-
-def finish(run: BackupScheduleRun, status: str, log: str, error_code: str = "", error_message: str = "") -> str:
-    """running -> succeeded/failed, and the schedule's last-run summary.
-
-    Also from failed/WORKER_LOST: if the dispatcher gave the worker up for lost while
-    it was in fact still working, the worker's real result replaces the guess.
-    Returns the status it replaced: running, or failed for a run given up for lost
-    (people were told of that failure already); "" if it finished nothing.
-    """
-    now = timezone.now()
-    changes = {
-        "status": status,
-        "finished_at": now,
-        "log": log,
-        "error_code": error_code,
-        "error_message": error_message,
-    }
-    runs = BackupScheduleRun.objects.filter(pk=run.pk)
-    if runs.filter(status=RunStatus.RUNNING).update(**changes):
-        replaced = RunStatus.RUNNING
-    elif runs.filter(status=RunStatus.FAILED, error_code=ErrorCode.WORKER_LOST).update(**changes):
-        replaced = RunStatus.FAILED
-    else:
-        return ""
-    run.status, run.finished_at, run.log = status, now, log
-    run.error_code, run.error_message = error_code, error_message
-    if run.operation == Operation.BACKUP:  # the schedule's summary is about its backups
-        BackupSchedule.objects.filter(pk=run.schedule_id).update(last_run_at=now, last_status=status)
-    return replaced

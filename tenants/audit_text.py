@@ -51,7 +51,9 @@ def load_names(tenant_id: int, entries: Iterable[AuditLog]) -> Names:
         schedules = {str(code): name for code, name in rows}
     set_schedules: dict[str, str] = {}
     if set_codes:
-        sets = BackupSet.objects.filter(tenant_id=tenant_id, code__in=set_codes).values_list("code", "schedule__name")
+        sets = BackupSet.objects.filter(tenant_id=tenant_id, code__in=set_codes).values_list(
+            "code", "run__schedule__name"
+        )
         set_schedules = {str(code): name or "" for code, name in sets}
     return Names(schedules, set_schedules)
 

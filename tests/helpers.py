@@ -56,13 +56,19 @@ def make_schedule(tenant: Tenant, source: BackupSource | None, **fields: Any) ->
     return schedule
 
 
+def set_of_run(run: Any, **fields: Any) -> BackupSet:
+    """A backup set row that `run` made (the run points at it)."""
+    backup_set = BackupSet.objects.create(**fields)
+    type(run).objects.filter(pk=run.pk).update(backup_set=backup_set)
+    run.backup_set = backup_set
+    return backup_set
+
+
 def make_stored_set(schedule: BackupSchedule, run: Any, sha256: str = "ab" * 32, **fields: Any) -> BackupSet:
     """A backup set row with one item, as a finished run leaves it (no file behind it)."""
     fields.setdefault("size", 1234)
     fields.setdefault("source_size", 5678)
-    backup_set = BackupSet.objects.create(
-        tenant=schedule.tenant, schedule=schedule, run=run, created_at=timezone.now(), **fields
-    )
+    backup_set = set_of_run(run, tenant=schedule.tenant, created_at=timezone.now(), **fields)
     source = schedule.sources.first()
     BackupItem.objects.create(
         backup_set=backup_set,

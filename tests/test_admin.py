@@ -18,7 +18,7 @@ CHANGELISTS = [
     "/admin/scheduling/backupschedule/",
     "/admin/scheduling/backupschedulerun/",
     "/admin/tenants/notification/",
-    "/admin/backups/sourcelease/",
+    "/admin/scheduling/sourcelease/",
     "/admin/backups/sourcecheck/",
     "/admin/scheduling/dispatcherbeat/",
 ]
@@ -64,7 +64,7 @@ def test_a_superuser_opens_every_changelist(client, admin_user, alice, backup_se
 
 def test_a_superuser_opens_the_change_page_of_a_schedule_and_a_run(client, admin_user, backup_set) -> None:
     client.force_login(admin_user)
-    assert client.get(f"/admin/scheduling/backupschedule/{backup_set.schedule.pk}/change/").status_code == 200
+    assert client.get(f"/admin/scheduling/backupschedule/{backup_set.run.schedule.pk}/change/").status_code == 200
     assert client.get(f"/admin/scheduling/backupschedulerun/{backup_set.run.pk}/change/").status_code == 200
     assert client.get(f"/admin/backups/backupset/{backup_set.pk}/change/").status_code == 200
 

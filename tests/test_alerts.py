@@ -14,13 +14,14 @@ from django.core import mail
 from django.db import transaction
 from django.utils import timezone
 
-from backups import tasks
 from backups.errors import ErrorCode
 from backups.models import BackupSource
-from backups.tasks import execute_run
+from scheduling import worker as tasks
 from scheduling.dispatch import ABANDONED_AFTER, run_pass
+from scheduling.lifecycle import claim
 from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, ScheduleSource
-from scheduling.runs import claim, retry, run_now
+from scheduling.runs import retry, run_now
+from scheduling.worker import execute_run
 from tenants.models import Notification, NotificationKind
 from tests.conftest import make_sqlite_database
 from tests.helpers import drain, queued_tasks
@@ -38,7 +39,7 @@ def timeouts(monkeypatch):
     """Every dump hits its time limit at once (TIMEOUT, retried) until `timeouts.stop()`."""
     # Imported first: it binds deadline_for when imported, and must keep the real one
     # for the tests after these (verify and restore).
-    import backups.operations  # noqa: F401
+    import scheduling.perform  # noqa: F401
 
     real = tasks.deadline_for
     monkeypatch.setattr(tasks, "deadline_for", lambda schedule: time.monotonic())

@@ -11,9 +11,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from backups.models import BackupSet, BackupSource
-from backups.tasks import execute_run
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation
 from scheduling.runs import run_now
+from scheduling.worker import execute_run
 from tenants.models import Tenant
 from tests.helpers import queued_tasks
 from tests.test_views_schedules import valid_data

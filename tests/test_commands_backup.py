@@ -13,9 +13,9 @@ from django.core.management.base import CommandError
 
 from backups import storage
 from backups.models import BackupSet, VerifyStatus
-from backups.tasks import execute_run
 from scheduling.models import BackupScheduleRun, Operation, RunStatus
 from scheduling.runs import run_now
+from scheduling.worker import execute_run
 from tests.conftest import make_sqlite_database
 from tests.helpers import queued_tasks
 

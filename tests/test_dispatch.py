@@ -254,7 +254,7 @@ def test_far_behind_still_runs_the_slot_within_grace() -> None:
 
 def test_a_run_whose_worker_died_is_failed_and_frees_its_schedule(schedule) -> None:
     from scheduling.dispatch import ABANDONED_AFTER
-    from scheduling.runs import beat, claim
+    from scheduling.lifecycle import beat, claim
 
     run = run_now(schedule, actor=None)
     started = SLOT - timedelta(hours=1)

@@ -17,9 +17,9 @@ from backups.engines.directory import archive_stream
 from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
 from backups.models import BackupSource, SourceKind
-from backups.tasks import execute_run
 from scheduling.models import RunStatus
 from scheduling.runs import run_now
+from scheduling.worker import execute_run
 from tenants.models import Tenant
 from tests.helpers import make_schedule
 

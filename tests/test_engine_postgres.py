@@ -392,9 +392,9 @@ def test_a_dump_killed_from_outside_fails_the_run_and_keeps_nothing(tenant, lock
     import threading
 
     from backups.models import BackupSet
-    from backups.tasks import execute_run
     from scheduling.models import BackupScheduleRun, RunStatus
     from scheduling.runs import run_now
+    from scheduling.worker import execute_run
     from tests.helpers import make_schedule
 
     source = make_source(tenant, locked_customers)

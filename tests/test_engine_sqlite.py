@@ -235,8 +235,11 @@ def test_a_source_locked_past_the_time_limit_is_a_timeout(rich_source) -> None:
     release = threading.Event()
     thread = _locked_until(Path(rich_source.path), release)
     try:
-        with pytest.raises(BackupError) as failed, ENGINE.dump(
-            rich_source, DumpTarget(label="CRM"), DumpContext(log=lambda _: None, deadline=time.monotonic() + 1)
+        with (
+            pytest.raises(BackupError) as failed,
+            ENGINE.dump(
+                rich_source, DumpTarget(label="CRM"), DumpContext(log=lambda _: None, deadline=time.monotonic() + 1)
+            ),
         ):
             pass
         assert failed.value.code == ErrorCode.TIMEOUT and "stayed locked" in failed.value.message

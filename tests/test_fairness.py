@@ -14,10 +14,11 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from backups.models import BackupSet, BackupSource
-from backups.operations import OperationRefused, request_restore, request_verify
 from scheduling.dispatch import run_pass
+from scheduling.lifecycle import claim
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
-from scheduling.runs import claim, run_now
+from scheduling.operations import OperationRefused, request_restore, request_verify
+from scheduling.runs import run_now
 from tenants.models import Membership, Role, Tenant
 from tests.conftest import make_sqlite_database, make_user
 from tests.helpers import drain, execute, make_schedule, make_stored_set, queued_tasks

@@ -11,14 +11,15 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from backups import leases
-from backups.models import BackupSet, BackupSource, SourceLease
-from backups.tasks import execute_run
+from backups.models import BackupSet, BackupSource
+from scheduling import leases
 from scheduling.dispatch import ABANDONED_AFTER, run_pass
-from scheduling.models import BackupScheduleRun, RunStatus
-from scheduling.runs import beat, claim, run_now
+from scheduling.lifecycle import beat, claim
+from scheduling.models import BackupScheduleRun, RunStatus, SourceLease
+from scheduling.runs import run_now
+from scheduling.worker import execute_run
 from tests.conftest import make_sqlite_database
-from tests.helpers import make_schedule
+from tests.helpers import make_schedule, set_of_run
 
 
 def running(schedule, holds: list[BackupSource]) -> BackupScheduleRun:
@@ -160,7 +161,7 @@ def test_two_workers_on_one_source_back_it_up_once_at_a_time(schedule, source, t
 def _restore_over_the_source(schedule, source, alice) -> tuple[BackupScheduleRun, dict[str, str]]:
     """A backup of the source, then the source changed, then a restore asked over it."""
     from backups.engines.base import RestoreTarget
-    from backups.operations import request_restore
+    from scheduling.operations import request_restore
     from tests.test_operations import backed_up, table_checksums
 
     backup_set = backed_up(schedule)
@@ -176,7 +177,7 @@ def _restore_over_the_source(schedule, source, alice) -> tuple[BackupScheduleRun
 def test_an_overwriting_restore_waits_while_a_backup_reads_its_source(
     schedule, source, tenant, alice, monkeypatch
 ) -> None:
-    from backups import operations
+    from scheduling import perform as operations
     from tests.test_operations import table_checksums
 
     restore, backed_up_sums = _restore_over_the_source(schedule, source, alice)
@@ -201,7 +202,8 @@ def test_an_overwriting_restore_waits_while_a_backup_reads_its_source(
 def test_an_overwriting_restore_gives_up_at_the_time_limit_and_writes_nothing(
     schedule, source, tenant, alice, monkeypatch
 ) -> None:
-    from backups import operations, tasks
+    from backups import pipeline as tasks
+    from scheduling import perform as operations
     from tests.test_operations import table_checksums
 
     restore, backed_up_sums = _restore_over_the_source(schedule, source, alice)
@@ -231,8 +233,8 @@ def test_a_backup_is_skipped_while_a_restore_overwrites_its_source(schedule, sou
 
 
 def test_a_restore_into_a_new_file_does_not_wait_for_a_backup(schedule, source, tenant, alice, monkeypatch) -> None:
-    from backups import operations
-    from backups.operations import request_restore
+    from scheduling import perform as operations
+    from scheduling.operations import request_restore
     from tests.test_operations import backed_up
 
     backup_set = backed_up(schedule)
@@ -264,8 +266,9 @@ def test_the_time_limit_of_a_restore_counts_from_when_it_got_its_sources(
     schedule, source, tenant, alice, monkeypatch
 ) -> None:
     """Waiting most of the limit for a backup must not leave the restore seconds to write in."""
-    from backups import operations, tasks
+    from backups import pipeline as tasks
     from backups.engines.sqlite import SqliteEngine
+    from scheduling import perform as operations
 
     restore, _ = _restore_over_the_source(schedule, source, alice)
     holder = running(make_schedule(tenant, source, name="Weekly full"), [source])
@@ -296,8 +299,8 @@ def test_a_restore_written_inside_a_folder_source_waits_for_that_folders_backup(
 ) -> None:
     """A new file beside the SQLite source lands inside a folder source covering it: a backup
     of that folder meanwhile would archive a half-written file."""
-    from backups import operations
-    from backups.operations import request_restore
+    from scheduling import perform as operations
+    from scheduling.operations import request_restore
     from tests.test_operations import backed_up
 
     settings.TENANT_MAX_RUNNING = 0  # two of the tenant's runs run here on purpose; the limit: tests/test_fairness.py
@@ -325,8 +328,8 @@ def test_a_restore_written_inside_a_folder_source_waits_for_that_folders_backup(
 
 
 def test_a_database_restore_leases_the_server_sources_that_would_dump_the_target(schedule, tenant) -> None:
-    from backups.models import BackupItem, BackupSet
-    from backups.operations import _sources_a_restore_touches
+    from backups.models import BackupItem
+    from backups.restore import sources_a_restore_touches as _sources_a_restore_touches
 
     def server(name: str, **fields) -> BackupSource:
         fields = {"kind": "postgres", "host": "db.internal", "port": 5432, "database": "shop", **fields}
@@ -338,12 +341,12 @@ def test_a_database_restore_leases_the_server_sources_that_would_dump_the_target
     other_port = server("Other cluster", port=5433, database="", all_databases=True)
     other_kind = server("MariaDB", kind="mysql", port=5432, database="", all_databases=True)
     run = run_now(schedule, actor=None)
-    backup_set = BackupSet.objects.create(tenant=tenant, schedule=schedule, run=run, created_at=run.created_at)
+    backup_set = set_of_run(run, tenant=tenant, created_at=run.created_at)
     item = BackupItem.objects.create(backup_set=backup_set, source=origin, kind="postgres", label="shop")
 
     def touched(**entry) -> set[str]:
         entries = [{"item": str(item.code), **entry}]
-        return {source.name for source in _sources_a_restore_touches(run, backup_set, entries)}
+        return {source.name for source in _sources_a_restore_touches(run.tenant_id, backup_set, entries)}
 
     assert touched(database="shop_restored") == {whole_server.name, copy.name}
     assert touched(database="shop", overwrite=True) == {origin.name, whole_server.name}
@@ -352,8 +355,8 @@ def test_a_database_restore_leases_the_server_sources_that_would_dump_the_target
 
 
 def test_one_server_is_recognized_under_another_spelling_or_a_blank_port(schedule, tenant) -> None:
-    from backups.models import BackupItem, BackupSet
-    from backups.operations import _sources_a_restore_touches
+    from backups.models import BackupItem
+    from backups.restore import sources_a_restore_touches as _sources_a_restore_touches
 
     def server(name: str, host: str, port: int | None) -> BackupSource:
         return BackupSource.objects.create(
@@ -365,9 +368,9 @@ def test_one_server_is_recognized_under_another_spelling_or_a_blank_port(schedul
     elsewhere = server("Other port", "localhost", 5433)
     nowhere = server("Unresolvable", "no-such-host.invalid", 5432)
     run = run_now(schedule, actor=None)
-    backup_set = BackupSet.objects.create(tenant=tenant, schedule=schedule, run=run, created_at=run.created_at)
+    backup_set = set_of_run(run, tenant=tenant, created_at=run.created_at)
     item = BackupItem.objects.create(backup_set=backup_set, source=origin, kind="postgres", label="shop")
     entries = [{"item": str(item.code), "database": "shop_restored"}]
-    touched = {source.name for source in _sources_a_restore_touches(run, backup_set, entries)}
+    touched = {source.name for source in _sources_a_restore_touches(run.tenant_id, backup_set, entries)}
     assert touched == {origin.name, by_name.name}
     assert elsewhere.name not in touched and nowhere.name not in touched

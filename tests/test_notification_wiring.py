@@ -7,10 +7,10 @@ from pathlib import Path
 
 from django.core import mail
 
-from backups.tasks import execute_run
 from scheduling.dispatch import run_pass
 from scheduling.models import BackupSchedule, RunStatus
 from scheduling.runs import run_now
+from scheduling.worker import execute_run
 from tenants.models import Notification, NotificationKind
 
 

@@ -14,11 +14,11 @@ from django.http import Http404
 from backups import storage
 from backups.engines.base import RestoreTarget
 from backups.models import BackupSet, BackupSource, ItemStatus, VerifyStatus
-from backups.operations import OperationRefused, request_restore, request_verify
-from backups.tasks import execute_run
 from scheduling.dispatch import run_pass
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, ScheduleSource
+from scheduling.operations import OperationRefused, request_restore, request_verify
 from scheduling.runs import run_now
+from scheduling.worker import execute_run
 from tenants.models import AuditAction, AuditLog, Notification, NotificationKind
 from tests.conftest import make_sqlite_database
 from tests.helpers import drain, queued_tasks

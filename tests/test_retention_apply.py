@@ -11,13 +11,14 @@ import time_machine
 
 from backups import retention, storage
 from backups.models import BackupItem, BackupSet, ItemStatus, SetStatus, VerifyStatus
-from backups.retention import IN_USE, PinRefused, apply_retention, preview_retention, set_pinned
-from backups.tasks import execute_run
+from backups.retention import PinRefused
 from lib.retention import NOT_KEPT, PARTIAL_OUTSIDE
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
+from scheduling.retention import IN_USE, apply_retention, preview_retention, set_pinned
 from scheduling.runs import run_now
+from scheduling.worker import execute_run
 from tenants.models import AuditAction, AuditLog, Tenant
-from tests.helpers import make_schedule
+from tests.helpers import make_schedule, set_of_run
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -42,10 +43,9 @@ def stored_set(
         created_at=created_at,
         finished_at=created_at,
     )
-    backup_set = BackupSet.objects.create(
+    backup_set = set_of_run(
+        run,
         tenant_id=schedule.tenant_id,
-        schedule=schedule,
-        run=run,
         status=status,
         pinned=pinned,
         verify_status=verify_status,
@@ -68,7 +68,7 @@ def file_of(backup_set: BackupSet):
 
 
 def live_ids(schedule: BackupSchedule) -> list[int]:
-    return list(BackupSet.objects.filter(schedule=schedule, deleted_at__isnull=True).values_list("pk", flat=True))
+    return list(BackupSet.objects.filter(run__schedule=schedule, deleted_at__isnull=True).values_list("pk", flat=True))
 
 
 def set_policy(schedule: BackupSchedule, **fields) -> None:
@@ -166,7 +166,7 @@ def test_a_set_pinned_while_retention_runs_is_kept(schedule, monkeypatch) -> Non
 def operation_on(backup_set: BackupSet, operation: str, status: str = RunStatus.QUEUED) -> BackupScheduleRun:
     return BackupScheduleRun.objects.create(
         tenant_id=backup_set.tenant_id,
-        schedule=backup_set.schedule,
+        schedule=backup_set.run.schedule,
         trigger=Trigger.MANUAL,
         operation=operation,
         subject_set=backup_set,
@@ -275,7 +275,7 @@ def test_a_second_pass_prunes_nothing_more(schedule) -> None:
     # Kept: 28 Nov (last, daily, monthly), 25 Nov (last, daily), 22 Nov (daily), 28 Oct (monthly).
     assert len(apply_retention(schedule)) == 20 - 4
     assert apply_retention(schedule) == []
-    kept = BackupSet.objects.filter(schedule=schedule, deleted_at__isnull=True)
+    kept = BackupSet.objects.filter(run__schedule=schedule, deleted_at__isnull=True)
     assert [s.created_at for s in kept] == [berlin(f"2026-{d}T02:30") for d in ("11-28", "11-25", "11-22", "10-28")]
 
 

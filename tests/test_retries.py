@@ -12,13 +12,14 @@ import time_machine
 from hypothesis import given
 from hypothesis import strategies as st
 
-from backups import retry, tasks
 from backups.errors import ErrorCode
-from backups.tasks import execute_run
 from lib.backoff import BASE_SECONDS, CAP_SECONDS, backoff_ceiling, backoff_delay
+from scheduling import retry
+from scheduling import worker as tasks
 from scheduling.dispatch import RETRY_PENDING_REASON, run_pass
 from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, Trigger
 from scheduling.runs import run_now
+from scheduling.worker import execute_run
 from tenants.models import AuditAction, AuditLog
 from tests.helpers import drain, queued_tasks
 

@@ -14,15 +14,17 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from backups import tasks
+from backups import pipeline as tasks
 from backups.engines.postgres import _dump_error
 from backups.engines.process import WITHHELD, scrub_tool_output
 from backups.errors import ErrorCode
 from backups.models import BackupSource, SourceKind
-from backups.tasks import HEAD_LINES, LINE_LIMIT, TAIL_LINES, RunLog, execute_run
+from backups.runlog import HEAD_LINES, LINE_LIMIT, TAIL_LINES, RunLog
 from scheduling import heartbeat
+from scheduling.lifecycle import beat, claim, finish
 from scheduling.models import BackupScheduleRun, RunStatus
-from scheduling.runs import beat, claim, finish, run_now
+from scheduling.runs import run_now
+from scheduling.worker import execute_run
 from tests.helpers import make_schedule
 from tests.services import PG_HOST, PG_PORT, pg_connect, pg_database, pg_execute, require_postgres
 

@@ -12,13 +12,13 @@ import zstandard
 
 from backups import storage
 from backups.models import BackupItem, BackupSet, BackupSource, ItemStatus, SetStatus
-from backups.tasks import execute_run
 from scheduling.dispatch import run_pass
 from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, ScheduleSource, Trigger
 from scheduling.runs import RunRefused, retry, run_now
+from scheduling.worker import execute_run
 from tenants.models import AuditAction, AuditLog
 from tests.conftest import make_sqlite_database
-from tests.helpers import drain, make_schedule, queued_tasks
+from tests.helpers import drain, make_schedule, queued_tasks, set_of_run
 
 SLOT = datetime(2026, 11, 24, 1, 30, tzinfo=UTC)
 
@@ -137,7 +137,7 @@ def test_retention_keeps_the_newest_n_of_this_schedule_only(schedule, source, te
         run = run_now(schedule, actor=None)
         assert execute_run(str(run.code)) == "succeeded"
         made.append(BackupSet.objects.get(run=run))
-    live = list(BackupSet.objects.filter(schedule=schedule, deleted_at__isnull=True))
+    live = list(BackupSet.objects.filter(run__schedule=schedule, deleted_at__isnull=True))
     assert [s.pk for s in live] == [s.pk for s in reversed(made[-3:])]  # keep_last=3
     for pruned in made[:2]:
         pruned.refresh_from_db()
@@ -255,7 +255,7 @@ def test_the_heartbeat_survives_a_failed_beat(schedule, monkeypatch) -> None:
 
 
 def test_a_worker_given_up_for_lost_still_records_its_real_result(schedule) -> None:
-    from scheduling.runs import claim, finish
+    from scheduling.lifecycle import claim, finish
 
     run = run_now(schedule, actor=None)
     claim(str(run.code), datetime.now(UTC))
@@ -311,7 +311,7 @@ def test_one_bad_source_makes_a_partial_run_that_names_it(schedule, settings, tm
     schedule.keep_last = 1
     schedule.save()
     older = run_now(schedule, actor=None)
-    BackupSet.objects.create(tenant=schedule.tenant, schedule=schedule, run=older, created_at=datetime.now(UTC))
+    set_of_run(older, tenant=schedule.tenant, created_at=datetime.now(UTC))
     BackupScheduleRun.objects.filter(pk=older.pk).update(status=RunStatus.SUCCEEDED)
     run = run_now(schedule, actor=None)
     assert execute_run(str(run.code)) == "partial"
@@ -393,7 +393,7 @@ def test_bytes_written_moves_while_the_run_goes(schedule, settings, monkeypatch)
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from backups import tasks
+    from scheduling import worker as tasks
 
     source = schedule.sources.get()
     big_database(Path(source.path).with_name("big.sqlite3"), 4)
@@ -413,7 +413,7 @@ def test_progress_updates_are_throttled(schedule, monkeypatch) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from backups import tasks
+    from scheduling import worker as tasks
 
     monkeypatch.setattr(tasks, "PROGRESS_SECONDS", 3600)
     run = run_now(schedule, actor=None)
@@ -429,7 +429,8 @@ def test_a_dump_running_past_the_time_limit_is_stopped_as_timeout_and_keeps_noth
     """The schedule's real limit (1 minute); the deadline clock jumps 61 s while the
     big source's snapshot is taken, so the stream is stopped at its first read, and
     the next source is not even started."""
-    from backups import tasks
+    from backups import pipeline as tasks
+    from backups.runlog import RunLog
 
     source = schedule.sources.get()
     big_database(Path(source.path), 8)
@@ -439,14 +440,14 @@ def test_a_dump_running_past_the_time_limit_is_stopped_as_timeout_and_keeps_noth
     schedule.save()
     offset = [0.0]
     monkeypatch.setattr(tasks, "clock", lambda: time.monotonic() + offset[0])
-    real_log = tasks.RunLog.__call__
+    real_log = RunLog.__call__
 
     def log_and_maybe_jump(self, message: str) -> None:
         real_log(self, message)
         if message.startswith("Snapshot taken"):  # the dump of the first source is under way
             offset[0] += 61
 
-    monkeypatch.setattr(tasks.RunLog, "__call__", log_and_maybe_jump)
+    monkeypatch.setattr(RunLog, "__call__", log_and_maybe_jump)
     run = run_now(schedule, actor=None)
     assert execute_run(str(run.code)) == "TIMEOUT"
     run.refresh_from_db()
@@ -460,7 +461,7 @@ def test_a_dump_running_past_the_time_limit_is_stopped_as_timeout_and_keeps_noth
 
 def test_the_deadline_reader_stops_a_stream_mid_way_and_no_file_is_left(schedule, tmp_path) -> None:
     from backups.errors import BackupError
-    from backups.tasks import DeadlineReader, timeout_error
+    from backups.pipeline import DeadlineReader, timeout_error
 
     big = big_database(tmp_path / "sources" / "big.sqlite3", 4)
     with open(big, "rb") as raw:
@@ -504,7 +505,7 @@ def test_a_failed_progress_update_does_not_fail_the_backup(schedule, monkeypatch
     item's work and failed a good backup as UNKNOWN."""
     from django.db import OperationalError
 
-    from backups import tasks
+    from scheduling import worker as tasks
 
     def locked(self, written):
         raise OperationalError("database is locked")

@@ -106,10 +106,10 @@ def test_source_changes_are_audited(source, alice) -> None:
 
 
 def test_a_schedule_with_backups_or_an_active_run_is_not_deleted(schedule, alice) -> None:
-    from backups.tasks import execute_run
     from scheduling.models import BackupScheduleRun
     from scheduling.runs import run_now
     from scheduling.services import ScheduleInUse
+    from scheduling.worker import execute_run
 
     run = run_now(schedule, actor=None)
     with pytest.raises(ScheduleInUse, match="queued or running"):

@@ -13,7 +13,7 @@ import pytest
 from backups.engines import process
 from backups.engines.process import LINE_BYTES, LINE_SIDE, STDERR_LIMIT, Process, ToolCall
 from backups.errors import BackupError, ErrorCode
-from backups.tasks import RunLog
+from backups.runlog import RunLog
 
 SECRET = "Tr0ub4dor&3xyzzy"
 

@@ -17,9 +17,9 @@ from django.core.exceptions import ImproperlyConfigured
 from backups import storage
 from backups.errors import BackupError, ErrorCode
 from backups.models import BackupSet
-from backups.tasks import execute_run
 from scheduling.models import BackupScheduleRun, RunStatus
 from scheduling.runs import run_now
+from scheduling.worker import execute_run
 from tests.helpers import make_stored_set
 
 REPO = Path(__file__).resolve().parent.parent

@@ -16,7 +16,7 @@ from django.core.management.base import CommandError
 
 from backups import storage
 from backups.sweep import STALE_AFTER, sweep_temporary_files
-from scheduling.models import MAX_TIME_LIMIT_MINUTES
+from lib.slots import MAX_TIME_LIMIT_MINUTES
 from tests.helpers import ROOT
 
 # A write that never ends: random (incompressible) bytes, so zstd writes to the file at once.

@@ -186,8 +186,8 @@ def sentences(response) -> list[str]:
 
 
 def test_automatic_entries_are_hidden_until_asked_for(client, rita, bob, schedule) -> None:
-    from backups.tasks import execute_run
     from scheduling.runs import run_now
+    from scheduling.worker import execute_run
 
     run = run_now(schedule, bob)
     assert execute_run(str(run.code)) == "succeeded"

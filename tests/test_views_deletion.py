@@ -7,10 +7,10 @@ import pytest
 from django.utils import timezone
 
 from backups import storage
-from backups.deletion import delete_schedule_with_sets, delete_set
 from backups.models import BackupItem, BackupSet
-from backups.retention import apply_retention
+from scheduling.deletion import delete_schedule_with_sets, delete_set
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
+from scheduling.retention import apply_retention
 from tenants.models import AuditAction, AuditLog
 from tests.test_retention_apply import operation_on
 from tests.test_retention_apply import stored_set as stored_at

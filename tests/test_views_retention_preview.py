@@ -84,7 +84,7 @@ def test_typing_a_longer_policy_previews_keeping_more_without_saving(client, mia
     assert [created(row) for row in table_rows(response.text, "deleted")] == [stamp(s) for s in sets[4:]]
     schedule.refresh_from_db()
     assert (schedule.keep_last, schedule.keep_daily) == (3, 0)  # a preview never saves
-    assert BackupSet.objects.filter(schedule=schedule, deleted_at__isnull=True).count() == 6  # nor deletes
+    assert BackupSet.objects.filter(run__schedule=schedule, deleted_at__isnull=True).count() == 6  # nor deletes
 
 
 def test_the_preview_counts_days_in_the_zone_typed(client, mia, schedule, source) -> None:

@@ -696,7 +696,7 @@ def test_the_detail_prints_its_timeline_and_slot_on_the_viewers_clock(client, ri
 
 
 def test_a_verify_run_names_its_operation_and_the_set_it_checks(client, rita, bob, tenant, schedule) -> None:
-    from backups.operations import request_verify
+    from scheduling.operations import request_verify
 
     backup = BackupScheduleRun.objects.create(
         tenant=tenant,
@@ -722,7 +722,7 @@ def test_a_verify_run_names_its_operation_and_the_set_it_checks(client, rita, bo
 
 
 def test_a_restore_run_names_its_operation_and_the_set_it_restores(client, alice, tenant, schedule) -> None:
-    from backups.operations import request_restore
+    from scheduling.operations import request_restore
 
     backup = BackupScheduleRun.objects.create(
         tenant=tenant, schedule=schedule, status=RunStatus.SUCCEEDED, created_at=timezone.now()

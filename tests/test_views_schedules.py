@@ -698,7 +698,7 @@ def test_run_now_from_a_list_row_redraws_the_row_queued_and_starts_the_poller(cl
 
 
 def test_the_list_polls_while_a_row_is_active_and_stops_after(client, rita, tenant, schedule) -> None:
-    from scheduling.runs import claim, finish
+    from scheduling.lifecycle import claim, finish
 
     client.force_login(rita)
     url = f"/t/{tenant.code}/schedules/"
@@ -736,7 +736,7 @@ def test_the_list_with_active_runs_costs_the_same_queries_for_5_and_50_schedules
 def test_run_now_from_the_schedule_page_redraws_its_history_which_polls_until_the_run_ends(
     client, bob, schedule
 ) -> None:
-    from scheduling.runs import claim, finish
+    from scheduling.lifecycle import claim, finish
 
     client.force_login(bob)
     page = client.get(f"/schedules/{schedule.code}/").text

@@ -16,12 +16,12 @@ from backups.engines.base import DumpTarget
 from backups.engines.registry import engine_for
 from backups.models import BackupItem, BackupSet, BackupSource, SourceKind, VerifyStatus
 from backups.secrets import encrypt
-from backups.tasks import execute_run
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, ScheduleSource
 from scheduling.runs import run_now
+from scheduling.worker import execute_run
 from tenants.models import AuditAction, AuditLog
 from tests.conftest import make_sqlite_database
-from tests.helpers import drain, make_stored_set, queued_tasks
+from tests.helpers import drain, make_stored_set, queued_tasks, set_of_run
 
 
 def backed_up(schedule: BackupSchedule) -> BackupSet:
@@ -500,7 +500,7 @@ def test_no_secret_of_a_server_source_reaches_the_pages_the_run_or_the_audit(cli
     run = BackupScheduleRun.objects.create(
         tenant=tenant, schedule=schedule, status=RunStatus.SUCCEEDED, created_at=timezone.now()
     )
-    backup_set = BackupSet.objects.create(tenant=tenant, schedule=schedule, run=run, created_at=timezone.now())
+    backup_set = set_of_run(run, tenant=tenant, created_at=timezone.now())
     BackupItem.objects.create(
         backup_set=backup_set, source=server, kind=server.kind, label="Orders server / orders", database="orders",
         storage_key="k-orders", sha256="cd" * 32,

@@ -20,15 +20,15 @@ from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST, require_safe
 from django.views.decorators.vary import vary_on_headers
 
-from backups.deletion import delete_schedule_with_sets
 from backups.models import BackupSet
-from backups.retention import preview_retention
 from lib.slots import InvalidCadence, upcoming, validate
 from lib.wallclock import MINUTES
 from lib.zones import offered_zone_names
+from scheduling.deletion import delete_schedule_with_sets
 from scheduling.forms import TIMING_FIELDS, ConfirmNameForm, ScheduleForm, unbound_copy
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, RunStatus
 from scheduling.presentation import describe_cadence, refusal_text, relative, trigger_text, utc_iso, wall_text
+from scheduling.retention import preview_retention
 from scheduling.runs import RunRefused
 from scheduling.runs import run_now as request_run
 from scheduling.services import ScheduleInUse, delete_schedule, prepare, save_schedule, set_enabled, snapshot
@@ -165,7 +165,9 @@ def schedule_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
     ctx["can_restore"] = role_allows(schedule.member_role, ADMINISTER)  # type: ignore[attr-defined]
     from scheduling.views.sets import for_table  # sets imports this module
 
-    ctx["backup_sets"] = for_table(BackupSet.objects.filter(tenant=tenant, schedule=schedule, deleted_at__isnull=True))
+    ctx["backup_sets"] = for_table(
+        BackupSet.objects.filter(tenant=tenant, run__schedule=schedule, deleted_at__isnull=True)
+    )
     return render(request, "scheduling/schedule_detail.html", ctx)
 
 
@@ -294,7 +296,7 @@ def retention_preview_of(form: ScheduleForm) -> dict[str, Any]:
     """What the form's unsaved retention policy would keep and delete of the schedule's sets.
 
     Empty for a new schedule (it has no sets). The decision comes from
-    backups.retention.preview_retention, the code the run task prunes with, so the
+    scheduling.retention.preview_retention, the code the run task prunes with, so the
     preview cannot disagree with what happens after the next successful backup.
     """
     schedule = form.instance

@@ -23,15 +23,17 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_http_methods, require_POST
 
-from backups.deletion import SetDeleteRefused, delete_set
+from backups.deletion import SetDeleteRefused
 from backups.engines.base import DumpTarget
 from backups.engines.registry import engine_for
 from backups.errors import BackupError
 from backups.models import BackupItem, BackupSet, ItemStatus
-from backups.operations import OperationRefused, request_restore, request_verify, target_named
-from backups.retention import PinRefused, set_pinned
+from backups.retention import PinRefused
 from lib.wallclock import MINUTES, wall_text
-from scheduling.models import ACTIVE_STATUSES, BackupScheduleRun
+from scheduling.deletion import delete_set
+from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, run_of
+from scheduling.operations import OperationRefused, request_restore, request_verify, target_named
+from scheduling.retention import set_pinned
 from scheduling.views.schedules import toast
 from tenants.access import ADMINISTER, MANAGE, RUN, get_for_member, role_allows
 from tenants.validators import validate_path
@@ -52,10 +54,16 @@ def for_table(sets: QuerySet[BackupSet]) -> QuerySet[BackupSet]:
     )
 
 
+def _schedule_of(backup_set: BackupSet) -> BackupSchedule | None:
+    made_by = run_of(backup_set)
+    return made_by.schedule if made_by is not None else None
+
+
 def _back_to_schedule(backup_set: BackupSet) -> HttpResponse:
-    if backup_set.schedule_id is None:  # the schedule was deleted: its tenant's list
+    schedule = _schedule_of(backup_set)
+    if schedule is None:  # the schedule was deleted: its tenant's list
         return redirect("schedules", tenant_code=backup_set.tenant.code)
-    return redirect(reverse("schedule_detail", args=[backup_set.schedule.code]) + "#sets-heading")  # type: ignore[union-attr]
+    return redirect(reverse("schedule_detail", args=[schedule.code]) + "#sets-heading")
 
 
 def _pin(request: AuthedRequest, code: UUID, pinned: bool) -> HttpResponse:
@@ -75,13 +83,13 @@ def _pin(request: AuthedRequest, code: UUID, pinned: bool) -> HttpResponse:
 def _answer_row(request: AuthedRequest, backup_set: BackupSet) -> HttpResponse:
     """htmx: the table's row in its new state (nothing if the set is gone), with the toast;
     otherwise back to the schedule's page."""
-    if request.htmx and backup_set.schedule_id is not None:
+    if request.htmx and run_of(backup_set) is not None:
         return toast(request, _row(request, backup_set))
     return _back_to_schedule(backup_set)
 
 
 def _row(request: AuthedRequest, backup_set: BackupSet) -> str:
-    fresh = for_table(BackupSet.objects.select_related("schedule")).get(pk=backup_set.pk)
+    fresh = for_table(BackupSet.objects.select_related("run__schedule")).get(pk=backup_set.pk)
     if fresh.deleted_at is not None:  # gone from the table: the row goes too
         return ""
     role = backup_set.member_role  # type: ignore[attr-defined]
@@ -91,7 +99,7 @@ def _row(request: AuthedRequest, backup_set: BackupSet) -> str:
         role,
         "schedules",
         set=fresh,
-        schedule=fresh.schedule,
+        schedule=_schedule_of(fresh),
         can_restore=role_allows(role, ADMINISTER),
     )
     return render_to_string("scheduling/schedule_detail.html#setrow", ctx, request=request)
@@ -219,7 +227,7 @@ def set_restore(request: AuthedRequest, code: UUID, item_code: UUID | None = Non
         backup_set.member_role,  # type: ignore[attr-defined]
         "schedules",
         backup_set=backup_set,
-        schedule=backup_set.schedule,
+        schedule=_schedule_of(backup_set),
         item=item,
         planned=[_planned(each, stamp) for each in ([item] if item else stored)],
         several=len(stored) > 1,

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import expect
 
-from backups.tasks import execute_run
 from scheduling.models import BackupScheduleRun, RunStatus, ScheduleSource
 from scheduling.runs import run_now
+from scheduling.worker import execute_run
 from tests.browser.conftest import log_in, screenshot
 from tests.browser.test_run_now import CLUSTER_TIMEOUT_MS, locked
 from tests.conftest import make_sqlite_database

@@ -10,7 +10,7 @@ whichever node the run's worker is on. Runs of different sources go in parallel.
 A restore takes the leases of the tenant's sources that would read what it writes: the
 item's own source when it overwrites an existing target (it may be that very source), file
 sources whose path overlaps the target, and server sources on the same server covering the
-target database (by name or all databases); see operations._sources_a_restore_touches. It
+target database (by name or all databases); see scheduling.perform.sources_a_restore_touches. It
 waits while a backup holds one, and a backup that starts meanwhile is skipped rather than
 dumping a half-restored source. A restore touching no source takes none. A waiting restore
 holds nothing, so restores cannot deadlock each other; frequent backups of a source can
@@ -23,14 +23,17 @@ taken over; see fail_abandoned_runs, which also releases them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
-from backups.models import BackupSource, SourceLease
-from scheduling.models import BackupScheduleRun, Operation, RunStatus
+from backups.models import BackupSource
+from scheduling.models import BackupScheduleRun, Operation, RunStatus, SourceLease
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,16 @@ def release(run: BackupScheduleRun | int) -> int:
     run_id = run if isinstance(run, int) else run.pk
     deleted, _ = SourceLease.objects.filter(run_id=run_id).delete()
     return deleted
+
+
+def release_quietly(run: BackupScheduleRun) -> None:
+    """Let go of the run's source leases; a failure here never changes the run's result."""
+    try:
+        release(run)
+    except DatabaseError:
+        # Left behind, they are taken over by the next run once this one is finished
+        # (a lease of a run that is not running is stale); the work itself is fine.
+        logger.warning("could not release the source leases of run %s", run.code, exc_info=True)
 
 
 def release_runs(run_ids: Sequence[int]) -> int:

@@ -10,9 +10,9 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.http import Http404
 
 from backups.models import BackupSet
-from backups.operations import OperationRefused, pick_item, request_restore, target_named
-from backups.tasks import execute_run
 from scheduling.models import BackupScheduleRun, RunStatus
+from scheduling.operations import OperationRefused, pick_item, request_restore, target_named
+from scheduling.worker import execute_run
 from tenants.access import ADMINISTER, get_for_member
 from tenants.management.commands._base import acting_user
 
@@ -38,7 +38,7 @@ def report_run(command: BaseCommand, run: BackupScheduleRun) -> BackupScheduleRu
     execute_run(str(run.code))
     run.refresh_from_db()
     if run.status == RunStatus.QUEUED:
-        # Deferred: the tenant already runs TENANT_MAX_RUNNING runs (scheduling.runs.claim).
+        # Deferred: the tenant already runs TENANT_MAX_RUNNING runs (scheduling.lifecycle.claim).
         raise CommandError(
             f"Run {run.code} waits: this tenant already runs {settings.TENANT_MAX_RUNNING} runs."
             " The cluster starts it when one of them finishes.",

@@ -4,8 +4,8 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from backups.management.commands.restore import find_set, parse_code, report_run
-from backups.operations import OperationRefused, request_verify
+from scheduling.management.commands.restore import find_set, parse_code, report_run
+from scheduling.operations import OperationRefused, request_verify
 from tenants.access import RUN
 from tenants.management.commands._base import acting_user
 

@@ -1,0 +1,38 @@
+"""A backup set no longer points at its run or schedule: the run points at the set
+(scheduling 0012 copied the links). Reversible: going back copies them onto the set again."""
+
+import django.db.models.deletion
+from django.db import migrations, models
+
+
+def copy_links_back(apps, schema_editor):
+    BackupSet = apps.get_model("backups", "BackupSet")
+    BackupScheduleRun = apps.get_model("scheduling", "BackupScheduleRun")
+    linked = BackupScheduleRun.objects.filter(backup_set__isnull=False)
+    for run_id, schedule_id, set_id in linked.values_list("pk", "schedule_id", "backup_set_id").iterator():
+        BackupSet.objects.filter(pk=set_id).update(run_id=run_id, schedule_id=schedule_id)
+
+
+class Migration(migrations.Migration):
+    dependencies = [
+        ("backups", "0005_plain_names"),
+        ("scheduling", "0012_run_backup_set"),
+    ]
+
+    operations = [
+        # Nullable first, so that going back can re-add the column before filling it.
+        migrations.AlterField(
+            model_name="backupset",
+            name="run",
+            field=models.OneToOneField(
+                null=True,
+                on_delete=django.db.models.deletion.PROTECT,
+                related_name="backup_set",
+                to="scheduling.backupschedulerun",
+            ),
+        ),
+        migrations.RunPython(migrations.RunPython.noop, copy_links_back),
+        migrations.RemoveIndex(model_name="backupset", name="backups_set_live_by_schedule"),
+        migrations.RemoveField(model_name="backupset", name="schedule"),
+        migrations.RemoveField(model_name="backupset", name="run"),
+    ]

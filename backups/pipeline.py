@@ -1,0 +1,301 @@
+"""Backing up given sources into one new backup set: the storage pipeline.
+
+It knows sources, engines, storage and sets, never a run: the caller (scheduling's
+worker) gives it the sources, a deadline, what to say at the time limit, a progress
+callback, a log sink and how to name the stored files, and turns the outcome it
+returns into run state.
+
+One item per source (one per database for a server with several): all stored ->
+succeeded; some failed -> partial (the set keeps the good ones and the message names
+the failed ones); all failed -> failed, with no set.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import BinaryIO
+
+from django.db import transaction
+from django.utils import timezone
+
+from backups import storage
+from backups.engines.base import DumpContext, DumpTarget, Engine, Log
+from backups.engines.registry import engine_for
+from backups.errors import BackupError, ErrorCode
+from backups.models import BackupItem, BackupSet, BackupSource, ItemStatus, SetStatus
+
+logger = logging.getLogger(__name__)
+
+# The outcome's status: the same words as a run's (scheduling's RunStatus).
+SUCCEEDED = "succeeded"
+PARTIAL = "partial"
+FAILED = "failed"
+
+# A line in the log saying how much of the item is written, this often.
+PROGRESS_LOG_SECONDS = 30.0
+# The clock of deadlines (monotonic: a wall-clock step must not end or extend a dump).
+clock = time.monotonic
+UNEXPECTED_MESSAGE = "An unexpected error stopped the backup; the server log has the details."
+
+
+def deadline_after(minutes: int) -> float:
+    """The monotonic instant `minutes` from now, past which every dump is stopped (TIMEOUT)."""
+    return clock() + minutes * 60
+
+
+def timeout_error(minutes: int) -> BackupError:
+    """What a dump still going at a time limit of `minutes` fails with."""
+    return BackupError(
+        ErrorCode.TIMEOUT,
+        f"The backup was still going after the schedule's time limit ({minutes} minute{'' if minutes == 1 else 's'}) "
+        "and was stopped.",
+    )
+
+
+class DeadlineReader(io.BufferedIOBase, BinaryIO):
+    """A dump stream that fails with `error` (TIMEOUT) once the deadline has passed.
+
+    The process engines also kill their process at the deadline; this covers every
+    engine, including those whose stream is a plain file, at each chunk read."""
+
+    def __init__(self, raw: BinaryIO, deadline: float | None, error: BackupError) -> None:
+        super().__init__()
+        self.raw = raw
+        self.deadline = deadline
+        self.error = error
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1, /) -> bytes:
+        if self.deadline is not None and clock() > self.deadline:
+            raise self.error
+        return self.raw.read(-1 if size is None else size)
+
+
+@dataclass
+class BackupOutcome:
+    status: str  # SUCCEEDED, PARTIAL or FAILED
+    error_code: str = ""
+    message: str = ""
+    backup_set: BackupSet | None = None
+
+
+@dataclass
+class BackupJob:
+    """What one backup needs besides its sources."""
+
+    tenant_id: int
+    started: datetime
+    deadline: float
+    timeout: BackupError  # what a dump still going at the deadline fails with
+    log: Log
+    # The storage key of the item numbered `index`, whose file ends in `suffix`.
+    key_for: Callable[[int, str], str]
+    # Compressed bytes written so far, all items (called often: the callee throttles).
+    progress: Callable[[int], None] = lambda written: None
+    # Called with the new set in the transaction that creates it, so whatever points
+    # at it (the run) commits with it.
+    adopt: Callable[[BackupSet], None] = lambda backup_set: None
+    context: str = ""  # names the work in the server's log, e.g. "run <code>"
+
+
+class _Progress:
+    """Bytes written so far for the callback, and a log line about the item being
+    written every PROGRESS_LOG_SECONDS."""
+
+    def __init__(self, job: BackupJob) -> None:
+        self.job = job
+        self.label = ""
+        self.done = 0  # bytes of the items already stored
+        self.logged_at = time.monotonic()
+
+    def start(self, label: str) -> None:
+        self.label = label
+        self.logged_at = time.monotonic()
+
+    def __call__(self, written: int) -> None:
+        self.job.progress(self.done + written)
+        now = time.monotonic()
+        if now - self.logged_at >= PROGRESS_LOG_SECONDS:
+            self.logged_at = now
+            self.job.log(f"“{self.label}”: {written / 1_000_000:.1f} MB written so far (compressed).")
+
+    def item_stored(self, size: int) -> None:
+        self.done += size
+        self.job.progress(self.done)
+
+    def item_failed(self) -> None:
+        self.job.progress(self.done)
+
+
+@dataclass
+class _Stored:
+    source: BackupSource | None
+    label: str
+    database: str
+    kind: str
+    started_at: datetime
+    finished_at: datetime
+    key: str = ""
+    size: int = 0
+    source_size: int = 0
+    sha256: str = ""
+    error_code: str = ""
+    error_message: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error_code
+
+
+@dataclass
+class _Backup:
+    job: BackupJob
+    progress: _Progress
+    items: list[_Stored] = field(default_factory=list)
+
+    def failed(self, source: BackupSource, label: str, database: str, at: datetime, exc: BackupError) -> None:
+        self.job.log(f"“{label}” failed: {exc.code}: {exc.message}")
+        self.items.append(
+            _Stored(
+                source,
+                label,
+                database,
+                source.kind,
+                at,
+                timezone.now(),
+                error_code=exc.code,
+                error_message=exc.message,
+            )
+        )
+
+
+def back_up(sources: Sequence[BackupSource], job: BackupJob) -> BackupOutcome:
+    """Back up every one of `sources` (in order) into one new set; the outcome says how it went."""
+    backup = _Backup(job, _Progress(job))
+    for source in sources:
+        _back_up_source(backup, source)
+    return _conclude(backup)
+
+
+def _back_up_source(backup: _Backup, source: BackupSource) -> None:
+    job = backup.job
+    job.log(f"Source “{source.name}” ({source.get_kind_display()}).")
+    at = timezone.now()
+    ctx = DumpContext(log=job.log, deadline=job.deadline, started_at=job.started)
+    try:
+        engine = engine_for(source.kind)
+        targets = engine.targets(source, ctx)
+    except BackupError as exc:
+        backup.failed(source, source.name, "", at, exc)
+        return
+    except Exception:
+        logger.exception("%s: listing what to back up of source %s failed", job.context, source.pk)
+        backup.failed(source, source.name, "", at, BackupError(ErrorCode.UNKNOWN, UNEXPECTED_MESSAGE))
+        return
+    for target in targets:
+        _back_up_target(backup, engine, source, target, ctx)
+
+
+def _back_up_target(
+    backup: _Backup, engine: Engine, source: BackupSource, target: DumpTarget, ctx: DumpContext
+) -> None:
+    job = backup.job
+    at = timezone.now()
+    key = job.key_for(len(backup.items), engine.suffix)
+    stored = None
+    try:
+        if clock() > job.deadline:  # an earlier item used the time up
+            raise job.timeout
+        backup.progress.start(target.label)
+        with engine.dump(source, target, ctx) as stream:
+            stored = storage.store_stream(key, DeadlineReader(stream, job.deadline, job.timeout), backup.progress)
+    except BackupError as exc:
+        _discard(stored)
+        backup.progress.item_failed()
+        backup.failed(source, target.label, target.database, at, exc)
+        return
+    except Exception:
+        _discard(stored)
+        backup.progress.item_failed()
+        logger.exception("%s: backing up %r failed unexpectedly", job.context, target.label)
+        backup.failed(source, target.label, target.database, at, BackupError(ErrorCode.UNKNOWN, UNEXPECTED_MESSAGE))
+        return
+    backup.progress.item_stored(stored.size)
+    job.log(f"“{target.label}”: stored {stored.size} bytes (from {stored.source_size}), sha256 {stored.sha256}.")
+    backup.items.append(
+        _Stored(
+            source,
+            target.label,
+            target.database,
+            source.kind,
+            at,
+            timezone.now(),
+            key=stored.key,
+            size=stored.size,
+            source_size=stored.source_size,
+            sha256=stored.sha256,
+        )
+    )
+
+
+def _discard(stored: storage.StoredFile | None) -> None:
+    """A file stored before the engine reported the dump as failed (on leaving
+    dump()) is not a backup: never keep it where it could be taken for one."""
+    if stored is not None:
+        storage.delete(stored.key)
+
+
+def _conclude(backup: _Backup) -> BackupOutcome:
+    job, items = backup.job, backup.items
+    good = [item for item in items if item.ok]
+    bad = [item for item in items if not item.ok]
+    if not good:
+        first = bad[0]
+        message = first.error_message if len(bad) == 1 else _failed_items_message(bad, len(items))
+        job.log(f"Failed: no item could be stored ({len(bad)} failed).")
+        return BackupOutcome(FAILED, first.error_code, message)
+    with transaction.atomic():
+        backup_set = BackupSet.objects.create(
+            tenant_id=job.tenant_id,
+            status=SetStatus.PARTIAL if bad else SetStatus.COMPLETE,
+            size=sum(item.size for item in good),
+            source_size=sum(item.source_size for item in good),
+            created_at=timezone.now(),
+        )
+        BackupItem.objects.bulk_create(
+            BackupItem(
+                backup_set=backup_set,
+                source=item.source,
+                kind=item.kind,
+                label=item.label[:500],
+                database=item.database,
+                status=ItemStatus.OK if item.ok else ItemStatus.FAILED,
+                storage_key=item.key,
+                size=item.size,
+                source_size=item.source_size,
+                sha256=item.sha256,
+                error_code=item.error_code,
+                error_message=item.error_message,
+                started_at=item.started_at,
+                finished_at=item.finished_at,
+            )
+            for item in items
+        )
+        job.adopt(backup_set)
+    if bad:
+        message = _failed_items_message(bad, len(items))
+        job.log(f"Partial: {len(good)} of {len(items)} items stored. {message}")
+        return BackupOutcome(PARTIAL, bad[0].error_code, message, backup_set)
+    return BackupOutcome(SUCCEEDED, backup_set=backup_set)
+
+
+def _failed_items_message(bad: list[_Stored], total: int) -> str:
+    parts = "; ".join(f"“{item.label}” ({item.error_code}: {item.error_message})" for item in bad)
+    return f"{len(bad)} of {total} items failed: {parts}"
