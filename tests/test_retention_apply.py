@@ -9,10 +9,11 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 
-from backups import retention, storage
+from backups import storage
 from backups.models import BackupItem, BackupSet, ItemStatus, SetStatus, VerifyStatus
 from backups.retention import PinRefused
 from lib.retention import NOT_KEPT, PARTIAL_OUTSIDE
+from scheduling import retention
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
 from scheduling.retention import IN_USE, apply_retention, preview_retention, set_pinned
 from scheduling.runs import run_now
@@ -399,7 +400,7 @@ def test_a_deleted_set_cannot_be_pinned(schedule, mia) -> None:
 
 def test_a_pin_on_a_set_of_a_deleted_schedule_is_audited_without_it(schedule, mia) -> None:
     backup_set = stored_set(schedule, berlin("2026-11-26T02:30"))
-    BackupSet.objects.filter(pk=backup_set.pk).update(schedule=None)
+    BackupScheduleRun.objects.filter(backup_set=backup_set).update(backup_set=None)
     backup_set.refresh_from_db()
     assert set_pinned(backup_set, True, actor=mia) is True
     entry = AuditLog.objects.get(action=AuditAction.SET_PINNED)

@@ -234,7 +234,8 @@ def test_the_heartbeat_survives_a_failed_beat(schedule, monkeypatch) -> None:
 
     from django.db import OperationalError
 
-    from scheduling import heartbeat, runs
+    from scheduling import heartbeat
+    from scheduling import lifecycle as runs
 
     monkeypatch.setattr(heartbeat, "HEARTBEAT_SECONDS", 0.02)
     calls: list[str] = []

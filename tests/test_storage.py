@@ -18,6 +18,7 @@ from backups import storage
 from backups.errors import BackupError, ErrorCode
 from backups.models import BackupSet
 from scheduling.models import BackupScheduleRun, RunStatus
+from scheduling.retention import estimated_size
 from scheduling.runs import run_now
 from scheduling.worker import execute_run
 from tests.helpers import make_stored_set
@@ -199,14 +200,14 @@ def test_check_free_space_fails_early_with_a_clear_message(settings) -> None:
 
 def test_the_estimate_is_the_last_live_set_plus_headroom_or_the_configured_minimum(schedule, settings) -> None:
     settings.BACKUPS_MIN_FREE_BYTES = 1000
-    assert storage.estimated_size(schedule) == 1000  # a first run
+    assert estimated_size(schedule) == 1000  # a first run
     run = BackupScheduleRun.objects.create(
         tenant=schedule.tenant, schedule=schedule, status=RunStatus.SUCCEEDED, created_at=schedule.created_at
     )
     make_stored_set(schedule, run, size=50_000)
-    assert storage.estimated_size(schedule) == 55_000
+    assert estimated_size(schedule) == 55_000
     BackupSet.objects.update(deleted_at=schedule.created_at)  # pruned sets do not count
-    assert storage.estimated_size(schedule) == 1000
+    assert estimated_size(schedule) == 1000
 
 
 @pytest.fixture
