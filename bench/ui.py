@@ -314,13 +314,13 @@ def add_runs(world: World, start: int, stop: int) -> None:
                 prefix,
             )
             first = (before or 0) + 1
+            # A set takes its run's code (codes are unique per table), so the runs can
+            # then point at the sets they made through the unique index on the code.
             insert_select(
                 BackupSet,
                 {
-                    "code": sql.uuid(),
+                    "code": "r.code",
                     "tenant_id": "r.tenant_id",
-                    "schedule_id": "r.schedule_id",
-                    "run_id": "r.id",
                     "status": "'complete'",
                     "size": "r.bytes_written",
                     "source_size": "r.bytes_written * 4",
@@ -330,6 +330,12 @@ def add_runs(world: World, start: int, stop: int) -> None:
                 f"{runs_table} r",
                 where=f"r.id >= {first} AND r.id % {SET_EVERY} = 0 AND r.status = 'succeeded'",
             )
+            made = f"r.id >= {first} AND r.id % {SET_EVERY} = 0 AND r.status = 'succeeded'"
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {runs_table} SET backup_set_id = (SELECT b.id FROM {sets_table} b WHERE b.code = "
+                    f"{runs_table}.code) WHERE {made.replace('r.', runs_table + '.')}"
+                )
             insert_select(
                 BackupItem,
                 {
@@ -346,7 +352,7 @@ def add_runs(world: World, start: int, stop: int) -> None:
                     "started_at": "b.created_at",
                     "finished_at": "b.created_at",
                 },
-                f"{sets_table} b JOIN {runs_table} r ON r.id = b.run_id",
+                f"{sets_table} b JOIN {runs_table} r ON r.backup_set_id = b.id",
                 where=f"r.id >= {first}",
             )
     if sql.pg:
