@@ -107,14 +107,6 @@ def backups_root() -> Path:
     return Path(settings.BACKUPS_DIR)
 
 
-def path_for(key: str) -> Path:
-    """The local file of `key` (local storage only: S3 objects have no path)."""
-    storage = backups_storage()
-    if not _is_local(storage):
-        raise ValueError("the backups storage is not a local folder")
-    return Path(storage.path(check_key(key)))
-
-
 # ---------------------------------------------------------------- writing
 
 
@@ -237,7 +229,7 @@ def fsync_dir(folder: Path) -> None:
 
 def _s3_object(storage: Any, key: str) -> tuple[Any, str, str]:
     """(client, bucket, object name) of `key`, named by the storage's own mapping (its
-    prefix, `location`), so storage.exists/delete agree with what we write."""
+    prefix, `location`), so reading and deleting agree with what we write."""
     from storages.utils import clean_name
 
     return storage.connection.meta.client, storage.bucket_name, storage._normalize_name(clean_name(key))
@@ -407,10 +399,6 @@ class _FrameCheckingReader:
 
     def close(self) -> None:
         self.raw.close()
-
-
-def exists(key: str) -> bool:
-    return bool(backups_storage().exists(check_key(key)))
 
 
 def delete(key: str) -> None:

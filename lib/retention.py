@@ -27,9 +27,9 @@ one given first counts as the newer (callers pass newest first).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import asdict, dataclass
-from datetime import UTC, date, datetime, tzinfo
+from datetime import date, datetime, tzinfo
 from typing import Generic, NamedTuple, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -164,15 +164,3 @@ def select_kept(
     kept = {items[i].key: tuple(reasons[i]) for i in order if i in reasons}
     deleted = {items[i].key: NOT_KEPT if items[i].complete else PARTIAL_OUTSIDE for i in order if i not in reasons}
     return Decision(kept=kept, deleted=deleted)
-
-
-def sets_to_prune(sets: Sequence[tuple[KeyT, datetime]], keep_last: int) -> list[KeyT]:
-    """Keys of the sets beyond the newest `keep_last` (ties broken by key order given).
-
-    Never returns the newest set, whatever `keep_last` says. Kept for callers that only
-    know keep-last-N; select_kept is the full policy.
-    """
-    decision = select_kept(
-        [(key, created_at, True, False) for key, created_at in sets], Policy(keep_last=max(keep_last, 1)), UTC
-    )
-    return list(decision.deleted)

@@ -18,6 +18,7 @@ from django.utils import timezone
 from django_q.brokers import get_broker
 from django_q.signing import SignedPackage
 
+from backups import storage
 from backups.models import BackupItem, BackupSet, BackupSource
 from scheduling.models import BackupSchedule, ScheduleSource
 from tenants.models import Tenant
@@ -54,6 +55,17 @@ def make_schedule(tenant: Tenant, source: BackupSource | None, **fields: Any) ->
     if source is not None:
         ScheduleSource.objects.create(schedule=schedule, source=source)
     return schedule
+
+
+def stored_path(key: str) -> Path:
+    """The local file of a stored key (local storage only: S3 objects have no path)."""
+    if not storage.is_local():
+        raise ValueError("the backups storage is not a local folder")
+    return Path(storage.backups_storage().path(storage.check_key(key)))
+
+
+def stored_exists(key: str) -> bool:
+    return bool(storage.backups_storage().exists(storage.check_key(key)))
 
 
 def set_of_run(run: Any, **fields: Any) -> BackupSet:

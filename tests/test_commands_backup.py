@@ -11,13 +11,12 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from backups import storage
 from backups.models import BackupSet, VerifyStatus
 from scheduling.models import BackupScheduleRun, Operation, RunStatus
 from scheduling.runs import run_now
 from scheduling.worker import execute_run
 from tests.conftest import make_sqlite_database
-from tests.helpers import queued_tasks
+from tests.helpers import queued_tasks, stored_path
 
 
 @pytest.fixture
@@ -57,7 +56,7 @@ def test_verify_backup_without_wait_queues_the_run(backup_set, bob, django_captu
 
 
 def test_verify_backup_of_a_corrupted_set_exits_1(backup_set, bob) -> None:
-    path = storage.path_for(backup_set.items.get().storage_key)
+    path = stored_path(backup_set.items.get().storage_key)
     data = bytearray(path.read_bytes())
     data[10] ^= 0xFF
     path.write_bytes(bytes(data))

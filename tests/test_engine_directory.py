@@ -21,7 +21,7 @@ from scheduling.models import RunStatus
 from scheduling.runs import run_now
 from scheduling.worker import execute_run
 from tenants.models import Tenant
-from tests.helpers import make_schedule
+from tests.helpers import make_schedule, stored_path
 
 ENGINE = engine_for(SourceKind.DIRECTORY)
 
@@ -345,7 +345,7 @@ def test_a_folder_schedule_runs_through_the_queue_into_a_stored_archive(tenant, 
     assert run.status == RunStatus.SUCCEEDED
     item = run.backup_set.items.get()
     assert item.storage_key.endswith(".tar.zst")
-    assert hashlib.sha256(storage.path_for(item.storage_key).read_bytes()).hexdigest() == item.sha256
+    assert hashlib.sha256(stored_path(item.storage_key).read_bytes()).hexdigest() == item.sha256
 
 
 def test_hard_links_come_back_as_hard_links(folder_source, folder) -> None:

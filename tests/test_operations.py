@@ -21,7 +21,7 @@ from scheduling.runs import run_now
 from scheduling.worker import execute_run
 from tenants.models import AuditAction, AuditLog, Notification, NotificationKind
 from tests.conftest import make_sqlite_database
-from tests.helpers import drain, queued_tasks
+from tests.helpers import drain, queued_tasks, stored_path
 
 
 def backed_up(schedule: BackupSchedule) -> BackupSet:
@@ -45,7 +45,7 @@ def table_checksums(path: Path) -> dict[str, str]:
 
 
 def flip_a_byte(key: str, offset: int = 20) -> None:
-    path = storage.path_for(key)
+    path = stored_path(key)
     data = bytearray(path.read_bytes())
     data[offset] ^= 0xFF
     path.write_bytes(bytes(data))
@@ -89,7 +89,7 @@ def test_a_flipped_byte_fails_verification(schedule, bob) -> None:
 
 def rewrite_with_matching_checksum(item, mangle) -> None:
     """Change the stored bytes and record their checksum, as if the file had been written broken."""
-    path = storage.path_for(item.storage_key)
+    path = stored_path(item.storage_key)
     data = mangle(bytearray(path.read_bytes()))
     path.write_bytes(bytes(data))
     item.sha256 = hashlib.sha256(data).hexdigest()

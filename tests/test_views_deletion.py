@@ -12,6 +12,7 @@ from scheduling.deletion import delete_schedule_with_sets, delete_set
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
 from scheduling.retention import apply_retention
 from tenants.models import AuditAction, AuditLog
+from tests.helpers import stored_exists
 from tests.test_retention_apply import operation_on
 from tests.test_retention_apply import stored_set as stored_at
 from tests.test_storage import bucket, moto_endpoint, s3_client, s3_settings  # noqa: F401  (fixtures)
@@ -53,7 +54,7 @@ def test_an_owner_deletes_a_schedule_with_its_sets_by_typing_its_name(client, al
     assert response.url == f"/t/{schedule.tenant.code}/schedules/"
     assert not BackupSchedule.objects.filter(pk=schedule.pk).exists()
     assert not BackupSet.objects.exists() and not BackupScheduleRun.objects.exists()
-    assert not any(storage.exists(key) for key in keys)
+    assert not any(stored_exists(key) for key in keys)
     entry = AuditLog.objects.get(action=AuditAction.SCHEDULE_DELETED)
     assert entry.actor == alice and entry.target_code == schedule.code
     assert sorted(entry.details["sets_deleted"]) == sorted(str(each.code) for each in sets)
@@ -67,7 +68,7 @@ def test_a_wrong_name_is_a_form_error_and_deletes_nothing(client, alice, schedul
     assert response.status_code == 200
     assert "This field is required" in response.text or "type “Nightly” exactly" in response.text
     assert BackupSet.objects.filter(pk=backup_set.pk, deleted_at__isnull=True).exists()
-    assert storage.exists(key_of(backup_set))
+    assert stored_exists(key_of(backup_set))
     assert not AuditLog.objects.filter(action=AuditAction.SCHEDULE_DELETED).exists()
 
 
@@ -79,7 +80,7 @@ def test_a_schedule_with_a_pinned_set_is_kept_until_it_is_unpinned(client, alice
     response = client.post(delete_url(schedule), {"confirm": "Nightly"})
     assert response.status_code == 200 and "1 pinned backup set" in response.text
     assert BackupSet.objects.filter(deleted_at__isnull=True).count() == 2
-    assert storage.exists(key_of(pinned))
+    assert stored_exists(key_of(pinned))
 
 
 @pytest.mark.parametrize("operation", [Operation.VERIFY, Operation.RESTORE])
@@ -89,7 +90,7 @@ def test_a_schedule_whose_set_a_verify_or_restore_waits_for_is_kept(client, alic
     client.force_login(alice)
     response = client.post(delete_url(schedule), {"confirm": "Nightly"})
     assert response.status_code == 200 and "queued or running" in response.text
-    assert storage.exists(key_of(backup_set)) and BackupSchedule.objects.filter(pk=schedule.pk).exists()
+    assert stored_exists(key_of(backup_set)) and BackupSchedule.objects.filter(pk=schedule.pk).exists()
 
 
 def test_a_schedule_whose_backup_is_running_is_kept(client, alice, schedule) -> None:
@@ -100,7 +101,7 @@ def test_a_schedule_whose_backup_is_running_is_kept(client, alice, schedule) -> 
     client.force_login(alice)
     response = client.post(delete_url(schedule), {"confirm": "Nightly"})
     assert "queued or running" in response.text
-    assert storage.exists(key_of(backup_set))
+    assert stored_exists(key_of(backup_set))
 
 
 def test_a_manager_may_not_delete_a_schedule_with_sets(client, mia, schedule) -> None:
@@ -140,7 +141,7 @@ def test_a_manager_deletes_an_unpinned_set_and_its_file(client, mia, schedule) -
     assert response.status_code == 302
     backup_set.refresh_from_db()
     assert backup_set.deleted_at is not None
-    assert not storage.exists(key_of(backup_set)) and storage.exists(key_of(other))
+    assert not stored_exists(key_of(backup_set)) and stored_exists(key_of(other))
     entry = AuditLog.objects.get(action=AuditAction.SET_DELETED)
     assert (entry.actor, entry.target_code, entry.details["schedule"]) == (mia, backup_set.code, str(schedule.code))
     # Gone from the table, and retention after it does not trip over it.
@@ -163,7 +164,7 @@ def test_a_pinned_set_is_never_deleted(client, mia, schedule) -> None:
     response = client.post(set_url(backup_set), follow=True)
     assert "pinned: unpin it first" in response.text
     assert BackupSet.objects.filter(pk=backup_set.pk, deleted_at__isnull=True).exists()
-    assert storage.exists(key_of(backup_set))
+    assert stored_exists(key_of(backup_set))
     assert not AuditLog.objects.filter(action=AuditAction.SET_DELETED).exists()
 
 
@@ -176,7 +177,7 @@ def test_a_set_a_verify_or_restore_uses_is_kept(client, mia, schedule, operation
     client.force_login(mia)
     response = client.post(set_url(backup_set), follow=True)
     assert "queued or running; delete it once that has finished" in response.text
-    assert storage.exists(key_of(backup_set))
+    assert stored_exists(key_of(backup_set))
 
 
 def test_a_set_already_deleted_says_so(client, mia, schedule) -> None:
@@ -193,14 +194,14 @@ def test_deleting_a_set_requires_manager(client, bob, schedule) -> None:
     client.force_login(bob)
     assert f'action="{set_url(backup_set)}"' not in client.get(f"/schedules/{schedule.code}/").text
     assert client.post(set_url(backup_set)).status_code == 403
-    assert storage.exists(key_of(backup_set))
+    assert stored_exists(key_of(backup_set))
 
 
 def test_deleting_a_set_checks_ownership(client, charlie, schedule) -> None:
     backup_set = stored_set(schedule)
     client.force_login(charlie)
     assert client.post(set_url(backup_set)).status_code == 404
-    assert storage.exists(key_of(backup_set))
+    assert stored_exists(key_of(backup_set))
 
 
 def test_deleting_a_set_rejects_get(client, mia, schedule) -> None:
@@ -248,5 +249,5 @@ def test_a_file_that_cannot_be_removed_does_not_stop_the_others(client, alice, s
     assert client.post(delete_url(schedule), {"confirm": "Nightly"}).status_code == 302
     assert not BackupSchedule.objects.exists() and not BackupSet.objects.exists()
     # The rows went in one transaction; a file left behind is logged and misleads nobody.
-    assert not storage.exists(other_key)
-    assert storage.exists(stuck_key) and "could not remove file" in caplog.text
+    assert not stored_exists(other_key)
+    assert stored_exists(stuck_key) and "could not remove file" in caplog.text
