@@ -224,7 +224,7 @@ STATIC_ROOT = VAR_DIR / "static"
 # ---------------------------------------------------------------- backups
 BACKUPS_DIR = Path(env_str("BACKUPS_DIR") or VAR_DIR / "backups")
 # Before a run starts, the local storage must have at least this much free, or the
-# schedule's last set size plus 10% if that is more (backups.storage.estimated_size).
+# schedule's last set size plus 10% if that is more (scheduling.retention.estimated_size).
 BACKUPS_MIN_FREE_BYTES = env_int("BACKUPS_MIN_FREE_BYTES", 16 * 1024 * 1024, minimum=0)
 
 
@@ -350,7 +350,7 @@ DISPATCHER_ENABLED = env_bool("DISPATCHER_ENABLED", True)
 # A slot older than this when the dispatcher reaches it is recorded as missed, not run.
 DISPATCH_GRACE_SECONDS = env_int("DISPATCH_GRACE_SECONDS", 300, minimum=0)
 # At most this many runs of one tenant run at once (0 = no limit): a worker that takes a
-# run of a tenant at its limit leaves it queued for a later pass (scheduling.runs.claim),
+# run of a tenant at its limit leaves it queued for a later pass (scheduling.lifecycle.claim),
 # so one tenant's pile of verifies cannot hold every worker while others wait.
 TENANT_MAX_RUNNING = env_int("TENANT_MAX_RUNNING", 2, minimum=0)
 

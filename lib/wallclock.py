@@ -53,7 +53,7 @@ def wall_text(instant: datetime | None, zone_name: str | tzinfo, fmt: str = WALL
     return instant.astimezone(tz).strftime(fmt)
 
 
-# The worker stamps each log line with the UTC time of day (backups.tasks.RunLog).
+# The worker stamps each log line with the UTC time of day (backups.runlog.RunLog).
 _LOG_STAMP = re.compile(r"(\d\d):(\d\d):(\d\d) ")
 # A stamp up to this much later than the line after it is taken as the same day: lines
 # from a second thread, or a clock a little apart, are not a midnight.

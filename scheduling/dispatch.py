@@ -198,7 +198,7 @@ def fail_abandoned_runs(now: datetime) -> int:
 def _notify_lost(pks: list[int]) -> None:
     """A run given up for lost ends its chain (WORKER_LOST is never retried): people
     hear of it like any last failure, in the pass's transaction, so a worker that
-    finishes it after all finds it told (backups.tasks) and a rolled-back pass tells
+    finishes it after all finds it told (scheduling.worker) and a rolled-back pass tells
     nobody. A savepoint each: a notification that fails must not undo the pass."""
     for run in BackupScheduleRun.objects.filter(pk__in=pks).select_related("schedule", "tenant"):
         try:
@@ -218,7 +218,7 @@ def release_due_retries(now: datetime) -> int:
     transaction: one SELECT when none is due, plus one UPDATE and the task insert
     when some are.
     """
-    # not_before NULL: a run deferred because its tenant was at TENANT_MAX_RUNNING (scheduling.runs.defer).
+    # not_before NULL: a run deferred because its tenant was at TENANT_MAX_RUNNING (scheduling.lifecycle.defer).
     waiting = Q(not_before__lte=now) | Q(not_before__isnull=True)
     due = list(
         BackupScheduleRun.objects.filter(waiting, status=RunStatus.QUEUED, enqueued_at__isnull=True).values_list(

@@ -7,7 +7,6 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from django.db import transaction
-from django.db.models import ProtectedError
 from django.utils import timezone
 
 from lib.slots import default_anchor, next_slot
@@ -114,37 +113,32 @@ HAS_SETS = "has backup sets"
 def delete_schedule(schedule: BackupSchedule, actor: Any, **details: Any) -> None:
     """Delete a schedule and its run history, never its backups.
 
-    Backup sets keep their run (PROTECT), so a schedule that ever produced one is
-    refused here: backups.deletion deletes one together with its sets (owner only),
+    A schedule whose runs made backup sets is refused here (its sets would lose the
+    run that names their schedule): scheduling.deletion deletes one together with its sets (owner only),
     and it can always be disabled instead. A schedule with a queued or running run is
     refused too, so a worker never loses the run it is executing. `details` go into
     the audit entry.
     """
-    from backups.models import BackupSet
-
     in_use = f"“{schedule.name}” has backup sets: an owner can delete it together with them, or disable it instead."
-    try:
-        with transaction.atomic():
-            # Locked: on PostgreSQL the dispatcher locks the rows it dispatches, and a
-            # run inserted for this schedule waits for this transaction (SQLite's write
-            # lock serializes the same), so no run starts between the check and the delete.
-            BackupSchedule.objects.select_for_update().filter(pk=schedule.pk).first()
-            if BackupSet.objects.filter(run__schedule=schedule).exists():
-                raise ScheduleInUse(in_use, HAS_SETS)
-            if schedule.runs.filter(status__in=ACTIVE_STATUSES).exists():
-                busy = "has a run queued or running"
-                raise ScheduleInUse(f"“{schedule.name}” {busy}; wait for it to finish.", busy)
-            record(
-                schedule.tenant,
-                AuditAction.SCHEDULE_DELETED,
-                schedule,
-                actor=actor,
-                **schedule_details(schedule),
-                **details,
-            )
-            schedule.delete()
-    except ProtectedError:  # a backup set appeared meanwhile
-        raise ScheduleInUse(in_use, HAS_SETS) from None
+    with transaction.atomic():
+        # Locked: on PostgreSQL the dispatcher locks the rows it dispatches, and a
+        # run inserted for this schedule waits for this transaction (SQLite's write
+        # lock serializes the same), so no run starts between the check and the delete.
+        BackupSchedule.objects.select_for_update().filter(pk=schedule.pk).first()
+        if schedule.runs.filter(backup_set__isnull=False).exists():  # index scheduling_run_set_by_schedule
+            raise ScheduleInUse(in_use, HAS_SETS)
+        if schedule.runs.filter(status__in=ACTIVE_STATUSES).exists():
+            busy = "has a run queued or running"
+            raise ScheduleInUse(f"“{schedule.name}” {busy}; wait for it to finish.", busy)
+        record(
+            schedule.tenant,
+            AuditAction.SCHEDULE_DELETED,
+            schedule,
+            actor=actor,
+            **schedule_details(schedule),
+            **details,
+        )
+        schedule.delete()
 
 
 def schedule_details(schedule: BackupSchedule) -> dict[str, Any]:

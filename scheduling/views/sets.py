@@ -1,6 +1,6 @@
 """Backup-set actions: pin, unpin and delete (manager), verify (operator), restore (owner).
 
-Verify and restore are runs like a backup (backups.operations queues them), so the
+Verify and restore are runs like a backup (scheduling.operations queues them), so the
 buttons here only ask for one and send the user to its run page; the work happens in
 the cluster, never in the request. The services check roles again and refuse what
 they must (a deleted set, an unconfirmed overwrite): their message is shown as is.
