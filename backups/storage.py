@@ -315,7 +315,8 @@ def open_raw(key: str) -> BinaryIO:
             if error is None:
                 raise
             raise error from None
-        return response["Body"]  # type: ignore[no-any-return]
+        body: BinaryIO = response["Body"]  # botocore's StreamingBody reads like a binary file
+        return body
     return storage.open(key, "rb")  # type: ignore[return-value]
 
 
@@ -428,9 +429,9 @@ def delete_files(keys: Iterable[str]) -> list[str]:
 def free_bytes() -> int | None:
     """Free bytes where local backups are written; None for storages without a limit we can see (S3)."""
     storage = backups_storage()
-    if not _is_local(storage):
+    if not isinstance(storage, FileSystemStorage):  # as _is_local, which mypy cannot see through
         return None
-    folder = Path(storage.location)  # type: ignore[attr-defined]
+    folder = Path(storage.location)
     while not folder.exists():  # not created yet: the free space is its nearest existing parent's
         folder = folder.parent
     return shutil.disk_usage(folder).free

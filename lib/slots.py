@@ -24,7 +24,7 @@ here, once for every kind of schedule.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 from functools import lru_cache
@@ -168,6 +168,10 @@ def upcoming(cadence: Cadence, after: datetime, count: int) -> list[datetime]:
 # Wall-time generators: ascending naive local datetimes strictly after `start`
 
 
+# The wall-clock times a cadence matches from a start on, in order.
+Matches = Callable[[datetime], Iterator[datetime]]
+
+
 def _wall_matches(cadence: Cadence, start: datetime) -> Iterator[datetime]:
     if cadence.kind == "cron":
         return parse_cron(cadence.cron).walls_after(start)
@@ -246,7 +250,7 @@ def _steady_between(start: datetime, end: datetime, tz: ZoneInfo) -> bool:
     return _offset(end, tz) == offset
 
 
-def _next_fixed_slot(matches, tz: ZoneInfo, after: datetime) -> datetime | None:  # type: ignore[no-untyped-def]
+def _next_fixed_slot(matches: Matches, tz: ZoneInfo, after: datetime) -> datetime | None:
     # `_first_instant` never decreases as the wall time grows, and every wall time
     # up to after's own maps to an instant <= after, so the first match whose
     # instant lies after `after` is the answer.
@@ -257,7 +261,7 @@ def _next_fixed_slot(matches, tz: ZoneInfo, after: datetime) -> datetime | None:
     return None
 
 
-def _next_elapsed_slot(matches, tz: ZoneInfo, after: datetime) -> datetime | None:  # type: ignore[no-untyped-def]
+def _next_elapsed_slot(matches: Matches, tz: ZoneInfo, after: datetime) -> datetime | None:
     start_wall = _wall(after, tz)
     for wall in matches(start_wall):
         # Fast path: the offset holds still from `after` to the candidate, so wall
@@ -269,7 +273,7 @@ def _next_elapsed_slot(matches, tz: ZoneInfo, after: datetime) -> datetime | Non
     return _next_elapsed_slot_near_transition(matches, tz, after)
 
 
-def _next_elapsed_slot_near_transition(matches, tz: ZoneInfo, after: datetime) -> datetime | None:  # type: ignore[no-untyped-def]
+def _next_elapsed_slot_near_transition(matches: Matches, tz: ZoneInfo, after: datetime) -> datetime | None:
     # Near a fall-back, a wall time earlier than after's own can recur later, so
     # walk from a little before and keep the earliest instant past `after`.
     best: datetime | None = None
