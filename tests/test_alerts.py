@@ -16,7 +16,7 @@ from django.utils import timezone
 
 from backups.errors import ErrorCode
 from backups.models import BackupSource
-from scheduling import worker as tasks
+from scheduling import worker
 from scheduling.dispatch import ABANDONED_AFTER, run_pass
 from scheduling.lifecycle import claim
 from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, ScheduleSource
@@ -41,13 +41,13 @@ def timeouts(monkeypatch):
     # for the tests after these (verify and restore).
     import scheduling.perform  # noqa: F401
 
-    real = tasks.deadline_for
-    monkeypatch.setattr(tasks, "deadline_for", lambda schedule: time.monotonic())
+    real = worker.deadline_for
+    monkeypatch.setattr(worker, "deadline_for", lambda schedule: time.monotonic())
 
     class Switch:
         @staticmethod
         def stop() -> None:
-            monkeypatch.setattr(tasks, "deadline_for", real)
+            monkeypatch.setattr(worker, "deadline_for", real)
 
     return Switch
 
@@ -255,7 +255,7 @@ def test_a_recovery_costs_the_same_queries_after_2_and_40_failed_runs(team, sche
 def give_up_while_it_works(monkeypatch, then=None):  # type: ignore[no-untyped-def]
     """The dispatcher gives every run up for lost while its worker is in fact still on it
     (a stalled heartbeat, a paused VM), then `then()` runs, then the worker carries on."""
-    real = tasks._perform
+    real = worker._perform
 
     def perform(run, started, log):  # type: ignore[no-untyped-def]
         with transaction.atomic():  # a pass commits before the worker carries on
@@ -264,7 +264,7 @@ def give_up_while_it_works(monkeypatch, then=None):  # type: ignore[no-untyped-d
             then()
         return real(run, started, log)
 
-    monkeypatch.setattr(tasks, "_perform", perform)
+    monkeypatch.setattr(worker, "_perform", perform)
 
 
 def lose_worker(run: BackupScheduleRun, capture) -> None:  # type: ignore[no-untyped-def]
@@ -345,13 +345,13 @@ def test_a_lost_run_that_times_out_after_all_gets_no_retry_that_would_tell_again
 def test_a_lost_run_that_succeeds_after_all_says_so_once(
     team, schedule, no_slots, monkeypatch, django_capture_on_commit_callbacks
 ) -> None:
-    real = tasks._perform
+    real = worker._perform
     give_up_while_it_works(monkeypatch)
     assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
     assert len(notes(NotificationKind.RUN_FAILED)) == 4
     (note,) = Notification.objects.filter(kind=NotificationKind.RUN_RECOVERED, user=team["rita"])
     assert note.message == "It succeeded after the failure people were told of."
-    monkeypatch.setattr(tasks, "_perform", real)  # the worker keeps its heartbeat now
+    monkeypatch.setattr(worker, "_perform", real)  # the worker keeps its heartbeat now
     assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
     assert len(notes(NotificationKind.RUN_RECOVERED)) == 4
 
@@ -366,11 +366,11 @@ def test_a_recovery_is_told_once_when_a_lost_run_succeeds_after_a_later_failure(
 
     def another_run_fails() -> None:
         path.unlink()
-        monkeypatch.setattr(tasks, "_perform", real)
+        monkeypatch.setattr(worker, "_perform", real)
         assert press_run_now(schedule, django_capture_on_commit_callbacks) == "SOURCE_NOT_FOUND"
         path.write_bytes(backup)
 
-    real = tasks._perform
+    real = worker._perform
     give_up_while_it_works(monkeypatch, then=another_run_fails)
     assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"  # L, after all
     lost = BackupScheduleRun.objects.order_by("id").first()

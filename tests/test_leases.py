@@ -177,7 +177,7 @@ def _restore_over_the_source(schedule, source, alice) -> tuple[BackupScheduleRun
 def test_an_overwriting_restore_waits_while_a_backup_reads_its_source(
     schedule, source, tenant, alice, monkeypatch
 ) -> None:
-    from scheduling import perform as operations
+    from scheduling import perform
     from tests.test_operations import table_checksums
 
     restore, backed_up_sums = _restore_over_the_source(schedule, source, alice)
@@ -190,9 +190,9 @@ def test_an_overwriting_restore_waits_while_a_backup_reads_its_source(
         BackupScheduleRun.objects.filter(pk=holder.pk).update(status=RunStatus.SUCCEEDED)
         leases.release(holder)
 
-    monkeypatch.setattr(operations, "wait_a_moment", the_backup_finishes)
+    monkeypatch.setattr(perform, "wait_a_moment", the_backup_finishes)
     assert execute_run(str(restore.code)) == "succeeded"
-    assert waits == [operations.LEASE_WAIT_SECONDS]
+    assert waits == [perform.LEASE_WAIT_SECONDS]
     assert table_checksums(Path(source.path)) == backed_up_sums
     restore.refresh_from_db()
     assert f"Waiting: source “Shop” is being backed up by schedule “Weekly full” (run {holder.code})" in restore.log
@@ -202,21 +202,21 @@ def test_an_overwriting_restore_waits_while_a_backup_reads_its_source(
 def test_an_overwriting_restore_gives_up_at_the_time_limit_and_writes_nothing(
     schedule, source, tenant, alice, monkeypatch
 ) -> None:
-    from backups import pipeline as tasks
-    from scheduling import perform as operations
+    from backups import pipeline
+    from scheduling import perform
     from tests.test_operations import table_checksums
 
     restore, backed_up_sums = _restore_over_the_source(schedule, source, alice)
     before = table_checksums(Path(source.path))
     holder = running(make_schedule(tenant, source, name="Weekly full"), [source])
     now = [1000.0]
-    monkeypatch.setattr(tasks, "clock", lambda: now[0])
-    monkeypatch.setattr(operations, "wait_a_moment", lambda seconds: now.__setitem__(0, now[0] + seconds))
+    monkeypatch.setattr(pipeline, "clock", lambda: now[0])
+    monkeypatch.setattr(perform, "wait_a_moment", lambda seconds: now.__setitem__(0, now[0] + seconds))
     assert execute_run(str(restore.code)) == "TIMEOUT"
     restore.refresh_from_db()
     assert restore.status == RunStatus.FAILED and "still busy" in restore.error_message
     assert "nothing was restored" in restore.error_message
-    assert now[0] >= 1000.0 + schedule.time_limit_minutes * 60 - operations.LEASE_WAIT_SECONDS
+    assert now[0] >= 1000.0 + schedule.time_limit_minutes * 60 - perform.LEASE_WAIT_SECONDS
     assert table_checksums(Path(source.path)) == before != backed_up_sums
     assert SourceLease.objects.get().run_id == holder.pk
 
@@ -233,13 +233,13 @@ def test_a_backup_is_skipped_while_a_restore_overwrites_its_source(schedule, sou
 
 
 def test_a_restore_into_a_new_file_does_not_wait_for_a_backup(schedule, source, tenant, alice, monkeypatch) -> None:
-    from scheduling import perform as operations
+    from scheduling import perform
     from scheduling.operations import request_restore
     from tests.test_operations import backed_up
 
     backup_set = backed_up(schedule)
     holder = running(make_schedule(tenant, source, name="Weekly full"), [source])
-    monkeypatch.setattr(operations, "wait_a_moment", lambda seconds: pytest.fail("a new target waited for a lease"))
+    monkeypatch.setattr(perform, "wait_a_moment", lambda seconds: pytest.fail("a new target waited for a lease"))
     restore = request_restore(backup_set, alice)
     assert execute_run(str(restore.code)) == "succeeded"
     assert SourceLease.objects.get().run_id == holder.pk
@@ -266,18 +266,18 @@ def test_the_time_limit_of_a_restore_counts_from_when_it_got_its_sources(
     schedule, source, tenant, alice, monkeypatch
 ) -> None:
     """Waiting most of the limit for a backup must not leave the restore seconds to write in."""
-    from backups import pipeline as tasks
+    from backups import pipeline
     from backups.engines.sqlite import SqliteEngine
-    from scheduling import perform as operations
+    from scheduling import perform
 
     restore, _ = _restore_over_the_source(schedule, source, alice)
     holder = running(make_schedule(tenant, source, name="Weekly full"), [source])
     limit = schedule.time_limit_minutes * 60
     now = [0.0]
-    monkeypatch.setattr(tasks, "clock", lambda: now[0])
+    monkeypatch.setattr(pipeline, "clock", lambda: now[0])
 
     def most_of_the_limit_passes(seconds: float) -> None:
-        now[0] += limit - 3 * operations.LEASE_WAIT_SECONDS
+        now[0] += limit - 3 * perform.LEASE_WAIT_SECONDS
         BackupScheduleRun.objects.filter(pk=holder.pk).update(status=RunStatus.SUCCEEDED)
         leases.release(holder)
 
@@ -288,7 +288,7 @@ def test_the_time_limit_of_a_restore_counts_from_when_it_got_its_sources(
         deadlines.append(ctx.deadline)
         return real_restore(self, source_, target, stream, to, ctx)
 
-    monkeypatch.setattr(operations, "wait_a_moment", most_of_the_limit_passes)
+    monkeypatch.setattr(perform, "wait_a_moment", most_of_the_limit_passes)
     monkeypatch.setattr(SqliteEngine, "restore", watched)
     assert execute_run(str(restore.code)) == "succeeded"
     assert deadlines == [now[0] + limit]
@@ -299,7 +299,7 @@ def test_a_restore_written_inside_a_folder_source_waits_for_that_folders_backup(
 ) -> None:
     """A new file beside the SQLite source lands inside a folder source covering it: a backup
     of that folder meanwhile would archive a half-written file."""
-    from scheduling import perform as operations
+    from scheduling import perform
     from scheduling.operations import request_restore
     from tests.test_operations import backed_up
 
@@ -320,7 +320,7 @@ def test_a_restore_written_inside_a_folder_source_waits_for_that_folders_backup(
         BackupScheduleRun.objects.filter(pk=holder.pk).update(status=RunStatus.SUCCEEDED)
         leases.release(holder)
 
-    monkeypatch.setattr(operations, "wait_a_moment", the_folder_backup_finishes)
+    monkeypatch.setattr(perform, "wait_a_moment", the_folder_backup_finishes)
     restore = request_restore(backup_set, alice)
     assert not restore.restore_target["items"][0]["overwrite"]
     assert execute_run(str(restore.code)) == "succeeded"

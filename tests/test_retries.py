@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 
 from backups.errors import ErrorCode
 from lib.backoff import BASE_SECONDS, CAP_SECONDS, backoff_ceiling, backoff_delay
-from scheduling import retry
-from scheduling import worker as tasks
+from scheduling import retry, worker
 from scheduling.dispatch import RETRY_PENDING_REASON, run_pass
 from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, Trigger
 from scheduling.runs import run_now
@@ -61,7 +60,7 @@ def test_full_jitter_spreads_the_delays() -> None:
 @pytest.fixture
 def timing_out(monkeypatch):
     """Every dump hits its time limit at once (TIMEOUT, a retryable code) without waiting for it."""
-    monkeypatch.setattr(tasks, "deadline_for", lambda schedule: time.monotonic())
+    monkeypatch.setattr(worker, "deadline_for", lambda schedule: time.monotonic())
 
 
 def fail_first_attempt(schedule: BackupSchedule) -> BackupScheduleRun:

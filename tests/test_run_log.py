@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
-from backups import pipeline as tasks
+from backups import pipeline
 from backups.engines.postgres import _dump_error
 from backups.engines.process import WITHHELD, scrub_tool_output
 from backups.errors import ErrorCode
@@ -149,7 +149,7 @@ def test_a_beat_leaves_a_finished_runs_log_alone(schedule) -> None:
 
 
 def test_a_backup_logs_how_far_it_has_written(schedule, monkeypatch) -> None:
-    monkeypatch.setattr(tasks, "PROGRESS_LOG_SECONDS", 0)
+    monkeypatch.setattr(pipeline, "PROGRESS_LOG_SECONDS", 0)
     run = run_now(schedule, actor=None)
     assert execute_run(str(run.code)) == "succeeded"
     run.refresh_from_db()

@@ -234,12 +234,11 @@ def test_the_heartbeat_survives_a_failed_beat(schedule, monkeypatch) -> None:
 
     from django.db import OperationalError
 
-    from scheduling import heartbeat
-    from scheduling import lifecycle as runs
+    from scheduling import heartbeat, lifecycle
 
     monkeypatch.setattr(heartbeat, "HEARTBEAT_SECONDS", 0.02)
     calls: list[str] = []
-    real_beat = runs.beat
+    real_beat = lifecycle.beat
 
     def flaky_beat(code, now):
         calls.append(code)
@@ -249,7 +248,7 @@ def test_the_heartbeat_survives_a_failed_beat(schedule, monkeypatch) -> None:
 
     monkeypatch.setattr(heartbeat, "beat", flaky_beat)
     run = run_now(schedule, actor=None)
-    runs.claim(str(run.code), datetime.now(UTC))
+    lifecycle.claim(str(run.code), datetime.now(UTC))
     with heartbeat.heartbeat(str(run.code)):
         time.sleep(0.3)
     assert len(calls) >= 3
@@ -394,13 +393,13 @@ def test_bytes_written_moves_while_the_run_goes(schedule, settings, monkeypatch)
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from scheduling import worker as tasks
+    from scheduling import worker
 
     source = schedule.sources.get()
     big_database(Path(source.path).with_name("big.sqlite3"), 4)
     source.path = str(Path(source.path).with_name("big.sqlite3"))
     source.save()
-    monkeypatch.setattr(tasks, "PROGRESS_SECONDS", 0)  # every write, to see each step
+    monkeypatch.setattr(worker, "PROGRESS_SECONDS", 0)  # every write, to see each step
     run = run_now(schedule, actor=None)
     with CaptureQueriesContext(connection) as queries:
         assert execute_run(str(run.code)) == "succeeded"
@@ -414,9 +413,9 @@ def test_progress_updates_are_throttled(schedule, monkeypatch) -> None:
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from scheduling import worker as tasks
+    from scheduling import worker
 
-    monkeypatch.setattr(tasks, "PROGRESS_SECONDS", 3600)
+    monkeypatch.setattr(worker, "PROGRESS_SECONDS", 3600)
     run = run_now(schedule, actor=None)
     with CaptureQueriesContext(connection) as queries:
         assert execute_run(str(run.code)) == "succeeded"
@@ -430,7 +429,7 @@ def test_a_dump_running_past_the_time_limit_is_stopped_as_timeout_and_keeps_noth
     """The schedule's real limit (1 minute); the deadline clock jumps 61 s while the
     big source's snapshot is taken, so the stream is stopped at its first read, and
     the next source is not even started."""
-    from backups import pipeline as tasks
+    from backups import pipeline
     from backups.runlog import RunLog
 
     source = schedule.sources.get()
@@ -440,7 +439,7 @@ def test_a_dump_running_past_the_time_limit_is_stopped_as_timeout_and_keeps_noth
     schedule.max_attempts = 1
     schedule.save()
     offset = [0.0]
-    monkeypatch.setattr(tasks, "clock", lambda: time.monotonic() + offset[0])
+    monkeypatch.setattr(pipeline, "clock", lambda: time.monotonic() + offset[0])
     real_log = RunLog.__call__
 
     def log_and_maybe_jump(self, message: str) -> None:
@@ -506,13 +505,13 @@ def test_a_failed_progress_update_does_not_fail_the_backup(schedule, monkeypatch
     item's work and failed a good backup as UNKNOWN."""
     from django.db import OperationalError
 
-    from scheduling import worker as tasks
+    from scheduling import worker
 
     def locked(self, written):
         raise OperationalError("database is locked")
 
-    monkeypatch.setattr(tasks, "PROGRESS_SECONDS", 0)
-    monkeypatch.setattr(tasks.Progress, "_write", locked)
+    monkeypatch.setattr(worker, "PROGRESS_SECONDS", 0)
+    monkeypatch.setattr(worker.Progress, "_write", locked)
     run = run_now(schedule, actor=None)
     assert execute_run(str(run.code)) == "succeeded"
 
