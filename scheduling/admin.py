@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from django import forms
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.text import capfirst
 
+from backups.models import BackupSet
 from scheduling.models import (
     EDITABLE_FIELDS,
     BackupSchedule,
@@ -59,6 +62,16 @@ class BackupScheduleAdmin(admin.ModelAdmin):
         # Through the service, like the tenant pages: next_run_at, the anchor and the audit entry.
         before = snapshot(BackupSchedule.objects.get(pk=obj.pk)) if change else None
         save_schedule(obj, before, request.user)
+
+    def get_deleted_objects(
+        self, objs: Sequence[BackupSchedule] | QuerySet[BackupSchedule], request: HttpRequest
+    ) -> tuple[list[str], dict[str, int], set[str], list[str]]:
+        # The sets its runs made keep a schedule (delete_schedule refuses it): the admin
+        # shows them as protected and deletes nothing, as it would for a PROTECT.
+        deleted, counts, perms_needed, protected = super().get_deleted_objects(objs, request)
+        sets = BackupSet.objects.filter(run__schedule__in=[each.pk for each in objs]).order_by("-created_at", "-id")
+        name = capfirst(BackupSet._meta.verbose_name)
+        return deleted, counts, perms_needed, [*protected, *(f"{name}: {each}" for each in sets)]
 
     def delete_model(self, request: HttpRequest, obj: BackupSchedule) -> None:
         delete_schedule(obj, request.user)
