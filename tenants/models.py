@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, models
 
+from tenants.rules import resolved_roots, validate_roots, validate_rules
 from tenants.validators import validate_plain_text
 
 
@@ -25,7 +27,7 @@ class Tenant(models.Model):
     # write, each inside the server's SOURCE_ROOTS and no other tenant's. Set by staff.
     file_roots = models.JSONField(default=list, blank=True)
     # Database servers this tenant's server sources may name: IP addresses, networks,
-    # host names or "*" (backups/hosts.py). Empty = settings.SOURCE_ALLOWED_HOSTS. Set by staff.
+    # host names or "*" (tenants/rules.py, backups/hosts.py). Empty = settings.SOURCE_ALLOWED_HOSTS. Set by staff.
     server_hosts = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -38,9 +40,6 @@ class Tenant(models.Model):
     def clean(self) -> None:
         """Each file root absolute, inside the server's SOURCE_ROOTS, and neither equal to,
         inside, nor containing another tenant's root: one tenant never reaches another's files."""
-        from backups.hosts import validate_rules
-        from backups.paths import validate_tenant_roots
-
         if not isinstance(self.file_roots, list):
             raise ValidationError({"file_roots": "A list of absolute folder paths."})
         if not isinstance(self.server_hosts, list):
@@ -50,10 +49,16 @@ class Tenant(models.Model):
             raise ValidationError({"server_hosts": host_errors})
         self.server_hosts = hosts
         _lock_file_roots()
-        roots, errors = validate_tenant_roots(self, self.file_roots)
+        roots, errors = validate_roots(self.file_roots, other_tenants_roots(self))
         if errors:
             raise ValidationError({"file_roots": errors})
         self.file_roots = roots
+
+
+def other_tenants_roots(tenant: Tenant | None) -> list[Path]:
+    """Every other tenant's roots, resolved now (a symlink may have changed since they were saved)."""
+    others = Tenant.objects.all() if tenant is None or tenant.pk is None else Tenant.objects.exclude(pk=tenant.pk)
+    return resolved_roots(others.values_list("file_roots", flat=True))
 
 
 # Any fixed number: the key of the advisory lock that serializes root checks.
