@@ -7,7 +7,14 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from scheduling.models import EDITABLE_FIELDS, BackupSchedule, BackupScheduleRun, DispatcherBeat, ScheduleSource
+from scheduling.models import (
+    EDITABLE_FIELDS,
+    BackupSchedule,
+    BackupScheduleRun,
+    DispatcherBeat,
+    Notification,
+    ScheduleSource,
+)
 from scheduling.services import delete_schedule, save_schedule, snapshot
 from tenants.admin_readonly import ReadOnlyAdmin
 
@@ -87,3 +94,13 @@ class DispatcherBeatAdmin(ReadOnlyAdmin):
     """Read-only: when and where the last dispatcher pass ran (written by every pass)."""
 
     list_display = ["at", "node"]
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    """Read-only: notifications are made by the code paths they report on."""
+
+    list_display = ["created_at", "tenant", "user", "kind", "message", "read_at"]
+    list_filter = ["kind", ("read_at", admin.EmptyFieldListFilter), "tenant"]
+    search_fields = ["message", "user__username", "=code"]
+    list_select_related = ["tenant", "user"]

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from scheduling.views import bulk, health, runs, schedules, sets, settings
+from scheduling.views import audit, bulk, health, notifications, runs, schedules, sets, settings
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -26,4 +26,14 @@ urlpatterns = [
     path("sets/<uuid:code>/verify/", sets.set_verify, name="set_verify"),
     path("sets/<uuid:code>/restore/", sets.set_restore, name="set_restore"),
     path("sets/<uuid:code>/restore/<uuid:item_code>/", sets.set_restore, name="set_restore_item"),
+    path("t/<uuid:tenant_code>/audit/", audit.audit_log, name="audit_log"),
+    path("t/<uuid:tenant_code>/notifications/", notifications.notification_list, name="notifications"),
+    path(
+        "t/<uuid:tenant_code>/notifications/read-all/",
+        notifications.notification_read_all,
+        name="notifications_read_all",
+    ),
+    path("t/<uuid:tenant_code>/notifications/bell/", notifications.notification_bell, name="notification_bell"),
+    path("notifications/<uuid:code>/", notifications.notification_detail, name="notification_detail"),
+    path("notifications/<uuid:code>/read/", notifications.notification_read, name="notification_read"),
 ]

@@ -19,9 +19,15 @@ from backups.errors import ErrorCode
 from backups.models import BackupSource
 from backups.tasks import execute_run
 from scheduling.dispatch import ABANDONED_AFTER, run_pass
-from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, ScheduleSource
+from scheduling.models import (
+    BackupSchedule,
+    BackupScheduleRun,
+    Notification,
+    NotificationKind,
+    RunStatus,
+    ScheduleSource,
+)
 from scheduling.runs import claim, retry, run_now
-from tenants.models import Notification, NotificationKind
 from tests.conftest import make_sqlite_database
 from tests.helpers import drain, queued_tasks
 
@@ -220,7 +226,7 @@ def test_a_recovery_costs_the_same_queries_after_2_and_40_failed_runs(team, sche
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from tenants.notifications import notify_run_finished
+    from scheduling.notifications import notify_run_finished
 
     def queries_after(failures: int) -> int:
         BackupScheduleRun.objects.all().delete()

@@ -1,4 +1,4 @@
-"""The worker, the dispatcher and Run now tell people through tenants.notifications."""
+"""The worker, the dispatcher and Run now tell people through scheduling.notifications."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ from django.core import mail
 
 from backups.tasks import execute_run
 from scheduling.dispatch import run_pass
-from scheduling.models import BackupSchedule, RunStatus
+from scheduling.models import BackupSchedule, Notification, NotificationKind, RunStatus
 from scheduling.runs import run_now
-from tenants.models import Notification, NotificationKind
 
 
 def test_a_failed_backup_tells_every_member_and_mails_the_managers(

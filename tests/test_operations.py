@@ -17,9 +17,17 @@ from backups.models import BackupSet, BackupSource, ItemStatus, VerifyStatus
 from backups.operations import OperationRefused, request_restore, request_verify
 from backups.tasks import execute_run
 from scheduling.dispatch import run_pass
-from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, ScheduleSource
+from scheduling.models import (
+    BackupSchedule,
+    BackupScheduleRun,
+    Notification,
+    NotificationKind,
+    Operation,
+    RunStatus,
+    ScheduleSource,
+)
 from scheduling.runs import run_now
-from tenants.models import AuditAction, AuditLog, Notification, NotificationKind
+from tenants.models import AuditAction, AuditLog
 from tests.conftest import make_sqlite_database
 from tests.helpers import drain, queued_tasks
 

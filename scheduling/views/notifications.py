@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
 from uuid import UUID
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.models import User
 from django.db.models import QuerySet
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
@@ -14,25 +16,26 @@ from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 from django.views.decorators.vary import vary_on_headers
 
+from scheduling.models import Notification
+from scheduling.notifications import UNREAD_CAP, unread_count
 from tenants.access import SEE, get_for_member, get_tenant_for_member
-from tenants.models import Notification, Tenant
-from tenants.views import (
-    AuthedRequest,
-    ListFilterForm,
-    back_to,
-    bell_context,
-    listing_template,
-    tenant_page,
-    window,
-)
+from tenants.models import Tenant
+from tenants.pages import AuthedRequest, ListFilterForm, back_to, listing_template, tenant_page, window
 
 NOTIFICATIONS_PER_PAGE = 30
+# Every page asks for the bell's count again this often (notifications/bell.html).
+BELL_POLL_SECONDS = 60
 # The nav sections a bell may be drawn on (its aria-current on the notifications page).
 SECTIONS = {"schedules", "runs", "sources", "settings", "audit", "notifications"}
 
 
+def bell_context(user: User, tenant: Tenant) -> dict[str, Any]:
+    """What notifications/bell.html needs, on a page or alone (its poll, a mark-read answer)."""
+    return {"unread": unread_count(user, tenant), "unread_cap": UNREAD_CAP, "bell_poll_seconds": BELL_POLL_SECONDS}
+
+
 def _mine(request: AuthedRequest, tenant: Tenant) -> QuerySet[Notification]:
-    # Along tenants_notif_user_time; only the user's own.
+    # Along scheduling_notif_user_time; only the user's own.
     return (
         Notification.objects.filter(user=request.user, tenant=tenant)
         .select_related("run")
@@ -48,7 +51,8 @@ def notification_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse
     tenant = get_tenant_for_member(request.user, tenant_code, SEE)
     form = ListFilterForm(request.GET)
     page = window(_mine(request, tenant), form.value("page") or 1, NOTIFICATIONS_PER_PAGE)
-    ctx = tenant_page(request, tenant, tenant.member_role, "notifications", page=page)  # type: ignore[attr-defined]
+    role = tenant.member_role  # type: ignore[attr-defined]
+    ctx = tenant_page(request, tenant, role, "notifications", page=page, **bell_context(request.user, tenant))
     return render(request, listing_template(request, "notifications/list.html", "items"), ctx)
 
 
@@ -115,7 +119,7 @@ def notification_read_all(request: AuthedRequest, tenant_code: UUID) -> HttpResp
     messages.success(request, f"Marked {marked} notification{'' if marked == 1 else 's'} read.")
     if request.htmx:
         # The list again, the bell without a count, and the message as a toast.
-        ctx = tenant_page(request, tenant, tenant.member_role, "notifications")  # type: ignore[attr-defined]
+        ctx = tenant_page(request, tenant, tenant.member_role, "notifications", **bell_context(request.user, tenant))  # type: ignore[attr-defined]
         ctx["page"] = window(_mine(request, tenant), 1, NOTIFICATIONS_PER_PAGE)
         ctx["oob"] = True
         return render(request, "notifications/read_all.html", ctx)
