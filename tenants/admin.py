@@ -31,7 +31,7 @@ class LinesField(forms.CharField):
             return "\n".join(str(item) for item in value)
         return value
 
-    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+    def to_python(self, value: Any) -> Any:  # the lines, a list[str] (CharField's says str)
         text = super().to_python(value) or ""
         return [line.strip() for line in text.splitlines() if line.strip()]
 
