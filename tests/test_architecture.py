@@ -100,13 +100,6 @@ class _Collector(ast.NodeVisitor):
     visit_FunctionDef = _visit_function
     visit_AsyncFunctionDef = _visit_function
 
-    def visit_Lambda(self, node: ast.Lambda) -> None:
-        self.scope.append("<lambda>")
-        self.functions.append(".".join(self.scope))
-        self.generic_visit(node)
-        self.functions.pop()
-        self.scope.pop()
-
     def _add(self, target: str, line: int) -> None:
         imported = _resolve(target, self.known)
         if imported and imported != self.module:
@@ -146,7 +139,8 @@ def all_imports() -> tuple[Import, ...]:
 
 
 def _strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Tarjan's algorithm, iterative; components of two or more modules, or one importing itself."""
+    """Tarjan's algorithm, iterative: the components of two or more modules (a module's import of
+    itself is not recorded)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     stack: list[str] = []
