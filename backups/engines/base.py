@@ -34,8 +34,6 @@ class Source(Protocol):
     @property
     def name(self) -> str: ...
     @property
-    def kind(self) -> str: ...
-    @property
     def path(self) -> str: ...  # file kinds
     @property
     def host(self) -> str: ...  # server kinds, down to tls_mode
