@@ -38,7 +38,8 @@ from django.utils.dateparse import parse_datetime, parse_time
 from backups import leases
 from backups.errors import ErrorCode
 from lib.slots import Cadence, InvalidCadence, next_slot, validate
-from scheduling.bulk import insert_rows, update_rows
+from scheduling.fastpath.sql_writes import insert_rows, update_rows
+from scheduling.fastpath.task_packages import dashed_code
 from scheduling.heartbeat import HEARTBEAT_SECONDS
 from scheduling.models import (
     ACTIVE_STATUSES,
@@ -49,7 +50,7 @@ from scheduling.models import (
     RunStatus,
     Trigger,
 )
-from scheduling.queue import dashed_code, enqueue_runs
+from scheduling.queue import enqueue_runs
 from tenants.models import AuditAction, AuditLog
 from tenants.notifications import notify_run_finished, notify_slots_missed
 

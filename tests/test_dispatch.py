@@ -185,21 +185,6 @@ def test_a_pass_that_read_a_stale_due_list_creates_nothing_twice(
     assert len(queued_tasks()) == 1
 
 
-def test_batch_signed_packages_are_what_django_q2_itself_would_sign(settings) -> None:
-    from django.core.signing import TimestampSigner
-    from django_q.conf import Conf
-    from django_q.signing import SignedPackage
-
-    from scheduling.queue import _signer
-
-    batch = _signer()
-    plain = TimestampSigner(key=Conf.SECRET_KEY, salt=Conf.PREFIX)
-    value = "payload-to-sign"
-    assert batch.sign(value).rsplit(":", 1)[1] == plain.signature(f"{value}:{batch.timestamp()}")
-    package = batch.sign_object({"a": 1}, serializer=__import__("django_q.signing").signing.PickleSerializer)
-    assert SignedPackage.loads(package) == {"a": 1}
-
-
 def test_a_queued_run_whose_task_was_lost_gets_it_again(schedule, django_capture_on_commit_callbacks) -> None:
     """Redis: the process died between commit and push. ORM broker: the cluster was
     killed after taking the task off the queue (it would redeliver only after 6 hours)."""
