@@ -51,7 +51,8 @@ from scheduling.models import (
     Trigger,
 )
 from scheduling.queue import enqueue_runs
-from tenants.models import AuditAction, AuditLog
+from tenants.audit import AuditEntry, record_many
+from tenants.models import AuditAction
 from tenants.notifications import notify_run_finished, notify_slots_missed
 
 # A running run whose heartbeat is this old has lost its worker.
@@ -170,6 +171,7 @@ def fail_abandoned_runs(now: datetime) -> int:
         return 0
     failed = 0
     failed_pks = []
+    entries = []
     for pk, tenant_id, code, name in abandoned:
         updated = BackupScheduleRun.objects.filter(pk=pk, status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).update(
             status=RunStatus.FAILED,
@@ -180,15 +182,18 @@ def fail_abandoned_runs(now: datetime) -> int:
         if updated:
             failed += 1
             failed_pks.append(pk)
-            AuditLog.objects.create(
-                tenant_id=tenant_id,
-                action=AuditAction.RUN_FINISHED,
-                target_type="backupschedulerun",
-                target_code=code,
-                target_label=name[:200],
-                created_at=now,
-                details={"status": RunStatus.FAILED, "error_code": ErrorCode.WORKER_LOST},
+            entries.append(
+                AuditEntry(
+                    tenant_id=tenant_id,
+                    action=AuditAction.RUN_FINISHED,
+                    target_type=BackupScheduleRun._meta.model_name or "",
+                    target_code=code,
+                    target_label=name,
+                    created_at=now,
+                    details={"status": RunStatus.FAILED, "error_code": ErrorCode.WORKER_LOST},
+                )
             )
+    record_many(entries)
     # Their source leases too, so the next run of those sources need not wait for a take-over.
     leases.release_runs(failed_pks)
     logger.warning("failed %d runs whose worker stopped", failed)
@@ -584,17 +589,16 @@ def _audit(inserted: list[dict[str, Any]], plan: _Plan, now: datetime) -> None:
         groups.setdefault((row["tenant"], row["status"]), []).append(item)
     entries = []
     for (tenant_id, status), items in groups.items():
-        action = _AUDIT_ACTIONS[status]
         noun = "slot" if status == RunStatus.MISSED else "run"
-        label = f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
         entries.append(
-            {
-                "code": uuid.uuid4(),
-                "tenant": tenant_id,
-                "action": action,
-                "target_code": items[0]["run"] if len(items) == 1 else None,
-                "target_label": label,
-                "details": {"count": len(items), "runs": items},
-            }
+            AuditEntry(
+                tenant_id=tenant_id,
+                action=_AUDIT_ACTIONS[status],
+                target_type="dispatch",
+                target_code=items[0]["run"] if len(items) == 1 else None,
+                target_label=f"{len(items)} {noun}{'' if len(items) == 1 else 's'}",
+                details={"count": len(items), "runs": items},
+                created_at=now,
+            )
         )
-    insert_rows(AuditLog, entries, constants={"target_type": "dispatch", "created_at": now})
+    record_many(entries)
