@@ -51,6 +51,7 @@ from scheduling.models import (
     Trigger,
 )
 from scheduling.queue import enqueue_runs
+from scheduling.runs import scheduled_run_constants, scheduled_run_row
 from tenants.audit import AuditEntry, record_many
 from tenants.models import AuditAction
 from tenants.notifications import notify_run_finished, notify_slots_missed
@@ -140,7 +141,7 @@ def run_pass(now: datetime | None = None) -> PassReport:
             report.skipped += 1
         else:
             report.missed += 1
-            missed_by_tenant.setdefault(row["tenant"], []).append(dashed_code(row["code"]))
+            missed_by_tenant.setdefault(row["tenant_id"], []).append(dashed_code(row["code"]))
     _notify_missed(missed_by_tenant)
     return report
 
@@ -430,20 +431,22 @@ def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta) -> _Plan:
         plan.next_run_at[pk] = walk.update
         if walk.broken:
             slot = _decode_datetime(first_raw) or now
-            plan.runs.append(_row(next(codes), pk, tenant_id, slot, RunStatus.SKIPPED, walk.broken))
+            plan.runs.append(scheduled_run_row(next(codes), pk, tenant_id, slot, RunStatus.SKIPPED, walk.broken))
             continue
         if walk.late:
             plan.runs.append(
-                _row(next(codes), pk, tenant_id, walk.late[0], RunStatus.MISSED, walk.missed_message, len(walk.late))
+                scheduled_run_row(
+                    next(codes), pk, tenant_id, walk.late[0], RunStatus.MISSED, walk.missed_message, len(walk.late)
+                )
             )
         for slot in walk.superseded:
-            plan.runs.append(_row(next(codes), pk, tenant_id, slot, RunStatus.SKIPPED, SUPERSEDED_REASON))
+            plan.runs.append(scheduled_run_row(next(codes), pk, tenant_id, slot, RunStatus.SKIPPED, SUPERSEDED_REASON))
         if walk.newest is not None:
             if busy:
                 reason = RETRY_PENDING_REASON if retry_pending else BUSY_REASON
-                plan.runs.append(_row(next(codes), pk, tenant_id, walk.newest, RunStatus.SKIPPED, reason))
+                plan.runs.append(scheduled_run_row(next(codes), pk, tenant_id, walk.newest, RunStatus.SKIPPED, reason))
             else:
-                plan.runs.append(_row(next(codes), pk, tenant_id, walk.newest, RunStatus.QUEUED, ""))
+                plan.runs.append(scheduled_run_row(next(codes), pk, tenant_id, walk.newest, RunStatus.QUEUED, ""))
     return plan
 
 
@@ -519,30 +522,9 @@ def _new_codes() -> Iterator[str]:
         yield from (text[i : i + 32] for i in range(0, len(text), 32))
 
 
-def _row(
-    code: str, schedule_id: int, tenant_id: int, slot: datetime, status: str, message: str, missed: int = 0
-) -> dict[str, Any]:
-    return {
-        "code": code,
-        "tenant": tenant_id,
-        "schedule": schedule_id,
-        "slot": slot,
-        "status": status,
-        "missed_count": missed,
-        "error_message": message,
-    }
-
-
 def _insert_runs(rows: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
     """Insert the planned rows; return those really inserted (not already there)."""
-    constants = {
-        "trigger": Trigger.SCHEDULED,
-        "attempt": 1,
-        "error_code": "",
-        "created_at": now,
-        "log": "",
-        "enqueued_at": now,
-    }
+    constants = scheduled_run_constants(now)
     returned = insert_rows(BackupScheduleRun, rows, returning=["code"], constants=constants, convert=False)
     if len(returned) == len(rows):  # the usual case: nothing was there already
         return list(rows)
@@ -583,10 +565,10 @@ def _audit(inserted: list[dict[str, Any]], plan: _Plan, now: datetime) -> None:
         slot = row["slot"]
         if slot not in slot_text:
             slot_text[slot] = slot.isoformat()
-        item = {"run": dashed_code(row["code"]), "schedule": plan.names[row["schedule"]], "slot": slot_text[slot]}
+        item = {"run": dashed_code(row["code"]), "schedule": plan.names[row["schedule_id"]], "slot": slot_text[slot]}
         if row["error_message"]:
             item["reason"] = row["error_message"]
-        groups.setdefault((row["tenant"], row["status"]), []).append(item)
+        groups.setdefault((row["tenant_id"], row["status"]), []).append(item)
     entries = []
     for (tenant_id, status), items in groups.items():
         noun = "slot" if status == RunStatus.MISSED else "run"

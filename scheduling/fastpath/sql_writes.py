@@ -139,7 +139,8 @@ def insert_rows(
 ) -> list[tuple[Any, ...]]:
     """INSERT every row in one statement; rows that break a unique constraint are skipped.
 
-    `constants` are columns with the same value in every row, sent once.
+    Rows and `constants` name columns by field name or attname ("tenant" or
+    "tenant_id"); `constants` are columns with the same value in every row, sent once.
     Returns the `returning` columns of the rows actually inserted, converted to
     Python unless `convert` is False (then as the driver gives them).
     """
@@ -150,12 +151,12 @@ def insert_rows(
     constants = constants or {}
     fields = [_field(model, name) for name in rows[0]]
     constant_fields = [_field(model, name) for name in constants]
-    prepare = [(f.name, _preparer(f, connection)) for f in fields]
+    prepare = [(name, _preparer(f, connection)) for name, f in zip(rows[0], fields, strict=True)]
     payload = json.dumps(
         [[row[name] if convert is None else convert(row[name]) for name, convert in prepare] for row in rows],
         separators=(",", ":"),
     )
-    params = [_prepared(f, constants[f.name], connection) for f in constant_fields]
+    params = [_prepared(f, value, connection) for f, value in zip(constant_fields, constants.values(), strict=True)]
     if any(isinstance(f, models.JSONField) for f in constant_fields):
         raise ValueError("JSON columns cannot be constants")
     columns = ", ".join(quote(f.column) for f in fields + constant_fields)
