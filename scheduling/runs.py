@@ -150,21 +150,24 @@ class NewRun:
     @classmethod
     def on_set(
         cls,
-        operation: Operation,
+        operation: str,
         backup_set: Any,
-        schedule_id: int,
+        schedule_id: int | None,
         actor: Any,
         restore_target: dict[str, Any] | None = None,
         now: datetime | None = None,
     ) -> NewRun:
         """A verify or restore of `backup_set` (a backups.BackupSet), made by the
-        schedule `schedule_id`, whose tenant is the set's."""
+        schedule `schedule_id`, whose tenant is the set's. A set whose schedule was
+        deleted has no run to file it under."""
+        if schedule_id is None:
+            raise ValueError("the schedule of this backup set was deleted")
         return cls(
             schedule_id=schedule_id,
             tenant_id=backup_set.tenant_id,
             trigger=Trigger.MANUAL,
             created_at=now or timezone.now(),
-            operation=operation,
+            operation=Operation(operation),
             subject_set_id=backup_set.pk,
             restore_target=restore_target,
             requested_by=_person(actor),
