@@ -187,7 +187,7 @@ def fail_abandoned_runs(now: datetime) -> int:
                 AuditEntry(
                     tenant_id=tenant_id,
                     action=AuditAction.RUN_FINISHED,
-                    target_type=BackupScheduleRun._meta.model_name or "",
+                    target_type="backupschedulerun",
                     target_code=code,
                     target_label=name,
                     created_at=now,
@@ -538,7 +538,9 @@ def _record_lost_races(plan: _Plan, inserted: list[dict[str, Any]], now: datetim
     rows another dispatcher already wrote conflict on the slot again and stay out."""
     ours = {row["code"] for row in inserted}
     lost = [
-        {**row, "code": uuid.uuid4().hex, "status": RunStatus.SKIPPED, "error_message": BUSY_REASON}
+        scheduled_run_row(
+            uuid.uuid4().hex, row["schedule_id"], row["tenant_id"], row["slot"], RunStatus.SKIPPED, BUSY_REASON
+        )
         for row in plan.runs
         if row["status"] == RunStatus.QUEUED and row["code"] not in ours
     ]

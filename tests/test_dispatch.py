@@ -185,6 +185,26 @@ def test_a_pass_that_read_a_stale_due_list_creates_nothing_twice(
     assert len(queued_tasks()) == 1
 
 
+def test_a_slot_that_loses_to_a_run_now_is_recorded_as_skipped(schedule, monkeypatch) -> None:
+    """A Run now committing after the pass read its due list: the one-active-run
+    constraint refuses the slot's run, and the slot is recorded as busy, not dropped."""
+    from scheduling import dispatch
+
+    due_schedule(schedule)
+    stale = list(dispatch._due_schedules(SLOT))  # read before the press: not busy
+    pressed = run_now(schedule, actor=None)
+    monkeypatch.setattr(dispatch, "_due_schedules", lambda now: stale)
+    report = run_pass(SLOT + timedelta(seconds=1))
+    assert (report.due, report.created, report.skipped) == (1, 0, 1)
+    skipped = BackupScheduleRun.objects.get(slot=SLOT)
+    assert (skipped.status, skipped.error_message, skipped.trigger) == (
+        RunStatus.SKIPPED,
+        dispatch.BUSY_REASON,
+        "scheduled",
+    )
+    assert BackupScheduleRun.objects.get(status=RunStatus.QUEUED) == pressed
+
+
 def test_a_queued_run_whose_task_was_lost_gets_it_again(schedule, django_capture_on_commit_callbacks) -> None:
     """Redis: the process died between commit and push. ORM broker: the cluster was
     killed after taking the task off the queue (it would redeliver only after 6 hours)."""
