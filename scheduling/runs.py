@@ -47,9 +47,9 @@ class RetryPending(RunRefused):
 
 
 # ---------------------------------------------------------------- creating a run
-# Every run starts here: Run now, Retry and the automatic retry (scheduling.retry),
-# verify and restore requests (create_run), and the dispatcher's bulk insert
-# (scheduled_run_constants and scheduled_run_row): one set of rules for all.
+# Every run starts here, by one set of rules: Run now, Retry, the automatic retry
+# (schedule_retry), verify and restore requests through NewRun and create_run; the
+# dispatcher's bulk insert through scheduled_run_constants and scheduled_run_row.
 
 
 def _origin_fields(
