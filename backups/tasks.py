@@ -30,10 +30,10 @@ from backups.models import BackupItem, BackupSet, ItemStatus, SetStatus
 from lib.passes import first_pass_at
 from scheduling.heartbeat import heartbeat
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
+from scheduling.notifications import notify_run_finished
 from scheduling.runs import claim, finish
 from tenants.audit import record
 from tenants.models import AuditAction
-from tenants.notifications import notify_run_finished
 
 if TYPE_CHECKING:
     from backups.models import BackupSource

@@ -114,7 +114,7 @@ class BackupSchedule(models.Model):
     last_status = models.CharField(max_length=16, choices=RunStatus.choices, blank=True)
     # People were told of a failed or partial backup and not yet that it works again:
     # the next good backup clears it by compare-and-swap and says so, exactly once
-    # (tenants/notifications.py), whatever order late and lost runs finish in.
+    # (scheduling/notifications.py), whatever order late and lost runs finish in.
     recovery_pending = models.BooleanField(default=False, db_default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -58,6 +58,8 @@ TITLE_LIMIT = 200  # Notification.title's max_length
 RECOVERY_LOOKBACK = 50
 # The bell shows "99+" beyond this: the count reads at most this many index entries.
 UNREAD_CAP = 100
+# Every page asks for the bell's count again this often (notifications/bell.html).
+BELL_POLL_SECONDS = 60
 
 
 def _cut(text: str, limit: int) -> str:
@@ -131,6 +133,11 @@ def _send_after_commit(
 def unread_count(user: User, tenant: Tenant) -> int:
     """Unread notifications, capped: one COUNT over the partial index scheduling_notif_unread."""
     return Notification.objects.filter(user=user, tenant=tenant, read_at__isnull=True)[:UNREAD_CAP].count()
+
+
+def bell_context(user: User, tenant: Tenant) -> dict[str, Any]:
+    """What notifications/bell.html needs, on a page or alone (its poll, a mark-read answer)."""
+    return {"unread": unread_count(user, tenant), "unread_cap": UNREAD_CAP, "bell_poll_seconds": BELL_POLL_SECONDS}
 
 
 # ------------------------------------------------------------------ finished runs

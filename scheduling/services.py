@@ -4,20 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import transaction
 from django.db.models import ProtectedError
 from django.utils import timezone
 
+from backups.models import BackupSet, BackupSource
 from lib.slots import default_anchor, next_slot
 from scheduling.models import ACTIVE_STATUSES, EDITABLE_FIELDS, BackupSchedule, ScheduleKind
 from scheduling.runs import cancel_pending_retries
 from tenants.audit import record
 from tenants.models import AuditAction
-
-if TYPE_CHECKING:
-    from backups.models import BackupSource
 
 # Changing any of these re-anchors an every-N-hours schedule; other edits keep its grid.
 ANCHOR_FIELDS = ("kind", "every_hours", "time_of_day", "timezone")
@@ -120,8 +118,6 @@ def delete_schedule(schedule: BackupSchedule, actor: Any, **details: Any) -> Non
     refused too, so a worker never loses the run it is executing. `details` go into
     the audit entry.
     """
-    from backups.models import BackupSet
-
     in_use = f"“{schedule.name}” has backup sets: an owner can delete it together with them, or disable it instead."
     try:
         with transaction.atomic():

@@ -1,12 +1,12 @@
 from django.urls import path
 
-from scheduling.views import audit, bulk, health, notifications, runs, schedules, sets, settings
+from scheduling.views import audit, bulk_actions, health, notifications, runs, schedules, sets, settings
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("t/<uuid:tenant_code>/schedules/", schedules.schedule_list, name="schedules"),
     path("t/<uuid:tenant_code>/schedules/new/", schedules.schedule_create, name="schedule_create"),
-    path("t/<uuid:tenant_code>/schedules/bulk/", bulk.schedule_bulk, name="schedule_bulk"),
+    path("t/<uuid:tenant_code>/schedules/bulk/", bulk_actions.schedule_bulk, name="schedule_bulk"),
     path("t/<uuid:tenant_code>/schedules/preview/", schedules.schedule_preview, name="schedule_preview"),
     path("t/<uuid:tenant_code>/schedules/fields/", schedules.schedule_form_fields, name="schedule_form_fields"),
     path("t/<uuid:tenant_code>/settings/", settings.tenant_settings, name="tenant_settings"),

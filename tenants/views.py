@@ -34,16 +34,3 @@ def home(request: AuthedRequest) -> HttpResponse:
     if len(choices) == 1:
         return redirect("schedules", tenant_code=choices[0].code)
     return render(request, "tenants/home.html", {"tenants": choices})
-
-
-# Until scheduling/views/{schedules,runs,sets,settings,bulk}.py and backups/views.py import these
-# from tenants.pages (issue 11's merge), they are found here too; then this block goes.
-from tenants.pages import (  # noqa: E402, F401
-    ListFilterForm,
-    Window,
-    back_to,
-    listing_template,
-    paginate,
-    tenant_page,
-    window,
-)

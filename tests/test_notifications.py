@@ -1,4 +1,4 @@
-"""tenants/notifications.py: who hears about what, in the app and by e-mail."""
+"""scheduling/notifications.py: who hears about what, in the app and by e-mail."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from django import template
 
-from scheduling.views.notifications import bell_context
+from scheduling.notifications import bell_context
 
 register = template.Library()
 

@@ -44,7 +44,7 @@ class AuditFilterForm(ListFilterForm):
 @vary_on_headers("HX-Request")
 @login_required
 def audit_log(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
-    tenant = get_tenant_for_member(request.user, tenant_code, SEE)
+    tenant, role = get_tenant_for_member(request.user, tenant_code, SEE)
     # Current members only: someone who left shows up in old entries but is not offered here.
     members = dict(
         Membership.objects.filter(tenant=tenant).order_by("user__username").values_list("user__username", "user_id")
@@ -89,7 +89,7 @@ def audit_log(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
     ctx = tenant_page(
         request,
         tenant,
-        tenant.member_role,  # type: ignore[attr-defined]
+        role,
         "audit",
         page=page,
         form=form,
