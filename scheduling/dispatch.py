@@ -38,8 +38,6 @@ from django.utils.dateparse import parse_datetime, parse_time
 from backups import leases
 from backups.errors import ErrorCode
 from lib.slots import Cadence, InvalidCadence, next_slot, validate
-from scheduling.fastpath.sql_writes import insert_rows, update_rows
-from scheduling.fastpath.task_packages import dashed_code
 from scheduling.heartbeat import HEARTBEAT_SECONDS
 from scheduling.models import (
     ACTIVE_STATUSES,
@@ -54,6 +52,8 @@ from scheduling.notifications import notify_run_finished, notify_slots_missed
 from scheduling.queue import enqueue_runs
 from scheduling.runs import scheduled_run_constants, scheduled_run_row
 from tenants.audit import AuditEntry, record_many
+from tenants.fastpath.sql_writes import insert_rows, update_rows
+from tenants.fastpath.task_packages import dashed_code
 from tenants.models import AuditAction
 
 # A running run whose heartbeat is this old has lost its worker.

@@ -2,7 +2,7 @@
 
 A task carries only the run's public code: never a password or a path, so task
 arguments, the queue and its admin pages hold nothing secret. The packages are
-built and put on the broker by the fast path (scheduling/fastpath/task_packages.py).
+built and put on the broker by the fast path (tenants/fastpath/task_packages.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from django.db import transaction
 from django.utils import timezone
 from django_q.brokers import Broker, get_broker
 
-from scheduling.fastpath.task_packages import broker_in_database, insert_packages, push_packages, signed_packages
+from tenants.fastpath.task_packages import broker_in_database, insert_packages, push_packages, signed_packages
 
 EXECUTE_RUN = "backups.tasks.execute_run"
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from django.utils import timezone
 
+from tenants.fastpath.sql_writes import insert_rows
 from tenants.models import AUTOMATIC_ACTION_VALUES, AuditAction, AuditLog, Tenant
 
 # Entries the system writes as it works (the dispatcher, the workers, retention, e-mail):
@@ -18,6 +19,10 @@ from tenants.models import AUTOMATIC_ACTION_VALUES, AuditAction, AuditLog, Tenan
 AUTOMATIC_ACTIONS = frozenset(AuditAction(value) for value in AUTOMATIC_ACTION_VALUES)
 
 _LABEL_LENGTH = AuditLog._meta.get_field("target_label").max_length or 200
+# What record_many writes of each entry (the id is the database's).
+_COLUMNS = (
+    "code", "tenant_id", "actor_id", "action", "target_type", "target_code", "target_label", "details", "created_at"
+)
 
 
 @dataclass(frozen=True)
@@ -66,15 +71,22 @@ def record(
     return row
 
 
-def record_many(entries: Iterable[AuditEntry]) -> list[AuditLog]:
-    """Write many entries in one INSERT (on SQLite, one per 111 rows: Django's bound on
-    parameters), with the rules `record` follows: labels cut to fit, only a signed-in
-    actor kept, one instant for the entries that give none."""
+def record_many(entries: Iterable[AuditEntry]) -> int:
+    """Write many entries in one INSERT whatever their number, with the rules `record`
+    follows: labels cut to fit, only a signed-in actor kept, one instant for the entries
+    that give none. Returns how many were written.
+
+    Through the fast path's set-based writer, not bulk_create: on SQLite Django splits
+    a bulk_create every 111 rows (999 parameters), and the dispatcher's pass, which
+    writes one entry per tenant and action, must cost the same statements at any size."""
     now = timezone.now()
-    rows = [_row(entry, now) for entry in entries]
-    if not rows:
-        return []
-    return AuditLog.objects.bulk_create(rows)
+    rows = [_fields(_row(entry, now)) for entry in entries]
+    insert_rows(AuditLog, rows)
+    return len(rows)
+
+
+def _fields(row: AuditLog) -> dict[str, Any]:
+    return {name: getattr(row, name) for name in _COLUMNS}
 
 
 def _row(entry: AuditEntry, now: datetime) -> AuditLog:

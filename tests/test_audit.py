@@ -56,5 +56,19 @@ def test_record_many_follows_the_rules_of_record(tenant: Tenant) -> None:
 
 def test_record_many_of_nothing_writes_nothing(db) -> None:
     with CaptureQueriesContext(connection) as queries:
-        assert record_many([]) == []
+        assert record_many([]) == 0
     assert queries.captured_queries == []
+
+
+def test_record_many_takes_one_statement_however_many_tenants(db) -> None:
+    # The dispatcher writes one entry per tenant and action a pass; on SQLite bulk_create
+    # would split 300 of them into three INSERTs (111 rows each).
+    tenants = Tenant.objects.bulk_create(Tenant(name=f"T{i}") for i in range(300))
+    entries = [
+        AuditEntry(tenant_id=t.pk, action=AuditAction.RUN_CREATED, target_type="dispatch", target_label="1 run")
+        for t in tenants
+    ]
+    with CaptureQueriesContext(connection) as queries:
+        assert record_many(entries) == 300
+    assert len([q for q in queries.captured_queries if q["sql"].startswith("INSERT")]) == 1
+    assert AuditLog.objects.filter(action=AuditAction.RUN_CREATED).count() == 300

@@ -1,9 +1,9 @@
-"""The contract of the dispatcher's fast path (scheduling/fastpath/__init__.py):
+"""The contract of the dispatcher's fast path (tenants/fastpath/__init__.py):
 what it copies from django-q2 and from the databases still matches the originals.
 
 Run first after an upgrade of django-q2, Django or a database, on both profiles
 (SQLite with the ORM broker, PostgreSQL with Redis). A failure here names the
-assumption that broke; the checklist in scheduling/fastpath/__init__.py says where
+assumption that broke; the checklist in tenants/fastpath/__init__.py says where
 to look."""
 
 from __future__ import annotations
@@ -19,16 +19,16 @@ from django_q.conf import Conf
 from django_q.signing import PickleSerializer, SignedPackage
 from django_q.tasks import async_task
 
-from scheduling.fastpath.sql_writes import insert_rows, update_rows
-from scheduling.fastpath.task_packages import (
+from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, Trigger
+from scheduling.queue import EXECUTE_RUN, enqueue_runs
+from tenants.fastpath.sql_writes import insert_rows, update_rows
+from tenants.fastpath.task_packages import (
     TASK_NAME,
     batch_signer,
     dashed_code,
     signed_packages,
     task_package,
 )
-from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, Trigger
-from scheduling.queue import EXECUTE_RUN, enqueue_runs
 from tests.helpers import queued_tasks
 
 NOW = datetime(2026, 11, 24, 1, 30, 0, 123456, tzinfo=UTC)

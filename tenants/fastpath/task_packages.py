@@ -3,7 +3,7 @@
 What django_q.tasks.async_task does for one task (build the task dict, pickle it,
 sign it, broker.enqueue), done for thousands at the cost of one pickle, one key
 derivation and one statement or round trip. Part of the fast path (see
-scheduling/fastpath/__init__.py): everything here copies a django-q2 internal,
+tenants/fastpath/__init__.py): everything here copies a django-q2 internal,
 and tests/test_fastpath_contract.py checks each copy against django-q2 itself.
 """
 
@@ -26,7 +26,7 @@ from django_q.conf import Conf
 from django_q.models import OrmQ
 from django_q.signing import PickleSerializer
 
-from scheduling.fastpath.sql_writes import insert_rows
+from tenants.fastpath.sql_writes import insert_rows
 
 # The name shown for every task: the run code is the argument, and a short name
 # keeps 10,000 packages small.

@@ -6,7 +6,7 @@ bulk_create cannot report which rows an ON CONFLICT skipped. The dispatcher
 needs both, so rows travel as a single JSON parameter that the database unpacks
 itself (json_each on SQLite, jsonb_array_elements on PostgreSQL).
 
-Part of the fast path (see scheduling/fastpath/__init__.py): it writes the
+Part of the fast path (see tenants/fastpath/__init__.py): it writes the
 columns' stored forms itself, so a field type Django stores differently is a
 change here (tests/test_fastpath_contract.py checks each type the dispatcher uses).
 """
