@@ -33,9 +33,13 @@ browser-deps:
 test-browser: $(VENV)/.dev-installed browser-deps
 	env -u DATABASE_URL -u REDIS_URL $(VENV)/bin/pytest -q -p no:cacheprovider -m browser tests/browser
 
+# Style, types (a stale `# type: ignore` is an error) and the one-way architecture:
+# lint-imports keeps the contracts in pyproject.toml, tests/test_architecture.py the rest.
 lint: $(VENV)/.dev-installed
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy lib scheduling backups tenants config
+	$(VENV)/bin/lint-imports --no-cache
+	env -u DATABASE_URL -u REDIS_URL $(VENV)/bin/pytest -q -p no:cacheprovider tests/test_architecture.py
 
 bench-dispatch: $(VENV)/.dev-installed
 	$(PY) bench/dispatch.py --schedules 10000

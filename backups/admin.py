@@ -7,9 +7,10 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from backups.engines.registry import find_engine
 from backups.errors import BackupError
 from backups.hosts import checked_addresses
-from backups.models import SERVER_KINDS, BackupItem, BackupSet, BackupSource, SourceCheck
+from backups.models import BackupItem, BackupSet, BackupSource, SourceCheck
 from backups.paths import check_source_path
 from tenants.admin_readonly import ReadOnlyAdmin
 from tenants.audit import record
@@ -26,7 +27,8 @@ class BackupSourceForm(forms.ModelForm):
         # among its allowed hosts.
         cleaned = super().clean() or {}
         tenant, path = cleaned.get("tenant"), (cleaned.get("path") or "").strip()
-        if tenant is not None and cleaned.get("kind") not in SERVER_KINDS:
+        engine = find_engine(cleaned.get("kind") or "")
+        if tenant is not None and not (engine is not None and engine.is_server):
             try:
                 cleaned["path"] = str(check_source_path(path, tenant))
             except BackupError as exc:

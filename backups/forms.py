@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from django import forms
 
+from backups.engines.base import Engine
+from backups.engines.registry import engines, find_engine
 from backups.errors import BackupError
 from backups.hosts import checked_addresses, rules_for
-from backups.models import DEFAULT_PORTS, SERVER_KINDS, BackupSource, SourceKind, TlsMode
+from backups.models import BackupSource, TlsMode
 from backups.paths import allowed_roots, check_source_path
 from tenants.models import Tenant
 from tenants.validators import validate_path
@@ -25,6 +28,23 @@ NEW_ENDPOINT = (
 )
 
 
+@dataclass(frozen=True)
+class FieldGroup:
+    """The fields of the server kinds or of the file kinds, for the template."""
+
+    kinds: str  # "postgres mysql": static/js/sources.js shows the group while one of them is chosen
+    names: str  # its heading's "(PostgreSQL, MariaDB / MySQL)"
+    fields: list[forms.BoundField]
+
+
+def _servers() -> list[Engine]:
+    return [engine for engine in engines() if engine.is_server]
+
+
+def _file_kinds() -> list[Engine]:
+    return [engine for engine in engines() if not engine.is_server]
+
+
 class SourceForm(forms.ModelForm):
     # Write-only: never rendered back (render_value=False); blank on edit keeps the stored one.
     password = forms.CharField(
@@ -39,17 +59,7 @@ class SourceForm(forms.ModelForm):
     class Meta:
         model = BackupSource
         fields = ["name", "kind", "path", "host", "port", "database", "all_databases", "username", "tls_mode"]
-        labels = {
-            "path": "Path of the SQLite file or folder",
-            "all_databases": "All databases",
-            "tls_mode": "TLS",
-            "username": "User name",
-        }
-        help_texts = {
-            "port": "Blank: 5432 for PostgreSQL, 3306 for MariaDB/MySQL.",
-            # backups.engines.mysql: their client cannot insist on TLS without verifying.
-            "tls_mode": "For MariaDB/MySQL, “Required” also verifies the server's certificate.",
-        }
+        labels = {"all_databases": "All databases", "tls_mode": "TLS", "username": "User name"}
 
     def __init__(self, *args: Any, tenant: Tenant, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -69,12 +79,27 @@ class SourceForm(forms.ModelForm):
             self.fields["password"].help_text = "A password is stored. Leave blank to keep it; it is never shown."
         else:
             del self.fields["clear_password"]
+        self._describe_kinds()
 
-    def server_fields(self) -> list[forms.BoundField]:
-        return [self[name] for name in SERVER_FIELDS if name in self.fields]
+    def _describe_kinds(self) -> None:
+        """Labels and help that name the kinds, from their engines."""
+        self.fields["path"].label = f"Path of the {' or '.join(engine.path_noun for engine in _file_kinds())}"
+        ports = ", ".join(f"{engine.default_port} for {engine.label}" for engine in _servers() if engine.default_port)
+        self.fields["port"].help_text = f"Blank: {ports}." if ports else ""
+        for engine in engines():
+            for name, hint in engine.form_hints.items():
+                if name in self.fields:
+                    self.fields[name].help_text = " ".join(filter(None, [str(self.fields[name].help_text), hint]))
 
-    def file_fields(self) -> list[forms.BoundField]:
-        return [self[name] for name in FILE_FIELDS]
+    def server_group(self) -> FieldGroup:
+        servers = _servers()
+        fields = [self[name] for name in SERVER_FIELDS if name in self.fields]
+        return FieldGroup(" ".join(e.kind for e in servers), ", ".join(e.label for e in servers), fields)
+
+    def file_group(self) -> FieldGroup:
+        files = _file_kinds()
+        fields = [self[name] for name in FILE_FIELDS]
+        return FieldGroup(" ".join(e.kind for e in files), ", ".join(e.path_noun for e in files), fields)
 
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
@@ -85,17 +110,17 @@ class SourceForm(forms.ModelForm):
 
     def clean(self) -> dict[str, Any]:
         data = super().clean() or self.cleaned_data
-        kind = data.get("kind")
-        if kind in SERVER_KINDS:
-            self._clean_server(data, kind)
-        elif kind:
-            self._clean_file(data)
+        engine = find_engine(data.get("kind") or "")  # no kind: the field has its error
+        if engine is not None and engine.is_server:
+            self._clean_server(data, engine)
+        elif engine is not None:
+            self._clean_file(data, engine)
         return data
 
-    def _clean_server(self, data: dict[str, Any], kind: str) -> None:
+    def _clean_server(self, data: dict[str, Any], engine: Engine) -> None:
         port = data.get("port")
         if port is None:
-            data["port"] = DEFAULT_PORTS[kind]
+            data["port"] = engine.default_port
         elif not 1 <= port <= 65535:
             self.add_error("port", "A port is a number from 1 to 65535.")
         host = (data.get("host") or "").strip()
@@ -106,7 +131,7 @@ class SourceForm(forms.ModelForm):
         else:
             # The engines check again before every connection (the name may resolve elsewhere by then).
             try:
-                checked_addresses(host, DEFAULT_PORTS[kind], self.tenant)
+                checked_addresses(host, engine.default_port or 0, self.tenant)
             except BackupError as exc:
                 self.add_error("host", exc.message)
         data["host"] = host
@@ -117,12 +142,12 @@ class SourceForm(forms.ModelForm):
             self.add_error("username", "The user name cannot contain control characters.")
         data["username"] = username
         database = (data.get("database") or "").strip()
-        limit = 63 if kind == SourceKind.POSTGRES else 64
+        limit = engine.max_database_name
         if data.get("all_databases"):
             database = ""  # discovered at run time
         elif not database:
             self.add_error("database", "Enter the database to back up, or tick “All databases”.")
-        elif _CONTROL.search(database) or len(database.encode() if limit == 63 else database) > limit:
+        elif _CONTROL.search(database) or engine.database_name_length(database) > limit:
             self.add_error("database", f"A database name has at most {limit} characters and no control characters.")
         data["database"] = database
         if data.get("password") and data.get("clear_password"):
@@ -131,10 +156,10 @@ class SourceForm(forms.ModelForm):
             self.add_error("password", "The password cannot contain control characters (such as a line break).")
         data["tls_mode"] = data.get("tls_mode") or TlsMode.PREFER
         data["path"] = ""
-        if not data.get("password") and not data.get("clear_password") and self._endpoint_changed(data, kind):
+        if not data.get("password") and not data.get("clear_password") and self._endpoint_changed(data, engine):
             self.add_error("password", NEW_ENDPOINT)
 
-    def _endpoint_changed(self, data: dict[str, Any], kind: str) -> bool:
+    def _endpoint_changed(self, data: dict[str, Any], engine: Engine) -> bool:
         """Whether the stored password would now go somewhere it did not go before.
 
         A manager must not be able to send a password they cannot read to a server of
@@ -143,13 +168,15 @@ class SourceForm(forms.ModelForm):
         stored = self.instance  # as loaded: the form copies the new values onto it only after clean()
         if stored.pk is None or not stored.has_password:
             return False
-        before = (stored.kind, stored.host, stored.port or DEFAULT_PORTS.get(stored.kind), stored.username)
+        stored_engine = find_engine(stored.kind)
+        stored_port = stored.port or (stored_engine.default_port if stored_engine else None)
+        before = (stored.kind, stored.host, stored_port, stored.username)
         # .get(): a field with an error is no longer in the cleaned data.
-        after = (kind, data.get("host"), data.get("port"), data.get("username"))
+        after = (engine.kind, data.get("host"), data.get("port"), data.get("username"))
         weaker = _TLS_RANK.get(data.get("tls_mode", ""), 0) < _TLS_RANK.get(stored.tls_mode, 0)
         return before != after or weaker
 
-    def _clean_file(self, data: dict[str, Any]) -> None:
+    def _clean_file(self, data: dict[str, Any], engine: Engine) -> None:
         # The engine checks again before every backup; checking here says so at once.
         try:
             validate_path((data.get("path") or "").strip())  # before any system call could choke on it
@@ -160,13 +187,13 @@ class SourceForm(forms.ModelForm):
             self.add_error("path", exc.message)  # the only error: the model skips a field with one
         else:
             data["path"] = str(path)
-            folder = data.get("kind") == SourceKind.DIRECTORY
+            folder = engine.path_is_folder
             if not path.exists():
                 self.warnings.append(f"{path} does not exist (yet): its backups will fail until it does.")
             elif folder and not path.is_dir():
-                self.add_error("path", "This is a file, not a folder: choose the kind “SQLite database file”.")
+                self.add_error("path", _wrong_kind("This is a file, not a folder", folders=False))
             elif not folder and path.is_dir():
-                self.add_error("path", "This is a folder, not an SQLite file: choose the kind “Folder”.")
+                self.add_error("path", _wrong_kind("This is a folder, not a file", folders=True))
         data.update(host="", port=None, database="", all_databases=False, username="", password="")
         data["tls_mode"] = self.instance.tls_mode or TlsMode.PREFER
         data["clear_password"] = True
@@ -181,3 +208,9 @@ class SourceForm(forms.ModelForm):
         if commit:
             source.save()
         return source
+
+
+def _wrong_kind(what: str, *, folders: bool) -> str:
+    """`what`, and the file kinds whose path is a folder (or a file) as `folders` says."""
+    fitting = " or ".join(f"“{e.label}”" for e in _file_kinds() if e.path_is_folder == folders)
+    return f"{what}: choose the kind {fitting}." if fitting else f"{what}."

@@ -2,7 +2,8 @@
 
 Staff give each tenant its rules (Tenant.server_hosts), like its file roots; a tenant
 without rules of its own gets settings.SOURCE_ALLOWED_HOSTS. A rule is an IP address,
-a network (10.0.5.0/24, fd00::/8), a host name, or "*" (anything).
+a network (10.0.5.0/24, fd00::/8), a host name, or "*" (anything); tenants/rules.py
+checks their form when staff save them.
 
 A source's host is allowed when every address it resolves to lies in a rule's
 network or is an address a host-name rule resolves to. The form checks it when the
@@ -16,7 +17,6 @@ scanner inside the operator's network.
 from __future__ import annotations
 
 import ipaddress
-import re
 import socket
 from collections.abc import Iterable
 
@@ -24,36 +24,14 @@ from django.conf import settings
 
 from backups.errors import BackupError, ErrorCode
 from tenants.models import Tenant
+from tenants.rules import ANY
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
-ANY = "*"
-_NAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}))*\.?$")
 
 
 def rules_for(tenant: Tenant) -> list[str]:
     return list(tenant.server_hosts or settings.SOURCE_ALLOWED_HOSTS)
-
-
-def validate_rules(raw_rules: Iterable[object]) -> tuple[list[str], list[str]]:
-    """(normalized rules, errors) for Tenant.clean and the setting."""
-    rules: list[str] = []
-    errors: list[str] = []
-    for raw in raw_rules:
-        text = raw.strip() if isinstance(raw, str) else ""
-        if not text:
-            errors.append(f"{raw!r} is not a host rule.")
-            continue
-        try:
-            rule = text if text == ANY else str(ipaddress.ip_network(text.strip("[]"), strict=False))
-        except ValueError:
-            if not _NAME.match(text):
-                errors.append(f"“{text}” is neither an IP address, a network (10.0.0.0/8), a host name nor *.")
-                continue
-            rule = text.lower().rstrip(".")
-        if rule not in rules:
-            rules.append(rule)
-    return rules, errors
 
 
 def resolve(host: str, port: int) -> list[Address]:

@@ -7,21 +7,29 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from backups.engines.registry import DEFAULT_KIND, KIND_MAX_LENGTH, engines, find_engine, kind_choices
 from tenants.models import Tenant
 from tenants.validators import validate_path, validate_plain_text
 
 
-class SourceKind(models.TextChoices):
-    POSTGRES = "postgres", "PostgreSQL"
-    MYSQL = "mysql", "MariaDB / MySQL"
-    SQLITE = "sqlite", "SQLite database file"
-    DIRECTORY = "directory", "Folder"
+class _Kinds:
+    """The registered kinds by name, SourceKind.POSTGRES == "postgres", for code that makes
+    a source of a given kind (demo data, benchmarks, tests). What a kind is, its label,
+    whether it is a server, its default port, is its engine's (backups.engines.registry)."""
+
+    def __getattr__(self, name: str) -> str:
+        engine = find_engine(name.lower()) if name.isupper() else None
+        if engine is None:
+            raise AttributeError(f"No engine registers the kind {name.lower()!r}.")
+        return engine.kind
 
 
-# Kinds that connect to a database server; the others read files under the tenant's roots.
-SERVER_KINDS = (SourceKind.POSTGRES, SourceKind.MYSQL)
-# What a blank port means.
-DEFAULT_PORTS: dict[str, int] = {SourceKind.POSTGRES: 5432, SourceKind.MYSQL: 3306}
+SourceKind = _Kinds()
+# Kept for callers not yet asking the engine (engine_for(kind).is_server / .default_port).
+SERVER_KINDS = tuple(engine.kind for engine in engines() if engine.is_server)
+DEFAULT_PORTS: dict[str, int] = {
+    engine.kind: engine.default_port for engine in engines() if engine.default_port is not None
+}
 
 
 class TlsMode(models.TextChoices):
@@ -37,7 +45,7 @@ class BackupSource(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="sources")
     name = models.CharField(max_length=200, validators=[validate_plain_text])
-    kind = models.CharField(max_length=16, choices=SourceKind.choices, default=SourceKind.SQLITE)
+    kind = models.CharField(max_length=KIND_MAX_LENGTH, choices=kind_choices, default=DEFAULT_KIND)
     # File kinds (sqlite, directory): an absolute path inside one of the tenant's file roots.
     path = models.CharField(
         max_length=1000,
@@ -91,7 +99,10 @@ class BackupSource(models.Model):
 
     @property
     def is_server(self) -> bool:
-        return self.kind in SERVER_KINDS
+        """Whether the source connects to a database server (else it reads a path); False
+        for a kind this server has no engine for."""
+        engine = find_engine(self.kind)
+        return engine is not None and engine.is_server
 
     def clean_fields(self, exclude: Any = None) -> None:
         # The path rule here rather than in clean(): a form whose path field already has
@@ -113,7 +124,7 @@ class BackupSource(models.Model):
         from backups.errors import BackupError
         from backups.paths import check_source_path
 
-        if self.kind in SERVER_KINDS or not self.tenant_id:
+        if self.is_server or not self.tenant_id:
             return
         try:
             self.path = str(check_source_path(self.path, self.tenant))
@@ -172,7 +183,7 @@ class BackupItem(models.Model):
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     backup_set = models.ForeignKey(BackupSet, models.CASCADE, related_name="items")
     source = models.ForeignKey(BackupSource, models.SET_NULL, null=True, blank=True, related_name="items")
-    kind = models.CharField(max_length=16, choices=SourceKind.choices)
+    kind = models.CharField(max_length=KIND_MAX_LENGTH, choices=kind_choices)
     # What was backed up, for people: the source's name, plus the database for a server.
     label = models.CharField(max_length=500)
     database = models.CharField(max_length=255, blank=True)

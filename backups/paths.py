@@ -18,19 +18,13 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.conf import settings
-
 from backups import dirfd
 from backups.errors import BackupError, ErrorCode
-from tenants.models import Tenant
-
-
-def server_roots() -> list[Path]:
-    return [Path(root).resolve() for root in settings.SOURCE_ROOTS]
+from tenants.models import Tenant, other_tenants_roots
+from tenants.rules import inside, overlaps, server_roots
 
 
 def allowed_roots(tenant: Tenant) -> list[Path]:
@@ -43,17 +37,6 @@ def allowed_roots(tenant: Tenant) -> list[Path]:
         root = Path(raw).resolve()
         if any(inside(root, server_root) for server_root in servers):
             roots.append(root)
-    return roots
-
-
-def other_tenants_roots(tenant: Tenant | None) -> list[Path]:
-    """Every other tenant's roots, resolved now (a symlink may have changed since they were saved)."""
-    others = Tenant.objects.all() if tenant is None or tenant.pk is None else Tenant.objects.exclude(pk=tenant.pk)
-    roots = []
-    for file_roots in others.values_list("file_roots", flat=True):
-        for raw in file_roots or []:
-            if isinstance(raw, str) and Path(raw).is_absolute():
-                roots.append(Path(raw).resolve())
     return roots
 
 
@@ -108,40 +91,6 @@ def resolved_or_literal(path: str) -> Path:
         return Path(path).resolve()
     except (OSError, RuntimeError):
         return Path(os.path.normpath(path))
-
-
-def inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
-
-
-def overlaps(a: Path, b: Path) -> bool:
-    return inside(a, b) or inside(b, a)
-
-
-def validate_tenant_roots(tenant: Tenant, raw_roots: Iterable[object]) -> tuple[list[str], list[str]]:
-    """(normalized roots, errors) for Tenant.clean: each root absolute, inside SOURCE_ROOTS,
-    and neither equal to, inside, nor containing another tenant's root."""
-    servers = server_roots()
-    others = other_tenants_roots(tenant)
-    roots: list[str] = []
-    errors: list[str] = []
-    for raw in raw_roots:
-        if not isinstance(raw, str) or not raw.strip():
-            errors.append(f"{raw!r} is not a folder path.")
-            continue
-        if "\x00" in raw or not Path(raw.strip()).is_absolute():
-            errors.append(f"“{raw}” is not an absolute path (it must start with /).")
-            continue
-        # Stored resolved, so what staff see is where the files really are.
-        root = Path(raw.strip()).resolve()
-        if not any(inside(root, server_root) for server_root in servers):
-            shown = ", ".join(str(server_root) for server_root in servers) or "none configured"
-            errors.append(f"“{raw}” is outside the server's source roots ({shown}).")
-        elif any(overlaps(root, other) for other in others):
-            errors.append(f"“{raw}” is, lies in, or contains another tenant's root.")
-        elif str(root) not in roots:
-            roots.append(str(root))
-    return roots, errors
 
 
 # ---------------------------------------------------------------- opening by descriptors

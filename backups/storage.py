@@ -323,7 +323,7 @@ def open_raw(key: str) -> BinaryIO:
 def open_decompressed(key: str) -> BinaryIO:
     """The original bytes of `key`, as a stream; a truncated file raises BackupError at its end."""
     raw = _FrameCheckingReader(open_raw(key))
-    return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)  # type: ignore[arg-type,return-value]
+    return zstandard.ZstdDecompressor().stream_reader(raw, closefd=True)  # type: ignore[arg-type]
 
 
 class _FrameCheckingReader:

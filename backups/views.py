@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, TypedDict
 from uuid import UUID
 
 from django.contrib import messages
@@ -19,7 +20,15 @@ from backups.forms import SourceForm
 from backups.models import BackupSource, SourceCheck
 from backups.services import SourceInUse, delete_source, save_source, snapshot
 from tenants.access import MANAGE, RUN, SEE, get_for_member, get_tenant_for_member
-from tenants.views import AuthedRequest, tenant_page
+from tenants.pages import AuthedRequest, tenant_page
+
+if TYPE_CHECKING:
+    from django_stubs_ext import WithAnnotations
+
+
+class _Counted(TypedDict):  # what source_list annotates
+    schedule_count: int
+    last_check_id: int | None
 
 
 @dataclass
@@ -32,17 +41,19 @@ class SourceRow:
 @require_GET
 @login_required
 def source_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
-    tenant = get_tenant_for_member(request.user, tenant_code, SEE)
+    tenant, role = get_tenant_for_member(request.user, tenant_code, SEE)
     latest = SourceCheck.objects.filter(source=OuterRef("pk")).order_by("-created_at", "-id").values("id")[:1]
-    sources = list(
+    sources: list[WithAnnotations[BackupSource, _Counted]] = list(
         BackupSource.objects.filter(tenant=tenant)
         .annotate(schedule_count=Count("schedules"), last_check_id=Subquery(latest))
         .order_by("name")
     )
-    ids = [s.last_check_id for s in sources if s.last_check_id]  # type: ignore[attr-defined]
-    checks = {check.pk: check for check in SourceCheck.objects.filter(pk__in=ids).select_related("requested_by")}
-    rows = [SourceRow(s, s.schedule_count, checks.get(s.last_check_id)) for s in sources]  # type: ignore[attr-defined]
-    ctx = tenant_page(request, tenant, tenant.member_role, "sources", rows=rows)  # type: ignore[attr-defined]
+    ids = [s.last_check_id for s in sources if s.last_check_id]
+    checks: dict[int | None, SourceCheck] = {
+        check.pk: check for check in SourceCheck.objects.filter(pk__in=ids).select_related("requested_by")
+    }
+    rows = [SourceRow(s, s.schedule_count, checks.get(s.last_check_id)) for s in sources]
+    ctx = tenant_page(request, tenant, role, "sources", rows=rows)
     if ctx["can_manage"]:
         ctx["form"] = SourceForm(tenant=tenant)
     return render(request, "backups/sources.html", ctx)
@@ -51,7 +62,7 @@ def source_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @login_required
 def source_create(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
-    tenant = get_tenant_for_member(request.user, tenant_code, MANAGE)
+    tenant, role = get_tenant_for_member(request.user, tenant_code, MANAGE)
     source = BackupSource(tenant=tenant)
     form = SourceForm(request.POST if request.method == "POST" else None, instance=source, tenant=tenant)
     if form.is_bound and form.is_valid():
@@ -61,14 +72,14 @@ def source_create(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
         for warning in form.warnings:
             messages.warning(request, warning)
         return redirect("sources", tenant_code=tenant.code)
-    ctx = tenant_page(request, tenant, tenant.member_role, "sources", form=form)  # type: ignore[attr-defined]
+    ctx = tenant_page(request, tenant, role, "sources", form=form)
     return render(request, "backups/source_form.html", ctx)
 
 
 @require_http_methods(["GET", "POST"])
 @login_required
 def source_edit(request: AuthedRequest, code: UUID) -> HttpResponse:
-    source = get_for_member(request.user, BackupSource, code, MANAGE)
+    source, role = get_for_member(request.user, BackupSource, code, MANAGE)
     tenant = source.tenant
     before = snapshot(source)
     form = SourceForm(request.POST if request.method == "POST" else None, instance=source, tenant=tenant)
@@ -79,14 +90,14 @@ def source_edit(request: AuthedRequest, code: UUID) -> HttpResponse:
         for warning in form.warnings:
             messages.warning(request, warning)
         return redirect("sources", tenant_code=tenant.code)
-    ctx = tenant_page(request, tenant, source.member_role, "sources", form=form, source=source)  # type: ignore[attr-defined]
+    ctx = tenant_page(request, tenant, role, "sources", form=form, source=source)
     return render(request, "backups/source_form.html", ctx)
 
 
 @require_http_methods(["GET", "POST"])
 @login_required
 def source_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
-    source = get_for_member(request.user, BackupSource, code, MANAGE)
+    source, role = get_for_member(request.user, BackupSource, code, MANAGE)
     tenant = source.tenant
     if request.method == "POST":
         try:
@@ -97,7 +108,7 @@ def source_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
             messages.success(request, f"Source “{source.name}” deleted.")
         return redirect("sources", tenant_code=tenant.code)
     schedules = list(source.schedules.order_by("name").values_list("name", flat=True))
-    ctx = tenant_page(request, tenant, source.member_role, "sources", source=source, schedules=schedules)  # type: ignore[attr-defined]
+    ctx = tenant_page(request, tenant, role, "sources", source=source, schedules=schedules)
     return render(request, "backups/source_delete.html", ctx)
 
 
@@ -105,7 +116,7 @@ def source_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
 @login_required
 def source_test(request: AuthedRequest, code: UUID) -> HttpResponse:
     """Test connection: queued for a worker; htmx gets the result box, which polls until done."""
-    source = get_for_member(request.user, BackupSource, code, RUN)
+    source = get_for_member(request.user, BackupSource, code, RUN).obj
     try:
         check = request_test(source, request.user)
     except TooManyTests as exc:
@@ -125,12 +136,12 @@ def source_test(request: AuthedRequest, code: UUID) -> HttpResponse:
 @login_required
 def source_check(request: AuthedRequest, code: UUID) -> HttpResponse:
     """One test's result: the box alone for htmx's polling, else a page of its own."""
-    check = get_for_member(request.user, SourceCheck, code, RUN)
+    check, role = get_for_member(request.user, SourceCheck, code, RUN)
     source = BackupSource.objects.get(pk=check.source_id)
     ctx = _check_context(source, check)
     if request.htmx:
         return render(request, "backups/source_check.html#check-result", ctx)
-    page = tenant_page(request, check.tenant, check.member_role, "sources", **ctx)  # type: ignore[attr-defined]
+    page = tenant_page(request, check.tenant, role, "sources", **ctx)
     return render(request, "backups/source_check.html", page)
 
 

@@ -75,6 +75,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "scheduling.context_processors.dispatcher_health",
             ],
         },
     }
@@ -377,7 +378,7 @@ else:
 
 # ---------------------------------------------------------------- e-mail
 # Failed, partial and missed backups are mailed to the tenant's managers and owners
-# (tenants/notifications.py). Development prints mail on the console; production sets
+# (scheduling/notifications.py). Development prints mail on the console; production sets
 # EMAIL_BACKEND=django.core.mail.backends.smtp.EmailBackend and the EMAIL_HOST_* values.
 EMAIL_BACKEND = env_str("EMAIL_BACKEND") or "django.core.mail.backends.console.EmailBackend"
 EMAIL_HOST = env_str("EMAIL_HOST") or "localhost"

@@ -15,6 +15,7 @@ from scheduling.models import (
     BackupSchedule,
     BackupScheduleRun,
     DispatcherBeat,
+    Notification,
     ScheduleSource,
     SourceLease,
 )
@@ -115,3 +116,13 @@ class DispatcherBeatAdmin(ReadOnlyAdmin):
     """Read-only: when and where the last dispatcher pass ran (written by every pass)."""
 
     list_display = ["at", "node"]
+
+
+@admin.register(Notification)
+class NotificationAdmin(ReadOnlyAdmin):
+    """Read-only: notifications are made by the code paths they report on."""
+
+    list_display = ["created_at", "tenant", "user", "kind", "message", "read_at"]
+    list_filter = ["kind", ("read_at", admin.EmptyFieldListFilter), "tenant"]
+    search_fields = ["message", "user__username", "=code"]
+    list_select_related = ["tenant", "user"]

@@ -38,7 +38,6 @@ from django.utils.dateparse import parse_datetime, parse_time
 from backups.errors import ErrorCode
 from lib.slots import Cadence, InvalidCadence, next_slot, validate
 from scheduling import leases
-from scheduling.bulk import insert_rows, update_rows
 from scheduling.heartbeat import HEARTBEAT_SECONDS
 from scheduling.models import (
     ACTIVE_STATUSES,
@@ -49,9 +48,13 @@ from scheduling.models import (
     RunStatus,
     Trigger,
 )
-from scheduling.queue import dashed_code, enqueue_runs
-from tenants.models import AuditAction, AuditLog
-from tenants.notifications import notify_run_finished, notify_slots_missed
+from scheduling.notifications import notify_run_finished, notify_slots_missed
+from scheduling.queue import enqueue_runs
+from scheduling.runs import scheduled_run_constants, scheduled_run_row
+from tenants.audit import AuditEntry, record_many
+from tenants.fastpath.sql_writes import insert_rows, update_rows
+from tenants.fastpath.task_packages import dashed_code
+from tenants.models import AuditAction
 
 # A running run whose heartbeat is this old has lost its worker.
 ABANDONED_AFTER = timedelta(seconds=HEARTBEAT_SECONDS * 10)
@@ -138,7 +141,7 @@ def run_pass(now: datetime | None = None) -> PassReport:
             report.skipped += 1
         else:
             report.missed += 1
-            missed_by_tenant.setdefault(row["tenant"], []).append(dashed_code(row["code"]))
+            missed_by_tenant.setdefault(row["tenant_id"], []).append(dashed_code(row["code"]))
     _notify_missed(missed_by_tenant)
     return report
 
@@ -169,6 +172,7 @@ def fail_abandoned_runs(now: datetime) -> int:
         return 0
     failed = 0
     failed_pks = []
+    entries = []
     for pk, tenant_id, code, name in abandoned:
         updated = BackupScheduleRun.objects.filter(pk=pk, status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).update(
             status=RunStatus.FAILED,
@@ -179,15 +183,18 @@ def fail_abandoned_runs(now: datetime) -> int:
         if updated:
             failed += 1
             failed_pks.append(pk)
-            AuditLog.objects.create(
-                tenant_id=tenant_id,
-                action=AuditAction.RUN_FINISHED,
-                target_type="backupschedulerun",
-                target_code=code,
-                target_label=name[:200],
-                created_at=now,
-                details={"status": RunStatus.FAILED, "error_code": ErrorCode.WORKER_LOST},
+            entries.append(
+                AuditEntry(
+                    tenant_id=tenant_id,
+                    action=AuditAction.RUN_FINISHED,
+                    target_type="backupschedulerun",
+                    target_code=code,
+                    target_label=name,
+                    created_at=now,
+                    details={"status": RunStatus.FAILED, "error_code": ErrorCode.WORKER_LOST},
+                )
             )
+    record_many(entries)
     # Their source leases too, so the next run of those sources need not wait for a take-over.
     leases.release_runs(failed_pks)
     logger.warning("failed %d runs whose worker stopped", failed)
@@ -424,20 +431,22 @@ def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta) -> _Plan:
         plan.next_run_at[pk] = walk.update
         if walk.broken:
             slot = _decode_datetime(first_raw) or now
-            plan.runs.append(_row(next(codes), pk, tenant_id, slot, RunStatus.SKIPPED, walk.broken))
+            plan.runs.append(scheduled_run_row(next(codes), pk, tenant_id, slot, RunStatus.SKIPPED, walk.broken))
             continue
         if walk.late:
             plan.runs.append(
-                _row(next(codes), pk, tenant_id, walk.late[0], RunStatus.MISSED, walk.missed_message, len(walk.late))
+                scheduled_run_row(
+                    next(codes), pk, tenant_id, walk.late[0], RunStatus.MISSED, walk.missed_message, len(walk.late)
+                )
             )
         for slot in walk.superseded:
-            plan.runs.append(_row(next(codes), pk, tenant_id, slot, RunStatus.SKIPPED, SUPERSEDED_REASON))
+            plan.runs.append(scheduled_run_row(next(codes), pk, tenant_id, slot, RunStatus.SKIPPED, SUPERSEDED_REASON))
         if walk.newest is not None:
             if busy:
                 reason = RETRY_PENDING_REASON if retry_pending else BUSY_REASON
-                plan.runs.append(_row(next(codes), pk, tenant_id, walk.newest, RunStatus.SKIPPED, reason))
+                plan.runs.append(scheduled_run_row(next(codes), pk, tenant_id, walk.newest, RunStatus.SKIPPED, reason))
             else:
-                plan.runs.append(_row(next(codes), pk, tenant_id, walk.newest, RunStatus.QUEUED, ""))
+                plan.runs.append(scheduled_run_row(next(codes), pk, tenant_id, walk.newest, RunStatus.QUEUED, ""))
     return plan
 
 
@@ -513,30 +522,9 @@ def _new_codes() -> Iterator[str]:
         yield from (text[i : i + 32] for i in range(0, len(text), 32))
 
 
-def _row(
-    code: str, schedule_id: int, tenant_id: int, slot: datetime, status: str, message: str, missed: int = 0
-) -> dict[str, Any]:
-    return {
-        "code": code,
-        "tenant": tenant_id,
-        "schedule": schedule_id,
-        "slot": slot,
-        "status": status,
-        "missed_count": missed,
-        "error_message": message,
-    }
-
-
 def _insert_runs(rows: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
     """Insert the planned rows; return those really inserted (not already there)."""
-    constants = {
-        "trigger": Trigger.SCHEDULED,
-        "attempt": 1,
-        "error_code": "",
-        "created_at": now,
-        "log": "",
-        "enqueued_at": now,
-    }
+    constants = scheduled_run_constants(now)
     returned = insert_rows(BackupScheduleRun, rows, returning=["code"], constants=constants, convert=False)
     if len(returned) == len(rows):  # the usual case: nothing was there already
         return list(rows)
@@ -550,7 +538,9 @@ def _record_lost_races(plan: _Plan, inserted: list[dict[str, Any]], now: datetim
     rows another dispatcher already wrote conflict on the slot again and stay out."""
     ours = {row["code"] for row in inserted}
     lost = [
-        {**row, "code": uuid.uuid4().hex, "status": RunStatus.SKIPPED, "error_message": BUSY_REASON}
+        scheduled_run_row(
+            uuid.uuid4().hex, row["schedule_id"], row["tenant_id"], row["slot"], RunStatus.SKIPPED, BUSY_REASON
+        )
         for row in plan.runs
         if row["status"] == RunStatus.QUEUED and row["code"] not in ours
     ]
@@ -577,23 +567,22 @@ def _audit(inserted: list[dict[str, Any]], plan: _Plan, now: datetime) -> None:
         slot = row["slot"]
         if slot not in slot_text:
             slot_text[slot] = slot.isoformat()
-        item = {"run": dashed_code(row["code"]), "schedule": plan.names[row["schedule"]], "slot": slot_text[slot]}
+        item = {"run": dashed_code(row["code"]), "schedule": plan.names[row["schedule_id"]], "slot": slot_text[slot]}
         if row["error_message"]:
             item["reason"] = row["error_message"]
-        groups.setdefault((row["tenant"], row["status"]), []).append(item)
+        groups.setdefault((row["tenant_id"], row["status"]), []).append(item)
     entries = []
     for (tenant_id, status), items in groups.items():
-        action = _AUDIT_ACTIONS[status]
         noun = "slot" if status == RunStatus.MISSED else "run"
-        label = f"{len(items)} {noun}{'' if len(items) == 1 else 's'}"
         entries.append(
-            {
-                "code": uuid.uuid4(),
-                "tenant": tenant_id,
-                "action": action,
-                "target_code": items[0]["run"] if len(items) == 1 else None,
-                "target_label": label,
-                "details": {"count": len(items), "runs": items},
-            }
+            AuditEntry(
+                tenant_id=tenant_id,
+                action=_AUDIT_ACTIONS[status],
+                target_type="dispatch",
+                target_code=items[0]["run"] if len(items) == 1 else None,
+                target_label=f"{len(items)} {noun}{'' if len(items) == 1 else 's'}",
+                details={"count": len(items), "runs": items},
+                created_at=now,
+            )
         )
-    insert_rows(AuditLog, entries, constants={"target_type": "dispatch", "created_at": now})
+    record_many(entries)

@@ -69,10 +69,8 @@ def needed_fields(kind: str) -> frozenset[str]:
     return frozenset(name for name, kinds in FIELDS_BY_KIND.items() if kind in kinds)
 
 
-class TimingFieldsMixin:
+class TimingFieldsMixin(forms.BaseForm):
     """The timing fields' widgets and hints, shared by the full form and a settings block."""
-
-    fields: dict[str, forms.Field]
 
     def setup_timing(self) -> None:
         for name in TIMING_HINTS:
@@ -86,7 +84,7 @@ class TimingFieldsMixin:
     @property
     def timing_id(self) -> str:
         """The id of the element holding the timing fields (one per form on a page)."""
-        return f"timing-{getattr(self, 'prefix', None) or 'fields'}"
+        return f"timing-{self.prefix or 'fields'}"
 
     def swap_fields_on_change(self, url: str) -> None:
         """With htmx, a change of strategy fetches the fields it needs from `url`."""
@@ -101,13 +99,13 @@ class TimingFieldsMixin:
         )
 
     def kind_value(self) -> str:
-        value = self["kind"].value()  # type: ignore[index]
+        value = self["kind"].value()
         return value if value in ScheduleKind.values else ScheduleKind.DAILY
 
     def timing_fields(self) -> list[tuple[forms.BoundField, bool]]:
         """Each timing field and whether the chosen strategy needs it (a field with an error always shows)."""
         needed = needed_fields(self.kind_value())
-        bound = [self[name] for name in FIELDS_BY_KIND if name in self.fields]  # type: ignore[index]
+        bound = [self[name] for name in FIELDS_BY_KIND if name in self.fields]
         return [(field, field.name in needed or bool(field.errors)) for field in bound]
 
 
@@ -137,11 +135,13 @@ class ScheduleForm(TimingFieldsMixin, forms.ModelForm):
         super().__init__(*args, **kwargs)
         self.tenant = tenant
         # Only this tenant's sources: another tenant's is "not one of the available choices".
-        self.fields["sources"].queryset = BackupSource.objects.filter(tenant=tenant)  # type: ignore[attr-defined]
+        sources = self.fields["sources"]
+        assert isinstance(sources, forms.ModelMultipleChoiceField)
+        sources.queryset = BackupSource.objects.filter(tenant=tenant)
         # The checkboxes carry public codes: database ids would tell a manager how many
         # sources other tenants have.
-        self.fields["sources"].to_field_name = "code"  # type: ignore[attr-defined]
-        self.fields["sources"].help_text = "One backup set per run holds one item per source."
+        sources.to_field_name = "code"
+        sources.help_text = "One backup set per run holds one item per source."
         self.fields["keep_last"].widget.attrs.update(min=1)
         for name in ("keep_daily", "keep_weekly", "keep_monthly", "keep_yearly"):
             self.fields[name].widget.attrs.update(min=0)

@@ -4,6 +4,7 @@ import uuid
 from datetime import time, timedelta
 from typing import TYPE_CHECKING
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 from django.db.models import Q
@@ -122,7 +123,7 @@ class BackupSchedule(models.Model):
     last_status = models.CharField(max_length=16, choices=RunStatus.choices, blank=True)
     # People were told of a failed or partial backup and not yet that it works again:
     # the next good backup clears it by compare-and-swap and says so, exactly once
-    # (tenants/notifications.py), whatever order late and lost runs finish in.
+    # (scheduling/notifications.py), whatever order late and lost runs finish in.
     recovery_pending = models.BooleanField(default=False, db_default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -344,3 +345,47 @@ class DispatcherBeat(models.Model):
 
     def __str__(self) -> str:
         return f"last dispatcher pass {self.at:%Y-%m-%d %H:%M:%S} UTC on {self.node or '?'}"
+
+
+class NotificationKind(models.TextChoices):
+    RUN_FAILED = "run_failed", "Run failed"
+    RUN_PARTIAL = "run_partial", "Run partly failed"
+    SLOT_MISSED = "slot_missed", "Slot missed"
+    RUN_REQUESTED = "run_requested", "Run now / Retry requested"
+    RESTORE_FINISHED = "restore_finished", "Restore finished"
+    RUN_RECOVERED = "run_recovered", "Backups work again"
+
+
+class Notification(models.Model):
+    """An in-app notification for one member of a tenant (the bell)."""
+
+    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="notifications", db_index=False)
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="notifications", db_index=False)
+    kind = models.CharField(max_length=32, choices=NotificationKind.choices)
+    run = models.ForeignKey(BackupScheduleRun, models.SET_NULL, null=True, blank=True, related_name="+", db_index=False)
+    # What the list shows ("Backup of “Shop DB” failed after 3 attempts"); the detail,
+    # one click away, is `message` (the error, the names). Blank on older rows.
+    title = models.CharField(max_length=200, blank=True)
+    message = models.CharField(max_length=500)
+    created_at = models.DateTimeField()
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [
+            # Used by the bell: a user's notifications in a tenant, newest first.
+            models.Index(fields=["user", "tenant", "-created_at"], name="scheduling_notif_user_time"),
+            # Used by the bell's unread count.
+            models.Index(fields=["user", "tenant"], name="scheduling_notif_unread", condition=Q(read_at__isnull=True)),
+        ]
+
+    def __str__(self) -> str:
+        return self.title or self.message
+
+    @property
+    def headline(self) -> str:
+        """The short line the list shows (rows from before titles: their message, cut)."""
+        if self.title:
+            return self.title
+        return self.message if len(self.message) <= 120 else self.message[:119] + "…"

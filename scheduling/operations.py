@@ -49,7 +49,7 @@ class OperationRefused(RunRefused):
 def request_verify(backup_set: BackupSet, actor: Any, enqueue: bool = True) -> BackupScheduleRun:
     """Queue a verify run of `backup_set` (operator or higher)."""
     if actor is not None:
-        backup_set = get_for_member(actor, BackupSet, backup_set.code, RUN)
+        backup_set = get_for_member(actor, BackupSet, backup_set.code, RUN).obj
     made_by = _check_usable(backup_set)
     run = _create_run(backup_set, made_by.schedule_id, actor, Operation.VERIFY, None, enqueue)
     record(backup_set.tenant_id, AuditAction.VERIFY_REQUESTED, backup_set, actor=actor, run=str(run.code))
@@ -98,7 +98,7 @@ def request_restore(
     and `confirm` equal to the target's name."""
     if actor is None:
         raise OperationRefused("A restore is requested by a person (an owner of the tenant).")
-    backup_set = get_for_member(actor, BackupSet, backup_set.code, ADMINISTER)
+    backup_set = get_for_member(actor, BackupSet, backup_set.code, ADMINISTER).obj
     made_by = _check_usable(backup_set)
     chosen = pick_item(backup_set, item)
     items = [chosen] if chosen else list(backup_set.items.filter(status=ItemStatus.OK).order_by("id"))

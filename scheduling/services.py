@@ -4,19 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from django.db import transaction
 from django.utils import timezone
 
+from backups.models import BackupSource
 from lib.slots import default_anchor, next_slot
 from scheduling.models import ACTIVE_STATUSES, EDITABLE_FIELDS, BackupSchedule, ScheduleKind
 from scheduling.runs import cancel_pending_retries
 from tenants.audit import record
 from tenants.models import AuditAction
-
-if TYPE_CHECKING:
-    from backups.models import BackupSource
 
 # Changing any of these re-anchors an every-N-hours schedule; other edits keep its grid.
 ANCHOR_FIELDS = ("kind", "every_hours", "time_of_day", "timezone")

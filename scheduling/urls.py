@@ -1,12 +1,12 @@
 from django.urls import path
 
-from scheduling.views import bulk, health, runs, schedules, sets, settings
+from scheduling.views import audit, bulk_actions, health, notifications, runs, schedules, sets, settings
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
     path("t/<uuid:tenant_code>/schedules/", schedules.schedule_list, name="schedules"),
     path("t/<uuid:tenant_code>/schedules/new/", schedules.schedule_create, name="schedule_create"),
-    path("t/<uuid:tenant_code>/schedules/bulk/", bulk.schedule_bulk, name="schedule_bulk"),
+    path("t/<uuid:tenant_code>/schedules/bulk/", bulk_actions.schedule_bulk, name="schedule_bulk"),
     path("t/<uuid:tenant_code>/schedules/preview/", schedules.schedule_preview, name="schedule_preview"),
     path("t/<uuid:tenant_code>/schedules/fields/", schedules.schedule_form_fields, name="schedule_form_fields"),
     path("t/<uuid:tenant_code>/settings/", settings.tenant_settings, name="tenant_settings"),
@@ -26,4 +26,14 @@ urlpatterns = [
     path("sets/<uuid:code>/verify/", sets.set_verify, name="set_verify"),
     path("sets/<uuid:code>/restore/", sets.set_restore, name="set_restore"),
     path("sets/<uuid:code>/restore/<uuid:item_code>/", sets.set_restore, name="set_restore_item"),
+    path("t/<uuid:tenant_code>/audit/", audit.audit_log, name="audit_log"),
+    path("t/<uuid:tenant_code>/notifications/", notifications.notification_list, name="notifications"),
+    path(
+        "t/<uuid:tenant_code>/notifications/read-all/",
+        notifications.notification_read_all,
+        name="notifications_read_all",
+    ),
+    path("t/<uuid:tenant_code>/notifications/bell/", notifications.notification_bell, name="notification_bell"),
+    path("notifications/<uuid:code>/", notifications.notification_detail, name="notification_detail"),
+    path("notifications/<uuid:code>/read/", notifications.notification_read, name="notification_read"),
 ]

@@ -25,10 +25,10 @@ from scheduling import leases, retention, retry
 from scheduling.heartbeat import heartbeat
 from scheduling.lifecycle import adopt, claim, finish
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
+from scheduling.notifications import notify_run_finished
 from scheduling.perform import Outcome, perform_restore, perform_verify
 from tenants.audit import record
 from tenants.models import AuditAction
-from tenants.notifications import notify_run_finished
 
 logger = logging.getLogger(__name__)
 

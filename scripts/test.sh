@@ -10,9 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 BIN=.venv/bin
 
-echo "== lint: ruff, mypy"
+echo "== lint: ruff, mypy, import contracts (the same as make lint)"
 $BIN/ruff check .
 $BIN/mypy lib scheduling backups tenants config
+$BIN/lint-imports --no-cache
+env -u DATABASE_URL -u REDIS_URL $BIN/pytest -q -p no:cacheprovider tests/test_architecture.py
 
 echo "== browser: Debian's chromium for tests/browser/"
 bash scripts/ensure-browser.sh

@@ -6,7 +6,7 @@ is too low get 403. Views and management commands both come through here.
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Generic, NamedTuple, TypeVar
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.core.exceptions import PermissionDenied
@@ -38,14 +38,23 @@ def tenants_of(user: AnyUser) -> QuerySet[Tenant]:
     return Tenant.objects.filter(memberships__user=user).annotate(member_role=F("memberships__role"))
 
 
-def get_tenant_for_member(user: AnyUser, code: object, min_role: str = SEE) -> Tenant:
+class Granted(NamedTuple, Generic[ModelT]):
+    """An object a member may reach, with the member's role in its tenant (what the page's
+    buttons depend on): `schedule, role = get_for_member(...)`."""
+
+    obj: ModelT
+    role: str
+
+
+def get_tenant_for_member(user: AnyUser, code: object, min_role: str = SEE) -> Granted[Tenant]:
     return get_for_member(user, Tenant, code, min_role, tenant_path="")
 
 
 def get_for_member(
     user: AnyUser, model: type[ModelT], code: object, min_role: str = SEE, tenant_path: str = "tenant__"
-) -> ModelT:
-    """The object with this code, if `user` is a member of its tenant with at least `min_role`.
+) -> Granted[ModelT]:
+    """The object with this code and the role of `user` in its tenant, if `user` is a member
+    with at least `min_role`.
 
     One query: the membership is joined in, its role annotated.
     """
@@ -59,6 +68,8 @@ def get_for_member(
     obj = queryset.first()
     if obj is None:
         raise Http404
-    if not role_allows(obj.member_role, min_role):  # type: ignore[attr-defined]
+    # Taken off the instance: the role travels beside the object, not as an attribute patched onto it.
+    role: str = vars(obj).pop("member_role")
+    if not role_allows(role, min_role):
         raise PermissionDenied(f"This needs the {Role(min_role).label} role or higher.")
-    return obj
+    return Granted(obj, role)

@@ -11,7 +11,7 @@ from django.http import HttpRequest
 
 from tenants.admin_readonly import ReadOnlyAdmin
 from tenants.audit import record
-from tenants.models import AuditAction, AuditLog, Membership, Notification, Tenant
+from tenants.models import AuditAction, AuditLog, Membership, Tenant
 from tenants.validators import validate_plain_text
 
 
@@ -31,7 +31,7 @@ class LinesField(forms.CharField):
             return "\n".join(str(item) for item in value)
         return value
 
-    def to_python(self, value: Any) -> list[str]:  # type: ignore[override]
+    def to_python(self, value: Any) -> Any:  # the lines, a list[str] (CharField's says str)
         text = super().to_python(value) or ""
         return [line.strip() for line in text.splitlines() if line.strip()]
 
@@ -97,16 +97,6 @@ class AuditLogAdmin(ReadOnlyAdmin):
     search_fields = ["target_label", "=target_code", "=code", "actor__username"]
     list_select_related = ["tenant", "actor"]
     # No bulk delete (ReadOnlyAdmin); deleting a tenant still cascades to its entries.
-
-
-@admin.register(Notification)
-class NotificationAdmin(ReadOnlyAdmin):
-    """Read-only: notifications are made by the code paths they report on."""
-
-    list_display = ["created_at", "tenant", "user", "kind", "message", "read_at"]
-    list_filter = ["kind", ("read_at", admin.EmptyFieldListFilter), "tenant"]
-    search_fields = ["message", "user__username", "=code"]
-    list_select_related = ["tenant", "user"]
 
 
 class PlainNamesUserChangeForm(UserChangeForm):

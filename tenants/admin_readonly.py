@@ -3,13 +3,18 @@ look and filter, but add and change nothing, and no bulk action applies to it.""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.contrib import admin
 from django.http import HttpRequest
 
+if TYPE_CHECKING:  # generic in django-stubs only: Django's own class takes no parameter
+    _ModelAdmin = admin.ModelAdmin[Any]
+else:
+    _ModelAdmin = admin.ModelAdmin
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+
+class ReadOnlyAdmin(_ModelAdmin):
     actions = None
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:

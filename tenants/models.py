@@ -1,11 +1,13 @@
 from __future__ import annotations
 
 import uuid
+from pathlib import Path
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, models
 
+from tenants.rules import resolved_roots, validate_roots, validate_rules
 from tenants.validators import validate_plain_text
 
 
@@ -25,7 +27,7 @@ class Tenant(models.Model):
     # write, each inside the server's SOURCE_ROOTS and no other tenant's. Set by staff.
     file_roots = models.JSONField(default=list, blank=True)
     # Database servers this tenant's server sources may name: IP addresses, networks,
-    # host names or "*" (backups/hosts.py). Empty = settings.SOURCE_ALLOWED_HOSTS. Set by staff.
+    # host names or "*" (tenants/rules.py, backups/hosts.py). Empty = settings.SOURCE_ALLOWED_HOSTS. Set by staff.
     server_hosts = models.JSONField(default=list, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -38,9 +40,6 @@ class Tenant(models.Model):
     def clean(self) -> None:
         """Each file root absolute, inside the server's SOURCE_ROOTS, and neither equal to,
         inside, nor containing another tenant's root: one tenant never reaches another's files."""
-        from backups.hosts import validate_rules
-        from backups.paths import validate_tenant_roots
-
         if not isinstance(self.file_roots, list):
             raise ValidationError({"file_roots": "A list of absolute folder paths."})
         if not isinstance(self.server_hosts, list):
@@ -50,10 +49,16 @@ class Tenant(models.Model):
             raise ValidationError({"server_hosts": host_errors})
         self.server_hosts = hosts
         _lock_file_roots()
-        roots, errors = validate_tenant_roots(self, self.file_roots)
+        roots, errors = validate_roots(self.file_roots, other_tenants_roots(self))
         if errors:
             raise ValidationError({"file_roots": errors})
         self.file_roots = roots
+
+
+def other_tenants_roots(tenant: Tenant | None) -> list[Path]:
+    """Every other tenant's roots, resolved now (a symlink may have changed since they were saved)."""
+    others = Tenant.objects.all() if tenant is None or tenant.pk is None else Tenant.objects.exclude(pk=tenant.pk)
+    return resolved_roots(others.values_list("file_roots", flat=True))
 
 
 # Any fixed number: the key of the advisory lock that serializes root checks.
@@ -166,51 +171,3 @@ class AuditLog(models.Model):
     @property
     def actor_label(self) -> str:
         return self.actor.get_username() if self.actor else "system"
-
-
-class NotificationKind(models.TextChoices):
-    RUN_FAILED = "run_failed", "Run failed"
-    RUN_PARTIAL = "run_partial", "Run partly failed"
-    SLOT_MISSED = "slot_missed", "Slot missed"
-    RUN_REQUESTED = "run_requested", "Run now / Retry requested"
-    RESTORE_FINISHED = "restore_finished", "Restore finished"
-    RUN_RECOVERED = "run_recovered", "Backups work again"
-
-
-class Notification(models.Model):
-    """An in-app notification for one member of a tenant (the bell)."""
-
-    code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="notifications", db_index=False)
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, models.CASCADE, related_name="notifications", db_index=False)
-    kind = models.CharField(max_length=32, choices=NotificationKind.choices)
-    run = models.ForeignKey(
-        "scheduling.BackupScheduleRun", models.SET_NULL, null=True, blank=True, related_name="+", db_index=False
-    )
-    # What the list shows ("Backup of “Shop DB” failed after 3 attempts"); the detail,
-    # one click away, is `message` (the error, the names). Blank on older rows.
-    title = models.CharField(max_length=200, blank=True)
-    message = models.CharField(max_length=500)
-    created_at = models.DateTimeField()
-    read_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-id"]
-        indexes = [
-            # Used by the bell: a user's notifications in a tenant, newest first.
-            models.Index(fields=["user", "tenant", "-created_at"], name="tenants_notif_user_time"),
-            # Used by the bell's unread count.
-            models.Index(
-                fields=["user", "tenant"], name="tenants_notif_unread", condition=models.Q(read_at__isnull=True)
-            ),
-        ]
-
-    def __str__(self) -> str:
-        return self.title or self.message
-
-    @property
-    def headline(self) -> str:
-        """The short line the list shows (rows from before titles: their message, cut)."""
-        if self.title:
-            return self.title
-        return self.message if len(self.message) <= 120 else self.message[:119] + "…"

@@ -21,10 +21,10 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from django.utils import timezone
 
 from backups.models import BackupItem, BackupSet, BackupSource, SourceCheck
-from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus
+from scheduling.models import BackupSchedule, BackupScheduleRun, Notification, NotificationKind, RunStatus
 from scheduling.services import save_schedule
 from tenants.audit import record
-from tenants.models import AuditAction, Membership, Notification, NotificationKind, Role, Tenant
+from tenants.models import AuditAction, Membership, Role, Tenant
 from tests.conftest import make_sqlite_database
 from tests.helpers import make_stored_set
 

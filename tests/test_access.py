@@ -25,7 +25,18 @@ def test_the_role_matrix_is_ordered(role: str, allowed: set[str]) -> None:
 
 
 def test_it_returns_the_object_to_a_member_with_the_role(schedule, bob) -> None:
-    assert get_for_member(bob, BackupSchedule, schedule.code, RUN) == schedule
+    assert get_for_member(bob, BackupSchedule, schedule.code, RUN).obj == schedule
+
+
+def test_it_returns_the_members_role_with_the_object_in_one_query(
+    schedule, bob, tenant, django_assert_num_queries
+) -> None:
+    with django_assert_num_queries(1):
+        found, role = get_for_member(bob, BackupSchedule, schedule.code, RUN)
+        assert found.tenant == tenant  # the tenant is joined in too
+    assert (found, role) == (schedule, Role.OPERATOR)
+    assert not hasattr(found, "member_role")  # the role travels beside the object, not on it
+    assert get_tenant_for_member(bob, tenant.code).role == Role.OPERATOR
 
 
 def test_it_gives_outsiders_404(schedule, charlie) -> None:
@@ -34,7 +45,7 @@ def test_it_gives_outsiders_404(schedule, charlie) -> None:
 
 
 def test_it_gives_a_too_low_role_403(schedule, rita) -> None:
-    assert get_for_member(rita, BackupSchedule, schedule.code, SEE) == schedule
+    assert get_for_member(rita, BackupSchedule, schedule.code, SEE).obj == schedule
     with pytest.raises(PermissionDenied):
         get_for_member(rita, BackupSchedule, schedule.code, RUN)
 

@@ -17,7 +17,7 @@ CHANGELISTS = [
     "/admin/backups/backupset/",
     "/admin/scheduling/backupschedule/",
     "/admin/scheduling/backupschedulerun/",
-    "/admin/tenants/notification/",
+    "/admin/scheduling/notification/",
     "/admin/scheduling/sourcelease/",
     "/admin/backups/sourcecheck/",
     "/admin/scheduling/dispatcherbeat/",

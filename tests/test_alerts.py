@@ -19,10 +19,16 @@ from backups.models import BackupSource
 from scheduling import worker
 from scheduling.dispatch import ABANDONED_AFTER, run_pass
 from scheduling.lifecycle import claim
-from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, ScheduleSource
+from scheduling.models import (
+    BackupSchedule,
+    BackupScheduleRun,
+    Notification,
+    NotificationKind,
+    RunStatus,
+    ScheduleSource,
+)
 from scheduling.runs import retry, run_now
 from scheduling.worker import execute_run
-from tenants.models import Notification, NotificationKind
 from tests.conftest import make_sqlite_database
 from tests.helpers import drain, queued_tasks
 
@@ -221,7 +227,7 @@ def test_a_recovery_costs_the_same_queries_after_2_and_40_failed_runs(team, sche
     from django.test.utils import CaptureQueriesContext
     from django.utils import timezone
 
-    from tenants.notifications import notify_run_finished
+    from scheduling.notifications import notify_run_finished
 
     def queries_after(failures: int) -> int:
         BackupScheduleRun.objects.all().delete()

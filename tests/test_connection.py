@@ -58,7 +58,7 @@ def test_a_readable_sqlite_file_passes_and_the_test_is_audited(source, alice) ->
 
 def test_a_missing_sqlite_file_fails_as_source_not_found(source, alice) -> None:
     source.path = source.path.replace("shop", "gone")
-    result = connection.test_connection(source)
+    result = connection.check_source(source)
     assert not result.ok and result.error_code == ErrorCode.SOURCE_NOT_FOUND and "does not exist" in result.message
 
 
@@ -73,14 +73,14 @@ def test_a_file_that_is_not_sqlite_fails_with_a_message(source, alice, settings)
     not_sqlite = settings.SOURCE_ROOTS[0] / "notes.sqlite3"
     not_sqlite.write_text("just text, and long enough to be read as a header " * 4)
     source.path = str(not_sqlite)
-    result = connection.test_connection(source)
+    result = connection.check_source(source)
     # The wording is the SQLite engine's own once it has a check of its own.
     assert not result.ok and "not a" in result.message and "SQLite database" in result.message
 
 
 def test_a_kind_without_an_engine_fails_with_a_message(source, alice) -> None:
     source.kind = "oracle"
-    result = connection.test_connection(source)
+    result = connection.check_source(source)
     assert not result.ok and result.error_code == ErrorCode.UNKNOWN and "oracle" in result.message
 
 
@@ -108,14 +108,14 @@ def test_a_wrong_mariadb_password_fails_as_auth_failed_without_showing_it(tenant
 def test_a_mariadb_user_with_the_right_password_passes(tenant, alice) -> None:
     require_mariadb()
     with mariadb_user(SECRET) as user:
-        result = connection.test_connection(server_source(tenant, SourceKind.MYSQL, MARIADB_PORT, user))
+        result = connection.check_source(server_source(tenant, SourceKind.MYSQL, MARIADB_PORT, user))
     assert result.ok and "Connected to" in result.message and user in result.message
 
 
 def test_a_password_whose_key_was_removed_fails_as_auth_failed(tenant, alice, settings) -> None:
     source = server_source(tenant, SourceKind.POSTGRES, PG_PORT, "postgres")
     settings.SOURCE_SECRET_KEYS = [Fernet.generate_key().decode()]
-    result = connection.test_connection(source)
+    result = connection.check_source(source)
     assert not result.ok and result.error_code == ErrorCode.AUTH_FAILED and "Enter the password again" in result.message
 
 
@@ -126,5 +126,5 @@ def test_a_closed_port_fails_as_connection_failed(tenant, alice, kind) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    result = connection.test_connection(server_source(tenant, kind, port, "nobody"))
+    result = connection.check_source(server_source(tenant, kind, port, "nobody"))
     assert not result.ok and result.error_code == ErrorCode.CONNECTION_FAILED

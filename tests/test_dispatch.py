@@ -185,19 +185,24 @@ def test_a_pass_that_read_a_stale_due_list_creates_nothing_twice(
     assert len(queued_tasks()) == 1
 
 
-def test_batch_signed_packages_are_what_django_q2_itself_would_sign(settings) -> None:
-    from django.core.signing import TimestampSigner
-    from django_q.conf import Conf
-    from django_q.signing import SignedPackage
+def test_a_slot_that_loses_to_a_run_now_is_recorded_as_skipped(schedule, monkeypatch) -> None:
+    """A Run now committing after the pass read its due list: the one-active-run
+    constraint refuses the slot's run, and the slot is recorded as busy, not dropped."""
+    from scheduling import dispatch
 
-    from scheduling.queue import _signer
-
-    batch = _signer()
-    plain = TimestampSigner(key=Conf.SECRET_KEY, salt=Conf.PREFIX)
-    value = "payload-to-sign"
-    assert batch.sign(value).rsplit(":", 1)[1] == plain.signature(f"{value}:{batch.timestamp()}")
-    package = batch.sign_object({"a": 1}, serializer=__import__("django_q.signing").signing.PickleSerializer)
-    assert SignedPackage.loads(package) == {"a": 1}
+    due_schedule(schedule)
+    stale = list(dispatch._due_schedules(SLOT))  # read before the press: not busy
+    pressed = run_now(schedule, actor=None)
+    monkeypatch.setattr(dispatch, "_due_schedules", lambda now: stale)
+    report = run_pass(SLOT + timedelta(seconds=1))
+    assert (report.due, report.created, report.skipped) == (1, 0, 1)
+    skipped = BackupScheduleRun.objects.get(slot=SLOT)
+    assert (skipped.status, skipped.error_message, skipped.trigger) == (
+        RunStatus.SKIPPED,
+        dispatch.BUSY_REASON,
+        "scheduled",
+    )
+    assert BackupScheduleRun.objects.get(status=RunStatus.QUEUED) == pressed
 
 
 def test_a_queued_run_whose_task_was_lost_gets_it_again(schedule, django_capture_on_commit_callbacks) -> None:

@@ -1,4 +1,4 @@
-"""The worker, the dispatcher and Run now tell people through tenants.notifications."""
+"""The worker, the dispatcher and Run now tell people through scheduling.notifications."""
 
 from __future__ import annotations
 
@@ -8,10 +8,9 @@ from pathlib import Path
 from django.core import mail
 
 from scheduling.dispatch import run_pass
-from scheduling.models import BackupSchedule, RunStatus
+from scheduling.models import BackupSchedule, Notification, NotificationKind, RunStatus
 from scheduling.runs import run_now
 from scheduling.worker import execute_run
-from tenants.models import Notification, NotificationKind
 
 
 def test_a_failed_backup_tells_every_member_and_mails_the_managers(

@@ -1,4 +1,4 @@
-"""tenants/notifications.py: who hears about what, in the app and by e-mail."""
+"""scheduling/notifications.py: who hears about what, in the app and by e-mail."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from backups.models import BackupSource
-from scheduling.models import BackupScheduleRun, Operation, RunStatus, Trigger
+from scheduling.models import BackupScheduleRun, Notification, NotificationKind, Operation, RunStatus, Trigger
+from scheduling.notifications import notify_run_finished, notify_run_requested, notify_slots_missed
 from scheduling.runs import retry, run_now
-from tenants.models import AuditAction, AuditLog, Membership, Notification, NotificationKind, Role
-from tenants.notifications import notify_run_finished, notify_run_requested, notify_slots_missed
+from tenants.models import AuditAction, AuditLog, Membership, Role
 from tests.conftest import make_user, member
 from tests.helpers import make_schedule
 

@@ -15,11 +15,19 @@ from backups import storage
 from backups.engines.base import RestoreTarget
 from backups.models import BackupSet, BackupSource, ItemStatus, VerifyStatus
 from scheduling.dispatch import run_pass
-from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, ScheduleSource
+from scheduling.models import (
+    BackupSchedule,
+    BackupScheduleRun,
+    Notification,
+    NotificationKind,
+    Operation,
+    RunStatus,
+    ScheduleSource,
+)
 from scheduling.operations import OperationRefused, request_restore, request_verify
 from scheduling.runs import run_now
 from scheduling.worker import execute_run
-from tenants.models import AuditAction, AuditLog, Notification, NotificationKind
+from tenants.models import AuditAction, AuditLog
 from tests.conftest import make_sqlite_database
 from tests.helpers import drain, queued_tasks, stored_path
 

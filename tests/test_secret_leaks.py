@@ -21,8 +21,8 @@ from django_q.models import OrmQ
 from django_q.signing import SignedPackage
 
 from backups.models import BackupItem, BackupSet, BackupSource, SourceCheck
-from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
-from tenants.models import Notification, Role, Tenant
+from scheduling.models import BackupSchedule, BackupScheduleRun, Notification, Operation, RunStatus
+from tenants.models import Role, Tenant
 from tests.conftest import member
 from tests.helpers import execute, make_schedule, queued_tasks
 from tests.services import (

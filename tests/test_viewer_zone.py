@@ -10,8 +10,8 @@ import pytest
 from django.utils import timezone
 
 from lib.wallclock import viewer_zone_name, wall_text
-from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus
-from tenants.models import AuditAction, AuditLog, Notification, NotificationKind
+from scheduling.models import BackupSchedule, BackupScheduleRun, Notification, NotificationKind, RunStatus
+from tenants.models import AuditAction, AuditLog
 
 # encodeURIComponent("America/Chicago"), as the browser sends it back.
 CHICAGO = "America%2FChicago"

@@ -246,7 +246,7 @@ def test_details_are_behind_a_disclosure_not_in_the_sentence(client, rita, alice
 
 
 def test_every_action_reads_as_a_sentence() -> None:
-    from tenants.audit_text import SENTENCES
+    from scheduling.audit_text import SENTENCES
 
     assert set(SENTENCES) == set(AuditAction.values)
 

@@ -6,8 +6,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from tenants.models import Notification, NotificationKind
-from tenants.views import UNREAD_CAP
+from scheduling.models import Notification, NotificationKind
+from scheduling.notifications import UNREAD_CAP
 
 
 def notify(user, tenant, count: int = 1, **fields) -> list[Notification]:

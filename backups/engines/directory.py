@@ -37,16 +37,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from backups import dirfd
-from backups.engines.base import CheckResult, DumpContext, DumpTarget, Engine, Log, RestoreTarget
+from backups.engines.base import CheckResult, DumpContext, DumpTarget, Engine, Log, ReadStream, RestoreTarget, Source
 from backups.engines.registry import register
 from backups.errors import BackupError, ErrorCode
 from backups.paths import Place, check_restore_target, open_folder, open_restore_destination, source_place
-
-if TYPE_CHECKING:
-    from backups.models import BackupSource
 
 CHUNK = 1024 * 1024
 
@@ -91,7 +88,7 @@ class _ArchiveWriter:
 
     def _run(self) -> None:
         try:
-            with tarfile.open(fileobj=self.pipe, mode="w|", format=tarfile.PAX_FORMAT) as archive:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=self.pipe, mode="w|", format=tarfile.PAX_FORMAT) as archive:
                 self._add_folder(archive, self.folder_fd, "")
         except (BrokenPipeError, _Stopped):
             pass  # the reader failed first and reports its own error
@@ -160,7 +157,7 @@ class _ArchiveWriter:
                 sub_fd = os.open(name, dirfd.DIR_FLAGS, dir_fd=folder_fd)
                 try:
                     opened = os.fstat(sub_fd)
-                    info = archive.gettarinfo(arcname=arcname, fileobj=_Descriptor(sub_fd))  # type: ignore[arg-type]
+                    info = archive.gettarinfo(arcname=arcname, fileobj=_Descriptor(sub_fd))
                 finally:
                     os.close(sub_fd)
                 if not dirfd.same_file(opened, seen):
@@ -199,12 +196,12 @@ class _ArchiveWriter:
             raise exc
 
 
-class _Descriptor:
-    """What tarfile.gettarinfo needs of a file object: an open descriptor."""
+class _Descriptor(ReadStream):
+    """What tarfile.gettarinfo needs of a file object: an open descriptor (here a folder's)."""
 
     def __init__(self, fd: int) -> None:
+        super().__init__()
         self.fd = fd
-        self.name = ""
 
     def fileno(self) -> int:
         return self.fd
@@ -243,15 +240,16 @@ class _DeadlineReader:
         return self.handle.read(size)
 
 
-class _PipeReader:
+class _PipeReader(ReadStream):
     """The read end of the pipe. At the end of the stream it waits for the writer and
     raises its error, so a broken archive fails the write instead of being stored."""
 
     def __init__(self, read_fd: int, writer: _ArchiveWriter) -> None:
+        super().__init__()
         self.pipe = os.fdopen(read_fd, "rb", buffering=0)
         self.writer = writer
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1, /) -> bytes:
         if _deadline_passed(self.writer.ctx.deadline):
             raise _timeout()
         data = self.pipe.read(size if size and size > 0 else CHUNK)
@@ -260,11 +258,9 @@ class _PipeReader:
             _raise_mapped(self.writer.error, self.writer.label)
         return data or b""
 
-    def readable(self) -> bool:
-        return True
-
     def close(self) -> None:
         self.pipe.close()
+        super().close()
 
 
 def _raise_mapped(error: BaseException | None, label: Path) -> None:
@@ -288,7 +284,7 @@ def archive_stream(folder_fd: int, label: Path, ctx: DumpContext) -> Iterator[Bi
     reader = _PipeReader(read_fd, writer)
     writer.thread.start()
     try:
-        yield reader  # type: ignore[misc]
+        yield reader
     finally:
         # Closing our end makes a writer still blocked on the pipe fail and end.
         reader.close()
@@ -298,7 +294,7 @@ def archive_stream(folder_fd: int, label: Path, ctx: DumpContext) -> Iterator[Bi
 
 
 @contextmanager
-def _source_folder(source: BackupSource) -> Iterator[tuple[Place, int]]:
+def _source_folder(source: Source) -> Iterator[tuple[Place, int]]:
     place = source_place(source.path, source.tenant)
     fd = open_folder(place)
     try:
@@ -310,14 +306,17 @@ def _source_folder(source: BackupSource) -> Iterator[tuple[Place, int]]:
 @register
 class DirectoryEngine(Engine):
     kind = "directory"
+    label = "Folder"
     suffix = ".tar.zst"
+    path_is_folder = True
+    path_noun = "folder"
 
     @contextmanager
-    def dump(self, source: BackupSource, target: DumpTarget, ctx: DumpContext) -> Iterator[BinaryIO]:
+    def dump(self, source: Source, target: DumpTarget, ctx: DumpContext) -> Iterator[BinaryIO]:
         with _source_folder(source) as (place, fd), archive_stream(fd, place.path, ctx) as stream:
             yield stream
 
-    def check_connection(self, source: BackupSource) -> CheckResult:
+    def check_connection(self, source: Source) -> CheckResult:
         try:
             with _source_folder(source) as (place, fd):
                 try:
@@ -334,7 +333,7 @@ class DirectoryEngine(Engine):
         counts = _Counts()
         tail = _TailReader(stream)
         try:
-            with tarfile.open(fileobj=tail, mode="r|") as archive:  # type: ignore[call-overload]
+            with tarfile.open(fileobj=tail, mode="r|") as archive:
                 for member in archive:  # reading through each member checks every block
                     _count(counts, member)
         except tarfile.TarError as exc:
@@ -347,9 +346,7 @@ class DirectoryEngine(Engine):
         ctx.log(summary)
         return summary
 
-    def restore(
-        self, source: BackupSource, target: DumpTarget, stream: BinaryIO, to: RestoreTarget, ctx: DumpContext
-    ) -> str:
+    def restore(self, source: Source, target: DumpTarget, stream: BinaryIO, to: RestoreTarget, ctx: DumpContext) -> str:
         place, parent_fd, existing = open_restore_destination(to.path, source.tenant, to.overwrite, folder=True)
         counts = _Counts()
         try:
@@ -368,7 +365,7 @@ class DirectoryEngine(Engine):
         ctx.log(summary)
         return summary
 
-    def default_restore_target(self, source: BackupSource, target: DumpTarget, stamp: str) -> RestoreTarget:
+    def default_restore_target(self, source: Source, target: DumpTarget, stamp: str) -> RestoreTarget:
         folder = Path(source.path)
         name = f"{folder.name}-restore-{stamp}"
         beside = folder.parent / name
@@ -418,15 +415,16 @@ def _count(counts: _Counts, member: tarfile.TarInfo) -> None:
         counts.bytes += member.size
 
 
-class _TailReader:
+class _TailReader(ReadStream):
     """Counts the bytes read and keeps the last 1 KiB, to check the end-of-archive marker."""
 
     def __init__(self, stream: BinaryIO) -> None:
+        super().__init__()
         self.stream = stream
         self.total = 0
         self.tail = b""
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int = -1, /) -> bytes:
         data = self.stream.read(size)
         self.total += len(data)
         self.tail = (self.tail + data)[-2 * tarfile.BLOCKSIZE :]
@@ -441,7 +439,7 @@ def _extract(stream: BinaryIO, folder_fd: int, label: Path, counts: _Counts, ctx
     """Extract the archive into the folder open as `folder_fd`; `label` names it in messages."""
     extractor = _Extractor(folder_fd, label, counts, ctx.log)
     try:
-        with tarfile.open(fileobj=stream, mode="r|") as archive:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=stream, mode="r|") as archive:
             for member in archive:
                 extractor.extract(archive, member)
             extractor.finish()

@@ -16,9 +16,9 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import lru_cache
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
-from backups.engines.base import CheckResult, DumpContext, DumpTarget, Engine, RestoreTarget
+from backups.engines.base import CheckResult, DumpContext, DumpTarget, Engine, RestoreTarget, Source
 from backups.engines.process import (
     ToolCall,
     dump_stream,
@@ -33,9 +33,6 @@ from backups.engines.registry import register
 from backups.errors import BackupError, ErrorCode
 from backups.hosts import checked_addresses
 from backups.secrets import SecretError
-
-if TYPE_CHECKING:
-    from backups.models import BackupSource
 
 DEFAULT_PORT = 3306
 CONNECT_TIMEOUT = 10
@@ -147,7 +144,7 @@ def _tls_options(tool: str, mode: str) -> list[str]:
     }.get(mode, [])
 
 
-def _connect_host(source: BackupSource, tool: str, addresses: list[str]) -> str:
+def _connect_host(source: Source, tool: str, addresses: list[str]) -> str:
     """The checked address (the client resolving the name again could get another answer),
     except when the client verifies the certificate, which names the host: there a name
     resolving elsewhere gets nothing, as no certificate for the name answers there."""
@@ -160,11 +157,17 @@ def _connect_host(source: BackupSource, tool: str, addresses: list[str]) -> str:
 @register
 class MysqlEngine(Engine):
     kind = "mysql"
+    label = "MariaDB / MySQL"
     suffix = ".sql.zst"
+    is_server = True
+    default_port = DEFAULT_PORT
+    max_database_name = MAX_IDENTIFIER
+    # _tls_options: their client cannot insist on TLS without verifying.
+    form_hints = {"tls_mode": "For MariaDB/MySQL, “Required” also verifies the server's certificate."}
 
     @contextmanager
     def _call(
-        self, source: BackupSource, tool: str, options: list[str], args: list[str], what: str, deadline: float | None
+        self, source: Source, tool: str, options: list[str], args: list[str], what: str, deadline: float | None
     ) -> Iterator[ToolCall]:
         addresses = checked_addresses(source.host, source.port or DEFAULT_PORT, source.tenant)
         try:
@@ -191,7 +194,7 @@ class MysqlEngine(Engine):
                 deadline=deadline,
             )
 
-    def _client(self, source: BackupSource, sql: str, deadline: float | None, what: str, database: str = "") -> str:
+    def _client(self, source: Source, sql: str, deadline: float | None, what: str, database: str = "") -> str:
         tool = find_tool("mariadb", "mysql")
         options = ["--batch", "--skip-column-names", f"--connect-timeout={CONNECT_TIMEOUT}", "--execute", sql]
         if database:
@@ -199,7 +202,7 @@ class MysqlEngine(Engine):
         with self._call(source, tool, options, [], what, deadline) as call:
             return run_tool(call)
 
-    def targets(self, source: BackupSource, ctx: DumpContext) -> list[DumpTarget]:
+    def targets(self, source: Source, ctx: DumpContext) -> list[DumpTarget]:
         if not source.all_databases:
             return [DumpTarget(label=f"{source.name} / {source.database}", database=source.database)]
         deadline = short_deadline(ctx.deadline)
@@ -211,7 +214,7 @@ class MysqlEngine(Engine):
         return [DumpTarget(label=f"{source.name} / {name}", database=name) for name in names]
 
     @contextmanager
-    def dump(self, source: BackupSource, target: DumpTarget, ctx: DumpContext) -> Iterator[BinaryIO]:
+    def dump(self, source: Source, target: DumpTarget, ctx: DumpContext) -> Iterator[BinaryIO]:
         database = target.database or source.database
         tool = find_tool("mariadb-dump", "mysqldump")
         options = [
@@ -229,7 +232,7 @@ class MysqlEngine(Engine):
             with dump_stream(call) as stream:
                 yield stream
 
-    def check_connection(self, source: BackupSource) -> CheckResult:
+    def check_connection(self, source: Source) -> CheckResult:
         database = "" if source.all_databases else source.database
         sql = "SELECT VERSION(), CURRENT_USER()"
         if database:
@@ -270,14 +273,12 @@ class MysqlEngine(Engine):
     def verify_stream(self, stream: BinaryIO, ctx: DumpContext) -> str:
         return check_sql_dump(stream).summary()
 
-    def default_restore_target(self, source: BackupSource, target: DumpTarget, stamp: str) -> RestoreTarget:
+    def default_restore_target(self, source: Source, target: DumpTarget, stamp: str) -> RestoreTarget:
         base = target.database or source.database or "restore"
         suffix = f"_restore_{stamp}"
         return RestoreTarget(database=base[: MAX_IDENTIFIER - len(suffix)] + suffix)
 
-    def restore(
-        self, source: BackupSource, target: DumpTarget, stream: BinaryIO, to: RestoreTarget, ctx: DumpContext
-    ) -> str:
+    def restore(self, source: Source, target: DumpTarget, stream: BinaryIO, to: RestoreTarget, ctx: DumpContext) -> str:
         name = check_database_name(to.database)
         limit = short_deadline(ctx.deadline)
         if to.overwrite:
@@ -437,7 +438,8 @@ class SqlDumpCheck:
                 if not line.startswith((b"/*", b"-- ", b"--\n", b"--\t", b"--\r", b"#"), position):
                     self._statement_starts(line, position)
             if self.delimiter == b";":
-                position = _PLAIN_RUN.match(line, position).end()  # type: ignore[union-attr]
+                run = _PLAIN_RUN.match(line, position)  # never None: the pattern matches "" too
+                position = run.end() if run else position
             match = self._token.search(line, position)
             if match is None:
                 return

@@ -15,9 +15,9 @@ import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
-from backups.engines.base import CheckResult, DumpContext, DumpTarget, Engine, RestoreTarget
+from backups.engines.base import CheckResult, DumpContext, DumpTarget, Engine, RestoreTarget, Source
 from backups.engines.process import (
     ErrorMapper,
     ToolCall,
@@ -33,9 +33,6 @@ from backups.engines.registry import register
 from backups.errors import BackupError, ErrorCode
 from backups.hosts import checked_addresses
 from backups.secrets import SecretError
-
-if TYPE_CHECKING:
-    from backups.models import BackupSource
 
 DEFAULT_PORT = 5432
 CONNECT_TIMEOUT = 10  # seconds, libpq's PGCONNECT_TIMEOUT
@@ -143,18 +140,25 @@ def check_database_name(name: str) -> str:
 @register
 class PostgresEngine(Engine):
     kind = "postgres"
+    label = "PostgreSQL"
     suffix = ".pgdump.zst"
+    is_server = True
+    default_port = DEFAULT_PORT
+    max_database_name = MAX_IDENTIFIER
+
+    def database_name_length(self, name: str) -> int:
+        return len(name.encode())  # NAMEDATALEN counts bytes
 
     @contextmanager
     def _call(
         self,
-        source: BackupSource,
+        source: Source,
         argv: list[str],
         what: str,
         database: str,
         deadline: float | None,
         mapper: ErrorMapper = map_error,
-        **extra: object,
+        on_stderr_line: Callable[[str], None] | None = None,
     ) -> Iterator[ToolCall]:
         """A ToolCall with the source's connection settings and a PGPASSFILE, removed afterwards."""
         # Only where the tenant's host rules allow, and to the very addresses checked
@@ -191,18 +195,18 @@ class PostgresEngine(Engine):
                 env=env,
                 secrets=(password,) if password else (),
                 deadline=deadline,
-                **extra,  # type: ignore[arg-type]
+                on_stderr_line=on_stderr_line,
             )
 
-    def _maintenance_db(self, source: BackupSource) -> str:
+    def _maintenance_db(self, source: Source) -> str:
         return "postgres" if source.all_databases or not source.database else source.database
 
-    def _psql(self, source: BackupSource, sql: str, database: str, deadline: float | None, what: str) -> str:
+    def _psql(self, source: Source, sql: str, database: str, deadline: float | None, what: str) -> str:
         argv = [find_tool("psql"), "-X", "-w", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-c", sql]
         with self._call(source, argv, what, database, deadline) as call:
             return run_tool(call)
 
-    def targets(self, source: BackupSource, ctx: DumpContext) -> list[DumpTarget]:
+    def targets(self, source: Source, ctx: DumpContext) -> list[DumpTarget]:
         if not source.all_databases:
             return [DumpTarget(label=f"{source.name} / {source.database}", database=source.database)]
         deadline = short_deadline(ctx.deadline)
@@ -214,7 +218,7 @@ class PostgresEngine(Engine):
         return [DumpTarget(label=f"{source.name} / {name}", database=name) for name in names]
 
     @contextmanager
-    def dump(self, source: BackupSource, target: DumpTarget, ctx: DumpContext) -> Iterator[BinaryIO]:
+    def dump(self, source: Source, target: DumpTarget, ctx: DumpContext) -> Iterator[BinaryIO]:
         database = target.database or source.database
         # --verbose: pg_dump says on stderr what it reads and dumps; those lines go to the
         # run's log as they come, so a long dump shows where it is.
@@ -228,7 +232,7 @@ class PostgresEngine(Engine):
             with dump_stream(call) as stream:
                 yield stream
 
-    def check_connection(self, source: BackupSource) -> CheckResult:
+    def check_connection(self, source: Source) -> CheckResult:
         database = self._maintenance_db(source)
         # Connect, authenticate, and count what pg_dump could not read: the cheapest
         # check that tells a missing privilege before the first nightly run fails on it.
@@ -283,16 +287,14 @@ class PostgresEngine(Engine):
         run_tool(call, stdin=stream)
         return f"pg_restore read the whole archive: data of {len(tables)} table(s)."
 
-    def default_restore_target(self, source: BackupSource, target: DumpTarget, stamp: str) -> RestoreTarget:
+    def default_restore_target(self, source: Source, target: DumpTarget, stamp: str) -> RestoreTarget:
         base = target.database or source.database or "restore"
         suffix = f"_restore_{stamp}"
         while len((base + suffix).encode()) > MAX_IDENTIFIER:
             base = base[:-1]
         return RestoreTarget(database=base + suffix)
 
-    def restore(
-        self, source: BackupSource, target: DumpTarget, stream: BinaryIO, to: RestoreTarget, ctx: DumpContext
-    ) -> str:
+    def restore(self, source: Source, target: DumpTarget, stream: BinaryIO, to: RestoreTarget, ctx: DumpContext) -> str:
         name = check_database_name(to.database)
         deadline = ctx.deadline
         created = self._create_database(source, name, to.overwrite, deadline)
@@ -305,7 +307,7 @@ class PostgresEngine(Engine):
         ctx.log(f"Restored into the {'new' if created else 'existing'} database “{name}”.")
         return f"Restored into {'new' if created else 'existing'} database “{name}”."
 
-    def _create_database(self, source: BackupSource, name: str, overwrite: bool, deadline: float | None) -> bool:
+    def _create_database(self, source: Source, name: str, overwrite: bool, deadline: float | None) -> bool:
         """Create `name`; True if created, False if it existed and `overwrite` allows using it."""
         limit = short_deadline(deadline)
         maintenance = self._maintenance_db(source)

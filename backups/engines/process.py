@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import shutil
@@ -27,8 +28,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
+from backups.engines.base import ReadStream
 from backups.errors import BackupError, ErrorCode
 
 STDERR_LIMIT = 64 * 1024
@@ -190,6 +192,13 @@ class _Lines:
         return f"{head} … {scrub_cut(data, self.secrets, cut_start=True)[-LINE_SIDE:]}"
 
 
+def _pipe(stream: IO[bytes] | None) -> io.BufferedReader:
+    """A Popen pipe as what it is (Popen's default buffering makes a BufferedReader), for read1."""
+    if not isinstance(stream, io.BufferedReader):
+        raise TypeError(f"Expected a buffered pipe, got {type(stream).__name__}.")
+    return stream
+
+
 class Process:
     """A started tool with its stderr reader and deadline watchdog."""
 
@@ -219,10 +228,10 @@ class Process:
             thread.start()
 
     def _read_stderr(self) -> None:
-        assert self.popen.stderr is not None
+        stderr = _pipe(self.popen.stderr)
         on_line = self.call.on_stderr_line
         lines = _Lines(self.call.secrets)
-        while chunk := self.popen.stderr.read1(65536):  # type: ignore[attr-defined]
+        while chunk := stderr.read1(65536):
             self.stderr.add(chunk)
             if on_line is not None:
                 for line in lines.feed(chunk):
@@ -304,24 +313,21 @@ def _last_line(text: str) -> str:
     return _TOOL_PREFIX.sub("", telling[-1])[:500] if telling else ""
 
 
-class CheckedStream:
+class CheckedStream(ReadStream):
     """A dump's stdout. Reaching its end waits for the tool and raises if it failed,
     so whoever copies the stream sees the failure before treating the copy as complete."""
 
     def __init__(self, process: Process) -> None:
-        assert process.popen.stdout is not None
+        super().__init__()
         self.process = process
-        self.raw = process.popen.stdout
+        self.raw = _pipe(process.popen.stdout)
         self.finished = False
 
-    def read(self, size: int = -1) -> bytes:
+    def read(self, size: int | None = -1, /) -> bytes:
         data = self.raw.read(size)
         if (not data and size != 0) or size is None or size < 0:
             self.finish()
         return data
-
-    def readable(self) -> bool:
-        return True
 
     def finish(self) -> None:
         if not self.finished:
@@ -331,6 +337,7 @@ class CheckedStream:
 
     def close(self) -> None:
         self.raw.close()
+        super().close()
 
 
 @contextmanager
@@ -339,7 +346,7 @@ def dump_stream(call: ToolCall) -> Iterator[BinaryIO]:
     process = Process(call)
     stream = CheckedStream(process)
     try:
-        yield stream  # type: ignore[misc]
+        yield stream
     except BaseException:
         process.kill()
         process.wait()
@@ -369,8 +376,8 @@ def run_tool(call: ToolCall, stdin: BinaryIO | None = None, output_limit: int = 
     feed_error: list[BaseException] = []
 
     def read_stdout() -> None:
-        assert process.popen.stdout is not None
-        while chunk := process.popen.stdout.read1(65536):  # type: ignore[attr-defined]
+        pipe = _pipe(process.popen.stdout)
+        while chunk := pipe.read1(65536):
             stdout.add(chunk)
 
     def feed() -> None:

@@ -29,10 +29,10 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import BinaryIO
 
 from backups import dirfd
-from backups.engines.base import CheckResult, DumpContext, DumpTarget, Engine, RestoreTarget, iter_chunks
+from backups.engines.base import CheckResult, DumpContext, DumpTarget, Engine, RestoreTarget, Source, iter_chunks
 from backups.engines.registry import register
 from backups.errors import BackupError, ErrorCode
 from backups.paths import Place, open_parent, open_restore_destination, source_place
@@ -48,17 +48,16 @@ CHECK_LOCK_WAIT_SECONDS = 5.0
 # The first 16 bytes of every SQLite 3 database file.
 SQLITE_HEADER = b"SQLite format 3\x00"
 
-if TYPE_CHECKING:
-    from backups.models import BackupSource
-
 
 @register
 class SqliteEngine(Engine):
     kind = "sqlite"
+    label = "SQLite database file"
     suffix = ".sqlite3.zst"
+    path_noun = "SQLite file"
 
     @contextmanager
-    def dump(self, source: BackupSource, target: DumpTarget, ctx: DumpContext) -> Iterator[BinaryIO]:
+    def dump(self, source: Source, target: DumpTarget, ctx: DumpContext) -> Iterator[BinaryIO]:
         # A source another connection holds locked is waited for, as the backup API itself
         # waits on a busy page, until the run's time limit (then TIMEOUT, as for any dump).
         wait = max(ctx.deadline - time.monotonic(), 1.0) if ctx.deadline is not None else LOCK_WAIT_SECONDS
@@ -84,7 +83,7 @@ class SqliteEngine(Engine):
             with open(snapshot_path, "rb") as snapshot_file:
                 yield snapshot_file
 
-    def check_connection(self, source: BackupSource) -> CheckResult:
+    def check_connection(self, source: Source) -> CheckResult:
         try:
             with _opened_source(source, require_header=True) as connection:
                 tables = _table_count(connection)
@@ -100,9 +99,7 @@ class SqliteEngine(Engine):
         ctx.log(summary)
         return summary
 
-    def restore(
-        self, source: BackupSource, target: DumpTarget, stream: BinaryIO, to: RestoreTarget, ctx: DumpContext
-    ) -> str:
+    def restore(self, source: Source, target: DumpTarget, stream: BinaryIO, to: RestoreTarget, ctx: DumpContext) -> str:
         place, parent_fd, _existing = open_restore_destination(to.path, source.tenant, to.overwrite, folder=False)
         try:
             if to.overwrite:
@@ -121,7 +118,7 @@ class SqliteEngine(Engine):
         ctx.log(summary)
         return summary
 
-    def default_restore_target(self, source: BackupSource, target: DumpTarget, stamp: str) -> RestoreTarget:
+    def default_restore_target(self, source: Source, target: DumpTarget, stamp: str) -> RestoreTarget:
         path = Path(source.path)
         return RestoreTarget(path=str(path.with_name(f"{path.stem}-restore-{stamp}{path.suffix}")))
 
@@ -162,7 +159,7 @@ def _check_database(path: Path) -> int:
 
 @contextmanager
 def _opened_source(
-    source: BackupSource, require_header: bool = False, busy_seconds: float = CHECK_LOCK_WAIT_SECONDS
+    source: Source, require_header: bool = False, busy_seconds: float = CHECK_LOCK_WAIT_SECONDS
 ) -> Iterator[sqlite3.Connection]:
     """A read-only connection to the source inside an open read transaction, once SQLite
     is seen to hold the very file opened here by descriptors. `require_header`: refuse a

@@ -3,6 +3,7 @@ log, and Retry."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from uuid import UUID
@@ -25,7 +26,7 @@ from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun
 from scheduling.presentation import refusal_text, trigger_text
 from scheduling.runs import RETRYABLE, RunRefused, retry
 from tenants.access import RUN, SEE, get_for_member, get_tenant_for_member
-from tenants.views import AuthedRequest, ListFilterForm, Window, listing_template, tenant_page, window
+from tenants.pages import AuthedRequest, ListFilterForm, Window, listing_template, tenant_page, window
 
 RUNS_PER_PAGE = 50
 # How often the browser asks again while a shown run is queued or running (htmx `every`).
@@ -131,7 +132,7 @@ def matching_runs(tenant_id: int, form: RunFilterForm) -> QuerySet[BackupSchedul
     return runs
 
 
-# What templates/scheduling/runs.html and _row_texts read; anything else would cost a query a row.
+# What templates/scheduling/runs.html and run_row read; anything else would cost a query a row.
 ROW_COLUMNS = (
     "code",
     "tenant_id",
@@ -190,7 +191,7 @@ def run_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
       (and, with the new run queued, poll again). Later pages never poll for new runs (they
       would shift under the reader).
     """
-    tenant = get_tenant_for_member(request.user, tenant_code, SEE)
+    tenant, role = get_tenant_for_member(request.user, tenant_code, SEE)
     schedules = list(BackupSchedule.objects.filter(tenant=tenant).only("code", "name").order_by("name"))
     form = RunFilterForm(request.GET, schedules=schedules)
     form.is_valid()
@@ -200,17 +201,16 @@ def run_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
         return HttpResponse(status=204)
     page = window(filtered_runs(tenant.pk, form), form.value("page") or 1, RUNS_PER_PAGE)
     viewer_tz = timezone.get_current_timezone()
-    for run in page:
-        _row_texts(run, viewer_tz)
     sort = form.value("sort") or DEFAULT_SORT
     # Poll only while something shown can still change.
     poll = any(run.status in ACTIVE_STATUSES for run in page)
     ctx = tenant_page(
         request,
         tenant,
-        tenant.member_role,  # type: ignore[attr-defined]
+        role,
         "runs",
         page=page,
+        rows=[run_row(run, viewer_tz) for run in page],
         form=form,
         problems=form.problems(),
         current=form.current(),
@@ -267,15 +267,31 @@ def _url_prefix(name: str) -> str:
     return url[: url.index(str(_ZERO))]
 
 
-def _row_texts(run: BackupScheduleRun, tz: tzinfo) -> None:
+@dataclass(frozen=True)
+class RunRow:
+    """A row of the runs table: the run and what the row prints besides its fields."""
+
+    run: BackupScheduleRun
+    active: bool
+    created_text: str
+    started_text: str
+    duration_text: str
+    size_text: str
+    trigger_text: str
+
+
+def run_row(run: BackupScheduleRun, tz: tzinfo) -> RunRow:
     """What a row prints, formatted once in Python (cheaper than template filters per cell),
     on the viewer's clock."""
-    run.active = run.status in ACTIVE_STATUSES  # type: ignore[attr-defined]
-    run.created_text = wall_text(run.created_at, tz, SECONDS)  # type: ignore[attr-defined]
-    run.started_text = wall_text(run.started_at, tz, SECONDS) or "—"  # type: ignore[attr-defined]
-    run.duration_text = duration_text(run.duration) or "—"  # type: ignore[attr-defined]
-    run.size_text = filesizeformat(run.bytes_written) if run.bytes_written else "—"  # type: ignore[attr-defined]
-    run.trigger_text = trigger_text(run)  # type: ignore[attr-defined]
+    return RunRow(
+        run=run,
+        active=run.status in ACTIVE_STATUSES,
+        created_text=wall_text(run.created_at, tz, SECONDS),
+        started_text=wall_text(run.started_at, tz, SECONDS) or "—",
+        duration_text=duration_text(run.duration) or "—",
+        size_text=filesizeformat(run.bytes_written) if run.bytes_written else "—",
+        trigger_text=trigger_text(run),
+    )
 
 
 def duration_text(value: timedelta | None) -> str:
@@ -313,7 +329,7 @@ def _column_sorts(sort: str) -> dict[str, dict[str, str]]:
 @vary_on_headers("HX-Request")
 @login_required
 def run_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
-    run = get_for_member(request.user, BackupScheduleRun, code, SEE)
+    run, role = get_for_member(request.user, BackupScheduleRun, code, SEE)
     active = run.status in ACTIVE_STATUSES
     if request.htmx and not request.htmx.boosted:
         # The poll of a queued or running run: only what changes.
@@ -329,7 +345,7 @@ def run_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
     ctx = tenant_page(
         request,
         run.tenant,
-        run.member_role,  # type: ignore[attr-defined]
+        role,
         "runs",
         run=run,
         schedule=run.schedule,
@@ -371,7 +387,7 @@ def _log_context(run: BackupScheduleRun) -> dict[str, Any]:
 @require_POST
 @login_required
 def run_retry(request: AuthedRequest, code: UUID) -> HttpResponse:
-    run = get_for_member(request.user, BackupScheduleRun, code, RUN)
+    run = get_for_member(request.user, BackupScheduleRun, code, RUN).obj
     try:
         new_run = retry(run, request.user)
     except RunRefused as exc:

@@ -22,25 +22,21 @@ from django.views.decorators.vary import vary_on_headers
 
 from backups.models import BackupSet
 from lib.slots import InvalidCadence, upcoming, validate
-from lib.wallclock import MINUTES
 from lib.zones import offered_zone_names
 from scheduling.deletion import delete_schedule_with_sets
 from scheduling.forms import TIMING_FIELDS, ConfirmNameForm, ScheduleForm, unbound_copy
-from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, RunStatus
-from scheduling.presentation import describe_cadence, refusal_text, relative, trigger_text, utc_iso, wall_text
+from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun
+from scheduling.presentation import describe_cadence, refusal_text
 from scheduling.retention import preview_retention
 from scheduling.runs import RunRefused
 from scheduling.runs import run_now as request_run
 from scheduling.services import ScheduleInUse, delete_schedule, prepare, save_schedule, set_enabled, snapshot
+from scheduling.views.common import history_context, list_context, row_answer, set_rows, toast
 from tenants.access import ADMINISTER, MANAGE, RUN, SEE, get_for_member, get_tenant_for_member, role_allows
 from tenants.models import Tenant
-from tenants.views import AuthedRequest, back_to, listing_template, paginate, tenant_page
+from tenants.pages import AuthedRequest, back_to, listing_template, tenant_page
 
-SCHEDULES_PER_PAGE = 100
-HISTORY_PER_PAGE = 20
 UPCOMING_COUNT = 5
-# How often the list's rows and a schedule's history refresh while a run is queued or running.
-POLL_SECONDS = 3
 
 
 def upcoming_slots(schedule: BackupSchedule, now: datetime) -> list[datetime]:
@@ -53,147 +49,30 @@ def upcoming_slots(schedule: BackupSchedule, now: datetime) -> list[datetime]:
     return upcoming(schedule.cadence, now, UPCOMING_COUNT)
 
 
-def decorate(
-    schedule: BackupSchedule, now: datetime, viewer_tz: str | None = None, active: str | None = None
-) -> BackupSchedule:
-    """What a row or a settings block shows besides the fields (no queries). The texts are
-    made here rather than by template filters: this runs once per row of a list.
-
-    `viewer_tz` is the viewer's zone (the active one by default); `active`, the status of the
-    schedule's queued or running run, if it has one."""
-    viewer_tz = viewer_tz or timezone.get_current_timezone_name()
-    schedule.cadence_text = describe_cadence(schedule)  # type: ignore[attr-defined]
-    # The row's other URLs (toggle/, run/) hang off this one: one reverse() a row, not four.
-    schedule.detail_url = reverse("schedule_detail", args=[schedule.code])  # type: ignore[attr-defined]
-    schedule.next_iso = utc_iso(schedule.next_run_at)  # type: ignore[attr-defined]
-    schedule.next_local_text = wall_text(schedule.next_run_at, schedule.timezone)  # type: ignore[attr-defined]
-    schedule.next_viewer_text = wall_text(schedule.next_run_at, viewer_tz)  # type: ignore[attr-defined]
-    schedule.last_iso = utc_iso(schedule.last_run_at)  # type: ignore[attr-defined]
-    schedule.last_utc_text = wall_text(schedule.last_run_at, "UTC", "%Y-%m-%d %H:%M")  # type: ignore[attr-defined]
-    schedule.last_viewer_text = wall_text(schedule.last_run_at, viewer_tz, MINUTES)  # type: ignore[attr-defined]
-    next_in = relative(schedule.next_run_at, now)
-    # A slot in the past is due and waits for the dispatcher (off, or catching up).
-    if schedule.next_run_at is not None and schedule.next_run_at < now:
-        next_in = f"due, {next_in}"
-    schedule.next_relative = next_in  # type: ignore[attr-defined]
-    schedule.last_relative = relative(schedule.last_run_at, now)  # type: ignore[attr-defined]
-    schedule.active_status = active or ""  # type: ignore[attr-defined]
-    schedule.active_label = RunStatus(active).label if active else ""  # type: ignore[attr-defined]
-    return schedule
-
-
-def active_runs(schedules: list[BackupSchedule]) -> dict[int, str]:
-    """Each schedule's queued or running run's status: one query for a page of schedules of
-    one tenant, along scheduling_run_tenant_status. A backup wins over a verify or restore of
-    the same schedule: "backup" sorts first, and later rows overwrite earlier ones."""
-    if not schedules:
-        return {}
-    rows = (
-        BackupScheduleRun.objects.filter(
-            tenant_id=schedules[0].tenant_id, schedule__in=[s.pk for s in schedules], status__in=ACTIVE_STATUSES
-        )
-        .order_by("-operation")
-        .values_list("schedule_id", "status")
-    )
-    return dict(rows)
-
-
-def toast(request: AuthedRequest, body: str = "") -> HttpResponse:
-    """An htmx answer: `body` for the target, plus the pending messages swapped into #messages."""
-    fragment = render_to_string("scheduling/schedule_toast.html", request=request)
-    return HttpResponse(body + fragment)
-
-
-def list_context(request: AuthedRequest, tenant: Tenant) -> dict[str, Any]:
-    queryset = BackupSchedule.objects.filter(tenant=tenant).prefetch_related("sources").order_by("name", "id")
-    page = paginate(request, queryset, SCHEDULES_PER_PAGE)
-    now, viewer_tz = timezone.now(), timezone.get_current_timezone_name()
-    active = active_runs(list(page))
-    for schedule in page:
-        decorate(schedule, now, viewer_tz, active.get(schedule.pk))
-    list_url = reverse("schedules", args=[tenant.code])
-    role = tenant.member_role  # type: ignore[attr-defined]
-    # Where a row's buttons come back to, and what the poller asks again: this page of the
-    # list (a bulk POST redraws the first page).
-    next_url = request.get_full_path() if request.path == list_url else list_url
-    return tenant_page(
-        request,
-        tenant,
-        role,
-        "schedules",
-        page=page,
-        viewer_tz=viewer_tz,
-        bulk_actions=bulk_choices(role),
-        next_url=next_url,
-        # The rows refresh while one of them has a queued or running run, and stop after.
-        poll=poll_context(next_url, bool(active)),
-    )
-
-
-def poll_context(list_url: str, active: bool) -> dict[str, Any]:
-    """The list's poller (schedules.html#poller): it asks `list_url` again while `active`."""
-    return {"url": list_url, "active": active, "seconds": POLL_SECONDS}
-
-
 @require_safe
 @vary_on_headers("HX-Request")
 @login_required
 def schedule_list(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
-    tenant = get_tenant_for_member(request.user, tenant_code, SEE)
+    tenant, role = get_tenant_for_member(request.user, tenant_code, SEE)
     template = listing_template(request, "scheduling/schedules.html", "list")
-    return render(request, template, list_context(request, tenant))
-
-
-def bulk_choices(role: str) -> list[tuple[str, str, str]]:
-    from scheduling.views.bulk import actions_for  # bulk imports this module
-
-    return actions_for(role)
+    return render(request, template, list_context(request, tenant, role))
 
 
 @require_safe
 @vary_on_headers("HX-Request")
 @login_required
 def schedule_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
-    schedule = get_for_member(request.user, BackupSchedule, code, SEE)
-    ctx = history_context(request, schedule)
+    schedule, role = get_for_member(request.user, BackupSchedule, code, SEE)
+    ctx = history_context(request, schedule, role)
     if request.htmx:
         return render(request, "scheduling/schedule_detail.html#history", ctx)
     tenant = schedule.tenant
     ctx["sources"] = list(schedule.sources.order_by("name"))
     ctx["cadence_text"] = describe_cadence(schedule)
     ctx["upcoming"] = upcoming_slots(schedule, timezone.now())
-    ctx["can_restore"] = role_allows(schedule.member_role, ADMINISTER)  # type: ignore[attr-defined]
-    from scheduling.views.sets import for_table  # sets imports this module
-
-    ctx["backup_sets"] = for_table(
-        BackupSet.objects.filter(tenant=tenant, run__schedule=schedule, deleted_at__isnull=True)
-    )
+    ctx["can_restore"] = role_allows(role, ADMINISTER)
+    ctx["set_rows"] = set_rows(BackupSet.objects.filter(tenant=tenant, run__schedule=schedule, deleted_at__isnull=True))
     return render(request, "scheduling/schedule_detail.html", ctx)
-
-
-def history_context(request: AuthedRequest, schedule: BackupSchedule) -> dict[str, Any]:
-    """The schedule's page up to its run history, which refreshes itself (htmx) while a run
-    shown on it is queued or running, and stops after."""
-    runs = (
-        BackupScheduleRun.objects.filter(tenant=schedule.tenant, schedule=schedule)
-        .select_related("requested_by")
-        .order_by("-created_at", "-id")
-    )
-    history = paginate(request, runs, HISTORY_PER_PAGE)
-    for run in history:
-        run.trigger_text = trigger_text(run)  # type: ignore[attr-defined]
-    page_query = f"?page={history.number}" if history.number > 1 else ""
-    return tenant_page(
-        request,
-        schedule.tenant,
-        schedule.member_role,  # type: ignore[attr-defined]
-        "schedules",
-        schedule=schedule,
-        history=history,
-        history_url=reverse("schedule_detail", args=[schedule.code]) + page_query,
-        history_active=any(run.status in ACTIVE_STATUSES for run in history),
-        poll_seconds=POLL_SECONDS,
-    )
 
 
 def form_page(request: AuthedRequest, tenant: Tenant, role: str, form: ScheduleForm, **extra: Any) -> dict[str, Any]:
@@ -217,7 +96,7 @@ def form_page(request: AuthedRequest, tenant: Tenant, role: str, form: ScheduleF
 @require_http_methods(["GET", "POST"])
 @login_required
 def schedule_create(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
-    tenant = get_tenant_for_member(request.user, tenant_code, MANAGE)
+    tenant, role = get_tenant_for_member(request.user, tenant_code, MANAGE)
     # The tenant is set before validation: the name's uniqueness is per tenant. A new
     # schedule starts in its creator's zone (the browser's, ViewerZoneMiddleware).
     schedule = BackupSchedule(tenant=tenant, timezone=timezone.get_current_timezone_name())
@@ -226,7 +105,6 @@ def schedule_create(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
         save_schedule(form.save(commit=False), None, request.user, sources=form.cleaned_data["sources"])
         messages.success(request, f"Schedule “{schedule.name}” created.")
         return redirect("schedule_detail", code=schedule.code)
-    role = tenant.member_role  # type: ignore[attr-defined]
     ctx = form_page(request, tenant, role, form, has_sources=tenant.sources.exists())
     return render(request, "scheduling/schedule_form.html", ctx)
 
@@ -234,7 +112,7 @@ def schedule_create(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
 @require_http_methods(["GET", "POST"])
 @login_required
 def schedule_edit(request: AuthedRequest, code: UUID) -> HttpResponse:
-    schedule = get_for_member(request.user, BackupSchedule, code, MANAGE)
+    schedule, role = get_for_member(request.user, BackupSchedule, code, MANAGE)
     # Taken before the form writes its values into the instance.
     before, saved_name = snapshot(schedule), schedule.name
     form = ScheduleForm(request.POST if request.method == "POST" else None, instance=schedule, tenant=schedule.tenant)
@@ -242,7 +120,6 @@ def schedule_edit(request: AuthedRequest, code: UUID) -> HttpResponse:
         save_schedule(form.save(commit=False), before, request.user, sources=form.cleaned_data["sources"])
         messages.success(request, f"Schedule “{schedule.name}” saved.")
         return redirect("schedule_detail", code=schedule.code)
-    role = schedule.member_role  # type: ignore[attr-defined]
     ctx = form_page(
         request, schedule.tenant, role, form, schedule=schedule, saved_name=saved_name, has_sources=True, before=before
     )
@@ -272,11 +149,11 @@ def preview_of(form: ScheduleForm, before: dict[str, Any] | None) -> dict[str, A
 
 def _form_for_partial(request: AuthedRequest, tenant_code: UUID) -> tuple[ScheduleForm, dict[str, Any] | None, Tenant]:
     """The unsaved form of the create or edit page (`?schedule=<code>` for an edit)."""
-    tenant = get_tenant_for_member(request.user, tenant_code, MANAGE)
+    tenant = get_tenant_for_member(request.user, tenant_code, MANAGE).obj
     code = request.GET.get("schedule")
     if code:
         try:
-            schedule = get_for_member(request.user, BackupSchedule, UUID(code), MANAGE)
+            schedule = get_for_member(request.user, BackupSchedule, UUID(code), MANAGE).obj
         except ValueError:
             raise Http404 from None
         if schedule.tenant_id != tenant.pk:
@@ -352,8 +229,8 @@ def schedule_form_fields(request: AuthedRequest, tenant_code: UUID) -> HttpRespo
 def schedule_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
     """Delete a schedule (manager); one that made backup sets goes with them (owner, after
     typing its name)."""
-    schedule = get_for_member(request.user, BackupSchedule, code, MANAGE)
-    tenant, role = schedule.tenant, schedule.member_role  # type: ignore[attr-defined]
+    schedule, role = get_for_member(request.user, BackupSchedule, code, MANAGE)
+    tenant = schedule.tenant
     made = BackupSet.objects.filter(tenant=tenant, run__schedule=schedule)
     has_sets = made.exists()
     form = ConfirmNameForm(request.POST or None, name=schedule.name) if has_sets else None
@@ -400,7 +277,7 @@ def schedule_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
 @require_POST
 @login_required
 def schedule_toggle(request: AuthedRequest, code: UUID) -> HttpResponse:
-    schedule = get_for_member(request.user, BackupSchedule, code, MANAGE)
+    schedule, role = get_for_member(request.user, BackupSchedule, code, MANAGE)
     # The form says which state it wants, so a repeated submit does not flip it back.
     wanted = request.POST.get("enabled")
     enabled = wanted == "1" if wanted in ("0", "1") else not schedule.enabled
@@ -408,37 +285,14 @@ def schedule_toggle(request: AuthedRequest, code: UUID) -> HttpResponse:
         set_enabled(schedule, enabled, request.user)
     messages.success(request, f"Schedule “{schedule.name}” is {'enabled' if enabled else 'disabled'}.")
     if request.htmx:  # the list's row, redrawn in its new state
-        return toast(request, row_answer(request, schedule))
+        return toast(request, row_answer(request, schedule, role))
     return redirect(back_to(request, reverse("schedule_detail", args=[schedule.code])))
-
-
-def row_answer(request: AuthedRequest, schedule: BackupSchedule, with_poller: bool = False) -> str:
-    """One row of the list, as a button in it gets it back; `with_poller` also (re)starts the
-    list's poller, out of band, so the row follows its new run."""
-    role = schedule.member_role  # type: ignore[attr-defined]
-    active = active_runs([schedule]).get(schedule.pk)
-    next_url = back_to(request, reverse("schedules", args=[schedule.tenant.code]))
-    ctx = tenant_page(
-        request,
-        schedule.tenant,
-        role,
-        "schedules",
-        schedule=decorate(schedule, timezone.now(), active=active),
-        viewer_tz=timezone.get_current_timezone_name(),
-        bulk_actions=bulk_choices(role),
-        next_url=next_url,
-    )
-    row = render_to_string("scheduling/schedules.html#row", ctx, request=request)
-    if not with_poller or not active:
-        return row
-    poller = {"poll": poll_context(next_url, True), "oob": True}
-    return row + render_to_string("scheduling/schedules.html#poller", poller, request=request)
 
 
 @require_POST
 @login_required
 def schedule_run_now(request: AuthedRequest, code: UUID) -> HttpResponse:
-    schedule = get_for_member(request.user, BackupSchedule, code, RUN)
+    schedule, role = get_for_member(request.user, BackupSchedule, code, RUN)
     try:
         request_run(schedule, request.user)
     except RunRefused as exc:
@@ -450,9 +304,9 @@ def schedule_run_now(request: AuthedRequest, code: UUID) -> HttpResponse:
         # itself until it ends); anything else (the settings page) gets the toast alone.
         target = request.htmx.target or ""
         if target == f"row-{schedule.code}":
-            return toast(request, row_answer(request, schedule, with_poller=True))
+            return toast(request, row_answer(request, schedule, role, with_poller=True))
         if target == "history":
-            ctx = history_context(request, schedule)
+            ctx = history_context(request, schedule, role)
             return toast(request, render_to_string("scheduling/schedule_detail.html#history", ctx, request=request))
         return toast(request)
     return redirect(back_to(request, reverse("schedule_detail", args=[schedule.code])))

@@ -15,7 +15,6 @@ from uuid import UUID
 from django import forms
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db.models import Prefetch, QuerySet
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
@@ -31,27 +30,18 @@ from backups.models import BackupItem, BackupSet, ItemStatus
 from backups.retention import PinRefused
 from lib.wallclock import MINUTES, wall_text
 from scheduling.deletion import delete_set
-from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun, run_of
+from scheduling.models import BackupSchedule, run_of
 from scheduling.operations import OperationRefused, request_restore, request_verify, target_named
 from scheduling.retention import set_pinned
-from scheduling.views.schedules import toast
+from scheduling.views.common import set_rows, toast
 from tenants.access import ADMINISTER, MANAGE, RUN, get_for_member, role_allows
+from tenants.pages import AuthedRequest, tenant_page
 from tenants.validators import validate_path
-from tenants.views import AuthedRequest, tenant_page
 
 
 def set_named(backup_set: BackupSet) -> str:
     """A set as a message names it, on the viewer's clock (str() is UTC: audit labels keep it)."""
     return f"Backup set {wall_text(backup_set.created_at, timezone.get_current_timezone_name(), MINUTES)}"
-
-
-def for_table(sets: QuerySet[BackupSet]) -> QuerySet[BackupSet]:
-    """What a row of the schedule page's sets table shows, in a fixed number of queries:
-    the items, and the verify or restore runs queued or running on each set (linked)."""
-    active = BackupScheduleRun.objects.filter(status__in=ACTIVE_STATUSES).order_by("-created_at", "-id")
-    return sets.select_related("run").prefetch_related(
-        "items", Prefetch("operations", queryset=active, to_attr="active_operations")
-    )
 
 
 def _schedule_of(backup_set: BackupSet) -> BackupSchedule | None:
@@ -67,7 +57,7 @@ def _back_to_schedule(backup_set: BackupSet) -> HttpResponse:
 
 
 def _pin(request: AuthedRequest, code: UUID, pinned: bool) -> HttpResponse:
-    backup_set = get_for_member(request.user, BackupSet, code, MANAGE)
+    backup_set, role = get_for_member(request.user, BackupSet, code, MANAGE)
     try:
         changed = set_pinned(backup_set, pinned, request.user)
     except PinRefused as exc:
@@ -77,29 +67,28 @@ def _pin(request: AuthedRequest, code: UUID, pinned: bool) -> HttpResponse:
         messages.success(
             request, f"{set_named(backup_set)} is {state}." if changed else f"{set_named(backup_set)} already was."
         )
-    return _answer_row(request, backup_set)
+    return _answer_row(request, backup_set, role)
 
 
-def _answer_row(request: AuthedRequest, backup_set: BackupSet) -> HttpResponse:
+def _answer_row(request: AuthedRequest, backup_set: BackupSet, role: str) -> HttpResponse:
     """htmx: the table's row in its new state (nothing if the set is gone), with the toast;
     otherwise back to the schedule's page."""
     if request.htmx and run_of(backup_set) is not None:
-        return toast(request, _row(request, backup_set))
+        return toast(request, _row(request, backup_set, role))
     return _back_to_schedule(backup_set)
 
 
-def _row(request: AuthedRequest, backup_set: BackupSet) -> str:
-    fresh = for_table(BackupSet.objects.select_related("run__schedule")).get(pk=backup_set.pk)
-    if fresh.deleted_at is not None:  # gone from the table: the row goes too
+def _row(request: AuthedRequest, backup_set: BackupSet, role: str) -> str:
+    (row,) = set_rows(BackupSet.objects.select_related("run__schedule").filter(pk=backup_set.pk))
+    if row.backup_set.deleted_at is not None:  # gone from the table: the row goes too
         return ""
-    role = backup_set.member_role  # type: ignore[attr-defined]
     ctx = tenant_page(
         request,
         backup_set.tenant,
         role,
         "schedules",
-        set=fresh,
-        schedule=_schedule_of(fresh),
+        row=row,
+        schedule=_schedule_of(row.backup_set),
         can_restore=role_allows(role, ADMINISTER),
     )
     return render_to_string("scheduling/schedule_detail.html#setrow", ctx, request=request)
@@ -121,20 +110,20 @@ def set_unpin(request: AuthedRequest, code: UUID) -> HttpResponse:
 @login_required
 def set_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
     """Delete one unpinned set and its files (manager); the row goes from the table."""
-    backup_set = get_for_member(request.user, BackupSet, code, MANAGE)
+    backup_set, role = get_for_member(request.user, BackupSet, code, MANAGE)
     try:
         delete_set(backup_set, request.user)
     except SetDeleteRefused as exc:
         messages.error(request, str(exc))
     else:
         messages.success(request, f"{set_named(backup_set)} deleted, with its files.")
-    return _answer_row(request, backup_set)
+    return _answer_row(request, backup_set, role)
 
 
 @require_POST
 @login_required
 def set_verify(request: AuthedRequest, code: UUID) -> HttpResponse:
-    backup_set = get_for_member(request.user, BackupSet, code, RUN)
+    backup_set = get_for_member(request.user, BackupSet, code, RUN).obj
     try:
         run = request_verify(backup_set, request.user)
     except OperationRefused as exc:
@@ -195,7 +184,7 @@ def _planned(item: BackupItem, stamp: str) -> Planned:
 def set_restore(request: AuthedRequest, code: UUID, item_code: UUID | None = None) -> HttpResponse:
     """Restore the whole set (each item to its new default target) or one item, to its
     default target or one the owner names."""
-    backup_set = get_for_member(request.user, BackupSet, code, ADMINISTER)
+    backup_set, role = get_for_member(request.user, BackupSet, code, ADMINISTER)
     stored = list(backup_set.items.filter(status=ItemStatus.OK).select_related("source").order_by("id"))
     item = None
     if item_code is not None:
@@ -224,7 +213,7 @@ def set_restore(request: AuthedRequest, code: UUID, item_code: UUID | None = Non
     ctx = tenant_page(
         request,
         backup_set.tenant,
-        backup_set.member_role,  # type: ignore[attr-defined]
+        role,
         "schedules",
         backup_set=backup_set,
         schedule=_schedule_of(backup_set),

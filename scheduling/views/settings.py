@@ -3,6 +3,7 @@ htmx polling), Run now, Enable/Disable, and its timing form, opened one at a tim
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
@@ -20,10 +21,10 @@ from lib.zones import offered_zone_names
 from scheduling.forms import TimingForm, unbound_copy
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun
 from scheduling.services import save_schedule, snapshot
-from scheduling.views.schedules import decorate, toast
+from scheduling.views.common import ScheduleRow, schedule_row, toast
 from tenants.access import MANAGE, SEE, get_for_member, get_tenant_for_member, role_allows
 from tenants.models import Tenant
-from tenants.views import AuthedRequest, paginate, tenant_page
+from tenants.pages import AuthedRequest, paginate, tenant_page
 
 BLOCKS_PER_PAGE = 50
 # How often the status areas refresh themselves (seconds).
@@ -41,9 +42,10 @@ def timing_form(schedule: BackupSchedule, data: Any = None) -> TimingForm:
     return form
 
 
-def settings_context(request: AuthedRequest, tenant: Tenant, bound: TimingForm | None = None) -> dict[str, Any]:
+def settings_context(
+    request: AuthedRequest, tenant: Tenant, role: str, bound: TimingForm | None = None
+) -> dict[str, Any]:
     """Every block of one page. Queries: the schedules, and one for their active runs."""
-    role = tenant.member_role  # type: ignore[attr-defined]
     can_manage = role_allows(role, MANAGE)
     page = paginate(request, BackupSchedule.objects.filter(tenant=tenant).order_by("name", "id"), BLOCKS_PER_PAGE)
     active = dict(
@@ -54,13 +56,12 @@ def settings_context(request: AuthedRequest, tenant: Tenant, bound: TimingForm |
     now = timezone.now()
     blocks = []
     for schedule in page:
-        decorate(schedule, now)
         form = None
         if bound is not None and bound.instance.pk == schedule.pk:
             form = bound
         elif can_manage:
             form = timing_form(schedule)
-        blocks.append(block(schedule, form, active.get(schedule.pk)))
+        blocks.append(Block(schedule_row(schedule, now), form, active.get(schedule.pk)))
     return tenant_page(
         request,
         tenant,
@@ -74,20 +75,27 @@ def settings_context(request: AuthedRequest, tenant: Tenant, bound: TimingForm |
     )
 
 
-def block(
-    schedule: BackupSchedule, form: TimingForm | None, active_status: str | None, open: bool = False
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Block:
     """One row of the page. `open`: its timing form shows (after a save from it); a form
     with errors always shows."""
-    return {"schedule": schedule, "form": form, "active": active_status, "open": open}
+
+    row: ScheduleRow
+    form: TimingForm | None
+    active: str | None  # the status of the schedule's queued or running run
+    open: bool = False
+
+    @property
+    def schedule(self) -> BackupSchedule:
+        return self.row.schedule
 
 
 @require_safe
 @vary_on_headers("HX-Request")
 @login_required
 def tenant_settings(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
-    tenant = get_tenant_for_member(request.user, tenant_code, SEE)
-    ctx = settings_context(request, tenant)
+    tenant, role = get_tenant_for_member(request.user, tenant_code, SEE)
+    ctx = settings_context(request, tenant, role)
     if request.htmx and request.GET.get("part") == "status":  # the poll: every status area, out of band
         return render(request, "scheduling/settings.html#statuses", ctx)
     return render(request, "scheduling/settings.html", ctx)
@@ -97,7 +105,7 @@ def tenant_settings(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
 @login_required
 def schedule_settings_save(request: AuthedRequest, code: UUID) -> HttpResponse:
     """Save one block: the schedule's timing, through the same service as the full form."""
-    schedule = get_for_member(request.user, BackupSchedule, code, MANAGE)
+    schedule, role = get_for_member(request.user, BackupSchedule, code, MANAGE)
     tenant = schedule.tenant
     before = snapshot(schedule)
     form = timing_form(schedule, request.POST)
@@ -106,18 +114,15 @@ def schedule_settings_save(request: AuthedRequest, code: UUID) -> HttpResponse:
         messages.success(request, f"Schedule “{schedule.name}” saved.")
         if not request.htmx:
             return redirect("tenant_settings", tenant_code=tenant.code)
-        return _block_answer(request, schedule, timing_form(schedule))
+        return _block_answer(request, schedule, role, timing_form(schedule))
     if request.htmx:  # the block with its errors; the saved values stay in the header and status
         fresh = BackupSchedule.objects.get(pk=schedule.pk)
-        fresh.member_role = schedule.member_role  # type: ignore[attr-defined]
         form.instance = fresh
-        return _block_answer(request, fresh, form)
-    tenant.member_role = schedule.member_role  # type: ignore[attr-defined]
-    return render(request, "scheduling/settings.html", settings_context(request, tenant, bound=form))
+        return _block_answer(request, fresh, role, form)
+    return render(request, "scheduling/settings.html", settings_context(request, tenant, role, bound=form))
 
 
-def _block_answer(request: AuthedRequest, schedule: BackupSchedule, form: TimingForm) -> HttpResponse:
-    role = schedule.member_role  # type: ignore[attr-defined]
+def _block_answer(request: AuthedRequest, schedule: BackupSchedule, role: str, form: TimingForm) -> HttpResponse:
     active = (
         BackupScheduleRun.objects.filter(tenant=schedule.tenant, schedule=schedule, status__in=ACTIVE_STATUSES)
         .values_list("status", flat=True)
@@ -128,7 +133,7 @@ def _block_answer(request: AuthedRequest, schedule: BackupSchedule, form: Timing
         schedule.tenant,
         role,
         "settings",
-        block=block(decorate(schedule, timezone.now()), form, active, open=True),
+        block=Block(schedule_row(schedule, timezone.now()), form, active, open=True),
         settings_url=reverse("tenant_settings", args=[schedule.tenant.code]),
         poll_seconds=POLL_SECONDS,
     )
@@ -139,7 +144,7 @@ def _block_answer(request: AuthedRequest, schedule: BackupSchedule, form: Timing
 @login_required
 def schedule_settings_fields(request: AuthedRequest, code: UUID) -> HttpResponse:
     """A block's timing fields for the chosen strategy (htmx, on a change of strategy); saves nothing."""
-    schedule = get_for_member(request.user, BackupSchedule, code, MANAGE)
+    schedule = get_for_member(request.user, BackupSchedule, code, MANAGE).obj
     form = unbound_copy(timing_form(schedule, request.POST), instance=schedule, prefix=prefix_for(schedule))
     form.swap_fields_on_change(request.path)
     return render(request, "scheduling/settings.html#fields", {"form": form, "schedule": schedule})

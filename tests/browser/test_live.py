@@ -105,7 +105,7 @@ def watch_run(settings, source, status, start: Callable[[], object]) -> None:  #
 def test_run_now_on_the_schedules_list_is_watched_in_its_row_to_the_end(
     page, bob, tenant, source, schedule, settings, monkeypatch
 ) -> None:
-    import scheduling.views.schedules as schedule_views
+    import scheduling.views.common as schedule_views
 
     monkeypatch.setattr(schedule_views, "POLL_SECONDS", 1)
     open_live(page, bob, f"/t/{tenant.code}/schedules/")
@@ -125,7 +125,7 @@ def test_run_now_on_the_schedules_list_is_watched_in_its_row_to_the_end(
 def test_run_now_on_the_schedule_page_is_watched_in_its_history_to_the_end(
     page, bob, tenant, source, schedule, settings, monkeypatch
 ) -> None:
-    import scheduling.views.schedules as schedule_views
+    import scheduling.views.common as schedule_views
 
     monkeypatch.setattr(schedule_views, "POLL_SECONDS", 1)
     open_live(page, bob, f"/schedules/{schedule.code}/")

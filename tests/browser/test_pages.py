@@ -273,10 +273,10 @@ def test_the_same_crafted_post_works_for_an_operator(page, bob, tenant, schedule
 
 
 def test_a_failure_while_a_page_stays_open_shows_in_the_bell_without_a_reload(page, rita, tenant, monkeypatch) -> None:
-    import tenants.views
-    from tenants.models import Notification, NotificationKind
+    import scheduling.notifications
+    from scheduling.models import Notification, NotificationKind
 
-    monkeypatch.setattr(tenants.views, "BELL_POLL_SECONDS", 1)  # sooner than its 60 s
+    monkeypatch.setattr(scheduling.notifications, "BELL_POLL_SECONDS", 1)  # sooner than its 60 s
     log_in(page, rita)
     page.goto(f"/t/{tenant.code}/runs/")
     bell = page.get_by_role("link", name=re.compile("^Notifications"))

@@ -26,7 +26,7 @@ def parse_code(value: str) -> UUID:
 
 def find_set(user: User, code: UUID, min_role: str) -> BackupSet:
     try:
-        return get_for_member(user, BackupSet, code, min_role)
+        return get_for_member(user, BackupSet, code, min_role).obj
     except Http404:
         raise CommandError(f"No backup set {code} that {user} can see.", returncode=2) from None
     except PermissionDenied as exc:

@@ -29,7 +29,7 @@ class Command(BaseCommand):
             raise CommandError(f"{options['code']!r} is not a code (a UUID).", returncode=2) from None
         model = BackupScheduleRun if options["retry"] else BackupSchedule
         try:
-            target = get_for_member(user, model, code, RUN)
+            target = get_for_member(user, model, code, RUN).obj
             run = retry(target, user) if options["retry"] else run_now(target, user)  # type: ignore[arg-type]
         except Http404:
             raise CommandError(f"No {model._meta.verbose_name} {code} that {user} can see.", returncode=2) from None

@@ -35,9 +35,16 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
-from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
+from scheduling.models import (
+    BackupSchedule,
+    BackupScheduleRun,
+    Notification,
+    NotificationKind,
+    Operation,
+    RunStatus,
+)
 from tenants.audit import record
-from tenants.models import AuditAction, Membership, Notification, NotificationKind, Role, Tenant
+from tenants.models import AuditAction, Membership, Role, Tenant
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +56,10 @@ MESSAGE_LIMIT = 500  # Notification.message's max_length (the detail)
 TITLE_LIMIT = 200  # Notification.title's max_length
 # A recovery counts the failures since the last success among this many recent runs.
 RECOVERY_LOOKBACK = 50
+# The bell shows "99+" beyond this: the count reads at most this many index entries.
+UNREAD_CAP = 100
+# Every page asks for the bell's count again this often (notifications/bell.html).
+BELL_POLL_SECONDS = 60
 
 
 def _cut(text: str, limit: int) -> str:
@@ -117,6 +128,16 @@ def _send_after_commit(
         record(tenant_id, AuditAction.NOTIFICATION_SENT, target, kind=kind, sent=sent, recipients=names)
 
     transaction.on_commit(send)
+
+
+def unread_count(user: User, tenant: Tenant) -> int:
+    """Unread notifications, capped: one COUNT over the partial index scheduling_notif_unread."""
+    return Notification.objects.filter(user=user, tenant=tenant, read_at__isnull=True)[:UNREAD_CAP].count()
+
+
+def bell_context(user: User, tenant: Tenant) -> dict[str, Any]:
+    """What notifications/bell.html needs, on a page or alone (its poll, a mark-read answer)."""
+    return {"unread": unread_count(user, tenant), "unread_cap": UNREAD_CAP, "bell_poll_seconds": BELL_POLL_SECONDS}
 
 
 # ------------------------------------------------------------------ finished runs
@@ -309,10 +330,9 @@ def notify_slots_missed(tenant_id: int, run_ids: Iterable[int | str | UUID]) -> 
 def notify_run_requested(run: BackupScheduleRun, actor: Any) -> int:
     """Call after Run now or Retry created `run`: managers and owners hear of it, not the actor."""
     who = actor.get_username() if getattr(actor, "is_authenticated", False) else "The system"
+    # Only Run now and Retry come here (scheduling.runs); verify and restore requests tell nobody.
     verb = "asked for a retry of" if run.retry_of_id else "pressed Run now on"
     message = f"{who} {verb} “{run.schedule.name}”."
-    if run.operation != Operation.BACKUP:
-        message = f"{who} asked for a {run.get_operation_display().lower()} of “{run.schedule.name}”."
     actor_pk = actor.pk if getattr(actor, "is_authenticated", False) else None
     users = [user for user, _ in _members(run.tenant_id, MANAGING_ROLES) if user.pk != actor_pk]
     return _create(run.tenant_id, users, NotificationKind.RUN_REQUESTED, message.rstrip("."), message, run.pk)

@@ -23,10 +23,10 @@ from scheduling.models import BackupSchedule
 from scheduling.presentation import wall_text
 from scheduling.runs import RetryPending, RunRefused, run_now
 from scheduling.services import ScheduleInUse, delete_schedule, set_enabled
-from scheduling.views.schedules import list_context, toast
-from tenants.access import MANAGE, RUN, get_tenant_for_member, role_allows
+from scheduling.views.common import BULK_ACTIONS, list_context, toast
+from tenants.access import RUN, get_tenant_for_member, role_allows
 from tenants.models import Role, Tenant
-from tenants.views import AuthedRequest, back_to
+from tenants.pages import AuthedRequest, back_to
 
 # Most schedules a single request acts on: each one is a transaction and an audit entry.
 MAX_SELECTED = 500
@@ -64,26 +64,13 @@ def _delete(schedule: BackupSchedule, request: AuthedRequest) -> str:
     return "deleted"
 
 
-# action -> (label, least role, what it does to one schedule)
-ACTIONS: dict[str, tuple[str, Role, Callable[[BackupSchedule, AuthedRequest], str]]] = {
-    "run": ("Run now", RUN, _run),
-    "enable": ("Enable", MANAGE, _enable),
-    "disable": ("Disable", MANAGE, _disable),
-    "delete": ("Delete", MANAGE, _delete),
+# What each action of the menu (common.BULK_ACTIONS) does to one schedule.
+APPLY: dict[str, Callable[[BackupSchedule, AuthedRequest], str]] = {
+    "run": _run,
+    "enable": _enable,
+    "disable": _disable,
+    "delete": _delete,
 }
-# What the browser asks before it sends the action: schedules.js puts in the number
-# selected ({count}) and the plural ending ({s}), and asks nothing when none is.
-QUESTIONS = {
-    "run": "Run {count} selected schedule{s} now?",
-    "enable": "Enable {count} selected schedule{s}? Their next slots will run.",
-    "disable": "Disable {count} selected schedule{s}? They will not run until enabled again.",
-    "delete": "Delete {count} selected schedule{s} and their run history? Schedules with backup sets are kept.",
-}
-
-
-def actions_for(role: str) -> list[tuple[str, str, str]]:
-    """The actions a member with `role` may pick, for the list's select: key, label, question."""
-    return [(key, label, QUESTIONS[key]) for key, (label, least, _) in ACTIONS.items() if role_allows(role, least)]
 
 
 def _codes(values: list[str]) -> list[UUID] | None:
@@ -96,9 +83,10 @@ def _codes(values: list[str]) -> list[UUID] | None:
 @require_POST
 @login_required
 def schedule_bulk(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
-    tenant = get_tenant_for_member(request.user, tenant_code, RUN)
+    tenant, role = get_tenant_for_member(request.user, tenant_code, RUN)
     list_url = reverse("schedules", args=[tenant.code])
-    action = ACTIONS.get(request.POST.get("action", ""))
+    key = request.POST.get("action", "")
+    action = BULK_ACTIONS.get(key)
     codes = _codes(request.POST.getlist("schedules"))
     problem = ""
     if action is None:
@@ -111,9 +99,10 @@ def schedule_bulk(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
         problem = f"Select at most {MAX_SELECTED} schedules at a time."
     if problem or action is None or codes is None:
         messages.error(request, problem)
-        return _answer(request, tenant, list_url)
-    label, least, apply = action
-    if not role_allows(tenant.member_role, least):  # type: ignore[attr-defined]
+        return _answer(request, tenant, role, list_url)
+    label, least = action
+    apply = APPLY[key]
+    if not role_allows(role, least):
         raise PermissionDenied(f"{label} needs the {Role(least).label} role or higher.")
     # Scoped to the tenant: a code of another tenant's schedule is simply not found.
     found = BackupSchedule.objects.filter(tenant=tenant, code__in=set(codes)).select_related("tenant")
@@ -126,12 +115,13 @@ def schedule_bulk(request: AuthedRequest, tenant_code: UUID) -> HttpResponse:
         outcome = apply(schedule, request)
         level = messages.SUCCESS if outcome in ("queued", "enabled", "disabled", "deleted") else messages.WARNING
         messages.add_message(request, level, f"{schedule.name}: {outcome}")
-    return _answer(request, tenant, list_url)
+    return _answer(request, tenant, role, list_url)
 
 
-def _answer(request: AuthedRequest, tenant: Tenant, list_url: str) -> HttpResponse:
+def _answer(request: AuthedRequest, tenant: Tenant, role: str, list_url: str) -> HttpResponse:
     """htmx: the list redrawn with the summary as a toast; otherwise back to the list."""
     if request.htmx:
-        listing = render_to_string("scheduling/schedules.html#list", list_context(request, tenant), request=request)
+        ctx = list_context(request, tenant, role)
+        listing = render_to_string("scheduling/schedules.html#list", ctx, request=request)
         return toast(request, listing)
     return redirect(back_to(request, list_url))

@@ -1,4 +1,4 @@
-"""SourceLease moves here from backups (backups 0007 dropped it from its state): the
+"""SourceLease moves here from backups (backups 0008 dropped it from its state): the
 model over the existing table, then the table takes this app's name. No row is lost."""
 
 import django.db.models.deletion
@@ -7,8 +7,8 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("backups", "0007_lease_moves_to_scheduling"),
-        ("scheduling", "0012_run_backup_set"),
+        ("backups", "0008_lease_moves_to_scheduling"),
+        ("scheduling", "0013_run_backup_set"),
     ]
 
     operations = [

@@ -13,8 +13,8 @@ from typing import Any
 from uuid import UUID
 
 from backups.models import BackupSet
-from scheduling.models import BackupSchedule
-from tenants.models import AuditAction, AuditLog, NotificationKind
+from scheduling.models import BackupSchedule, NotificationKind
+from tenants.models import AuditAction, AuditLog
 
 # The dispatcher's entries name at most this many schedules in their sentence.
 NAMED = 3

@@ -1,5 +1,5 @@
 """The run points at the set it made (BackupScheduleRun.backup_set), copied from the set's
-old `run` column, which backups 0006 then drops: backups knows no run. Verify and restore
+old `run` column, which backups 0007 then drops: backups knows no run. Verify and restore
 runs get their own trigger ("Requested") instead of "Run now"."""
 
 import django.db.models.deletion
@@ -25,8 +25,8 @@ def unmark_requested(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("backups", "0005_plain_names"),
-        ("scheduling", "0011_recovery_pending"),
+        ("backups", "0006_kind_choices_from_registry"),
+        ("scheduling", "0012_notification"),
     ]
 
     operations = [
@@ -41,7 +41,7 @@ class Migration(migrations.Migration):
                 to="backups.backupset",
             ),
         ),
-        # The reverse copy (run -> set) is backups 0006's, which re-adds the set's columns.
+        # The reverse copy (run -> set) is backups 0007's, which re-adds the set's columns.
         migrations.RunPython(copy_set_links, migrations.RunPython.noop),
         migrations.AddIndex(
             model_name="backupschedulerun",

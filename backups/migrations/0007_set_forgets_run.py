@@ -1,5 +1,5 @@
 """A backup set no longer points at its run or schedule: the run points at the set
-(scheduling 0012 copied the links). Reversible: going back copies them onto the set again."""
+(scheduling 0013 copied the links). Reversible: going back copies them onto the set again."""
 
 import django.db.models.deletion
 from django.db import migrations, models
@@ -15,8 +15,8 @@ def copy_links_back(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("backups", "0005_plain_names"),
-        ("scheduling", "0012_run_backup_set"),
+        ("backups", "0006_kind_choices_from_registry"),
+        ("scheduling", "0013_run_backup_set"),
     ]
 
     operations = [

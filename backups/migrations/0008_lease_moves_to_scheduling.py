@@ -1,12 +1,12 @@
 """SourceLease belongs to scheduling (it names a run): only the model state leaves
-backups here; its table stays, and scheduling 0013 takes it over with its rows."""
+backups here; its table stays, and scheduling 0014 takes it over with its rows."""
 
 from django.db import migrations
 
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("backups", "0006_set_forgets_run"),
+        ("backups", "0007_set_forgets_run"),
     ]
 
     operations = [
