@@ -8,6 +8,9 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from backups.engines.registry import DEFAULT_KIND, KIND_MAX_LENGTH, engines, find_engine, kind_choices
+from backups.errors import BackupError
+from backups.paths import check_source_path
+from backups.secrets import decrypt, encrypt
 from tenants.models import Tenant
 from tenants.validators import validate_path, validate_plain_text
 
@@ -82,15 +85,11 @@ class BackupSource(models.Model):
 
     def set_password(self, raw: str) -> None:
         """Store `raw` encrypted (backups.secrets); an empty string removes the password."""
-        from backups.secrets import encrypt
-
         self.password_encrypted = encrypt(raw) if raw else ""
         self.password_changed = "set" if raw else "cleared"
 
     def get_password(self) -> str:
         """The plain password ("" when none). Raises backups.secrets.SecretError if no key decrypts it."""
-        from backups.secrets import decrypt
-
         return decrypt(self.password_encrypted) if self.password_encrypted else ""
 
     @property
@@ -121,9 +120,6 @@ class BackupSource(models.Model):
             raise ValidationError(errors)
 
     def _clean_path(self) -> None:
-        from backups.errors import BackupError
-        from backups.paths import check_source_path
-
         if self.is_server or not self.tenant_id:
             return
         try:
