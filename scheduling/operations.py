@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from backups.engines.base import DumpTarget, RestoreTarget
@@ -28,9 +27,8 @@ from backups.errors import BackupError
 from backups.models import SERVER_KINDS, BackupItem, BackupSet, ItemStatus
 from backups.paths import check_restore_target, resolved_or_literal
 from backups.restore import target_label
-from scheduling.models import ACTIVE_STATUSES, BackupScheduleRun, Operation, RunStatus, Trigger, run_of
-from scheduling.queue import enqueue_runs
-from scheduling.runs import RunRefused
+from scheduling.models import BackupScheduleRun, Operation, run_of
+from scheduling.runs import NewRun, RunConflict, RunRefused, create_run
 from tenants.access import ADMINISTER, RUN, get_for_member
 from tenants.audit import record
 from tenants.models import AuditAction
@@ -203,33 +201,14 @@ def _create_run(
     restore_target: dict[str, Any] | None,
     enqueue: bool,
 ) -> BackupScheduleRun:
-    now = timezone.now()
+    # Pushed also when executed in-process (enqueue=False): if that process dies before
+    # claiming, the dispatcher pushes a task after REQUEUE_AFTER (create_run).
+    new = NewRun.on_set(operation, backup_set, schedule_id, actor, restore_target)
     try:
-        with transaction.atomic():
-            run = BackupScheduleRun.objects.create(
-                tenant_id=backup_set.tenant_id,
-                schedule_id=schedule_id,
-                trigger=Trigger.REQUEST,
-                operation=operation,
-                subject_set=backup_set,
-                restore_target=restore_target,
-                status=RunStatus.QUEUED,
-                requested_by=actor if getattr(actor, "is_authenticated", False) else None,
-                created_at=now,
-                # Also when executed in-process (enqueue=False): if that process dies
-                # before claiming, the dispatcher pushes a task after REQUEUE_AFTER.
-                enqueued_at=now,
-            )
-            if enqueue:
-                enqueue_runs([run.code])
-    except IntegrityError:  # scheduling_run_one_active_per_set
-        active = (
-            BackupScheduleRun.objects.filter(subject_set=backup_set, operation=operation, status__in=ACTIVE_STATUSES)
-            .values_list("code", flat=True)
-            .first()
-        )
+        return create_run(new, enqueue)
+    except RunConflict as conflict:  # scheduling_run_one_active_per_set
+        active = conflict.active.code if conflict.active is not None else None
         what = "A verification" if operation == Operation.VERIFY else "A restore"
         raise OperationRefused(
             f"{what} of this backup set is already queued or running (run {active}); wait for it to finish."
         ) from None
-    return run

@@ -163,7 +163,7 @@ class NewRun:
         return cls(
             schedule_id=schedule_id,
             tenant_id=backup_set.tenant_id,
-            trigger=Trigger.MANUAL,
+            trigger=Trigger.REQUEST,  # never "Run now": it was asked for on the set
             created_at=now or timezone.now(),
             operation=Operation(operation),
             subject_set_id=backup_set.pk,
