@@ -38,6 +38,7 @@ from django.utils.dateparse import parse_datetime, parse_time
 from backups.errors import ErrorCode
 from lib.slots import Cadence, InvalidCadence, next_slot, validate
 from scheduling import leases
+from scheduling.creation import scheduled_run_constants, scheduled_run_row
 from scheduling.heartbeat import HEARTBEAT_SECONDS
 from scheduling.models import (
     ACTIVE_STATUSES,
@@ -50,7 +51,6 @@ from scheduling.models import (
 )
 from scheduling.notifications import notify_run_finished, notify_slots_missed
 from scheduling.queue import enqueue_runs
-from scheduling.runs import scheduled_run_constants, scheduled_run_row
 from tenants.audit import AuditEntry, record_many
 from tenants.fastpath.sql_writes import insert_rows, update_rows
 from tenants.fastpath.task_packages import dashed_code

@@ -27,8 +27,9 @@ from backups.errors import BackupError
 from backups.models import SERVER_KINDS, BackupItem, BackupSet, ItemStatus
 from backups.paths import check_restore_target, resolved_or_literal
 from backups.restore import target_label
+from scheduling.creation import NewRun, RunConflict
 from scheduling.models import BackupScheduleRun, Operation, run_of
-from scheduling.runs import NewRun, RunConflict, RunRefused, create_run
+from scheduling.runs import RunRefused, create_run
 from tenants.access import ADMINISTER, RUN, get_for_member
 from tenants.audit import record
 from tenants.models import AuditAction

@@ -29,12 +29,13 @@ import logging
 import random
 from datetime import datetime
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.utils import timezone
 
 from backups.errors import ErrorCode
 from lib.backoff import backoff_delay
-from scheduling.models import BackupScheduleRun, Operation, RunStatus, Trigger
+from scheduling.creation import NewRun, RunConflict, insert_run
+from scheduling.models import BackupScheduleRun, Operation, RunStatus
 from tenants.audit import record
 from tenants.models import AuditAction
 
@@ -59,22 +60,12 @@ def schedule_retry(
         return None
     now = now or timezone.now()
     not_before = now + backoff_delay(run.attempt, rng)
-    first_id = run.retry_of_id or run.pk  # the id alone: no query for the first attempt's row
     try:
         # The one-active-run constraint decides: if a Run now or a slot's run was
         # created since this run finished, that run is the next attempt already.
         with transaction.atomic():
-            retry = BackupScheduleRun.objects.create(
-                tenant_id=run.tenant_id,
-                schedule=schedule,
-                trigger=Trigger.RETRY,
-                status=RunStatus.QUEUED,
-                attempt=run.attempt + 1,
-                retry_of_id=first_id,
-                created_at=now,
-                not_before=not_before,
-                enqueued_at=None,
-            )
+            # No task yet: the dispatcher pushes it once not_before has come.
+            retry = insert_run(NewRun.retry(run, not_before=not_before, now=now))
             record(
                 run.tenant_id,
                 AuditAction.RUN_RETRY_SCHEDULED,
@@ -86,7 +77,7 @@ def schedule_retry(
                 max_attempts=schedule.max_attempts,
                 not_before=not_before.isoformat(),
             )
-    except IntegrityError:
+    except RunConflict:
         logger.info("schedule %s already has an active run; no automatic retry of run %s", schedule.code, run.code)
         return None
     return retry

@@ -8,9 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from scheduling.creation import NewRun, RunConflict
 from scheduling.dispatch import run_pass
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus, Trigger
-from scheduling.runs import NewRun, RunConflict, RunRefused, create_run, run_now
+from scheduling.runs import RunRefused, create_run, run_now
 from tests.helpers import make_stored_set, queued_tasks
 
 NOW = datetime(2026, 11, 24, 1, 30, tzinfo=UTC)
