@@ -44,4 +44,4 @@ fi
 
 echo "== production profile: PostgreSQL + Redis broker"
 DATABASE_URL=$PG_URL REDIS_URL=$REDIS Q_CLUSTER_NAME=backups-test \
-  $BIN/pytest -q -p no:cacheprovider --ignore=tests/test_slots_oracle.py --ignore=tests/test_slots.py
+  $BIN/pytest -q -p no:cacheprovider --ignore=tests/lib/test_slots_oracle.py --ignore=tests/lib/test_slots.py

@@ -31,7 +31,7 @@ def _fresh_cache() -> None:
 
     Pages show whether scheduled backups are starting (scheduling/health.py), from the
     cache. No cluster runs in most tests, so that answer starts as "fine" here; the tests
-    of the health itself (tests/test_health.py) clear it and see the real one."""
+    of the health itself (tests/scheduling/test_health.py) clear it and see the real one."""
     from django.core.cache import cache
 
     from scheduling.health import CACHE_KEY, DispatcherHealth

@@ -16,7 +16,7 @@ from scheduling.runs import run_now
 from scheduling.worker import execute_run
 from tenants.models import Tenant
 from tests.helpers import queued_tasks
-from tests.test_views_schedules import valid_data
+from tests.scheduling.test_views_schedules import valid_data
 
 # Each hides or rewrites what a reader sees: ANSI colour, a bidi override, an isolate,
 # a zero-width space, a line separator, a bell, a tab, a newline.

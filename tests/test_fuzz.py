@@ -265,7 +265,7 @@ def test_a_next_field_that_is_not_a_path_of_ours_is_ignored(world: World) -> Non
 
 OUR_APPS = ("tenants", "scheduling", "backups")
 # Commands that never return by design (a cluster until Ctrl-C): tested in test_cluster.
-SERVERS = {"runcluster": "starts the cluster and runs until stopped (tests/test_cluster.py)"}
+SERVERS = {"runcluster": "starts the cluster and runs until stopped (tests/scheduling/test_cluster.py)"}
 DJANGO_OPTIONS = {"help", "version", "verbosity", "settings", "pythonpath", "traceback", "no_color", "force_color"}
 DJANGO_OPTIONS |= {"skip_checks"}
 

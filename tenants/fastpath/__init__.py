@@ -15,7 +15,7 @@ django-q2's public APIs:
   of one pickle, and put on its brokers in one statement (ORM: rows of OrmQ) or
   one round trip (Redis: RPUSH onto the broker's list).
 
-Its contract test is tests/test_fastpath_contract.py: every assumption below has
+Its contract test is tests/tenants/test_fastpath_contract.py: every assumption below has
 a test there, run on both profiles (SQLite with the ORM broker; PostgreSQL with
 Redis). Run it first after any upgrade of django-q2, Django or a database.
 

@@ -8,7 +8,7 @@ itself (json_each on SQLite, jsonb_array_elements on PostgreSQL).
 
 Part of the fast path (see tenants/fastpath/__init__.py): it writes the
 columns' stored forms itself, so a field type Django stores differently is a
-change here (tests/test_fastpath_contract.py checks each type the dispatcher uses).
+change here (tests/tenants/test_fastpath_contract.py checks each type the dispatcher uses).
 """
 
 from __future__ import annotations

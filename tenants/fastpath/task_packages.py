@@ -4,7 +4,7 @@ What django_q.tasks.async_task does for one task (build the task dict, pickle it
 sign it, broker.enqueue), done for thousands at the cost of one pickle, one key
 derivation and one statement or round trip. Part of the fast path (see
 tenants/fastpath/__init__.py): everything here copies a django-q2 internal,
-and tests/test_fastpath_contract.py checks each copy against django-q2 itself.
+and tests/tenants/test_fastpath_contract.py checks each copy against django-q2 itself.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ from tests.browser.conftest import log_in, screenshot
 from tests.browser.test_run_now import CLUSTER_TIMEOUT_MS, locked
 from tests.conftest import make_sqlite_database
 from tests.helpers import runcluster
-from tests.test_run_log import locked_database, postgres_source
+from tests.scheduling.test_run_log import locked_database, postgres_source
 
 pytestmark = pytest.mark.browser
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from lib.passes import first_pass_at
 from scheduling.dispatch import run_pass
 from scheduling.models import BackupScheduleRun
-from tests.test_retries import NOW, fail_first_attempt, timing_out  # noqa: F401  (fixture)
+from tests.scheduling.test_retries import NOW, fail_first_attempt, timing_out  # noqa: F401  (fixture)
 
 
 def passes_from(start: datetime):  # type: ignore[no-untyped-def]

@@ -15,8 +15,8 @@ from backups.engines.base import DumpTarget, RestoreTarget
 from backups.engines.registry import engine_for
 from backups.errors import BackupError
 from backups.models import BackupSource
+from tests.backups.test_engine_mysql import make_source
 from tests.services import context, mariadb, require_mariadb, unique_name
-from tests.test_engine_mysql import make_source
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db]
 

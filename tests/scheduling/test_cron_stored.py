@@ -12,7 +12,7 @@ from django.apps import apps
 from scheduling.dispatch import run_pass
 from scheduling.models import BackupSchedule, RunStatus, ScheduleKind
 from tests.helpers import make_schedule
-from tests.test_views_schedules import valid_data
+from tests.scheduling.test_views_schedules import valid_data
 
 migration = importlib.import_module("scheduling.migrations.0008_cron_vixie_schedules")
 

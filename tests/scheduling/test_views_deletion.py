@@ -12,10 +12,10 @@ from scheduling.deletion import delete_schedule_with_sets, delete_set
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
 from scheduling.retention import apply_retention
 from tenants.models import AuditAction, AuditLog
+from tests.backups.test_storage import bucket, moto_endpoint, s3_client, s3_settings  # noqa: F401  (fixtures)
 from tests.helpers import stored_exists
-from tests.test_retention_apply import operation_on
-from tests.test_retention_apply import stored_set as stored_at
-from tests.test_storage import bucket, moto_endpoint, s3_client, s3_settings  # noqa: F401  (fixtures)
+from tests.scheduling.test_retention_apply import operation_on
+from tests.scheduling.test_retention_apply import stored_set as stored_at
 
 HX = {"HX-Request": "true"}
 

@@ -75,7 +75,7 @@ def test_a_write_killed_outright_leaves_a_temporary_file_that_the_sweep_removes_
 
 
 def test_the_sweep_never_touches_backups_or_fresh_writes(schedule, settings) -> None:
-    from tests.test_operations import backed_up
+    from tests.scheduling.test_operations import backed_up
 
     backup_set = backed_up(schedule)
     kept = stored_path(backup_set.items.get().storage_key)

@@ -163,7 +163,7 @@ CHILD_STORE = """
 import resource, sys, django
 django.setup()
 from backups import storage
-from tests.test_storage import Generated
+from tests.backups.test_storage import Generated
 storage.store_stream("rss/x.zst", Generated(int(sys.argv[1])))
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
@@ -348,7 +348,7 @@ import json, sys, django
 django.setup()
 from backups import storage
 from tests.helpers import stored_exists
-from tests.test_storage import Generated, read_back
+from tests.backups.test_storage import Generated, read_back
 key = "tenant/schedule/by-config.bin.zst"
 if sys.argv[1] == "store":
     source = Generated(7 * 1024 * 1024)

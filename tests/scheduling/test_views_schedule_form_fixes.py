@@ -10,7 +10,7 @@ import pytest
 from django.utils import timezone
 
 from scheduling.models import BackupSchedule
-from tests.test_views_schedules import valid_data
+from tests.scheduling.test_views_schedules import valid_data
 
 HX = {"HX-Request": "true"}
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 from backups.models import BackupSet
 from scheduling.models import BackupScheduleRun, RunStatus
 from tests.helpers import make_schedule, make_stored_set
-from tests.test_views_schedules import valid_data
+from tests.scheduling.test_views_schedules import valid_data
 
 HX = {"HX-Request": "true"}
 

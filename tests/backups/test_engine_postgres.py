@@ -380,7 +380,7 @@ def test_a_failing_postgres_run_records_the_code_and_no_secret(
     run = BackupScheduleRun.objects.get()
     assert run.status == RunStatus.FAILED and run.error_code == ErrorCode.SOURCE_NOT_FOUND
     # Our sentences name the database as typed (it is not a secret to us); the server's
-    # line that echoed it is withheld whole (tests/test_scrub.py).
+    # line that echoed it is withheld whole (tests/backups/test_scrub.py).
     assert f'"{PASSWORD}" does not exist' not in run.log and PASSWORD not in run.error_message
 
 

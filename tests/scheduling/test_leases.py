@@ -162,7 +162,7 @@ def _restore_over_the_source(schedule, source, alice) -> tuple[BackupScheduleRun
     """A backup of the source, then the source changed, then a restore asked over it."""
     from backups.engines.base import RestoreTarget
     from scheduling.operations import request_restore
-    from tests.test_operations import backed_up, table_checksums
+    from tests.scheduling.test_operations import backed_up, table_checksums
 
     backup_set = backed_up(schedule)
     backed_up_sums = table_checksums(Path(source.path))
@@ -178,7 +178,7 @@ def test_an_overwriting_restore_waits_while_a_backup_reads_its_source(
     schedule, source, tenant, alice, monkeypatch
 ) -> None:
     from scheduling import perform
-    from tests.test_operations import table_checksums
+    from tests.scheduling.test_operations import table_checksums
 
     restore, backed_up_sums = _restore_over_the_source(schedule, source, alice)
     holder = running(make_schedule(tenant, source, name="Weekly full"), [source])
@@ -204,7 +204,7 @@ def test_an_overwriting_restore_gives_up_at_the_time_limit_and_writes_nothing(
 ) -> None:
     from backups import pipeline
     from scheduling import perform
-    from tests.test_operations import table_checksums
+    from tests.scheduling.test_operations import table_checksums
 
     restore, backed_up_sums = _restore_over_the_source(schedule, source, alice)
     before = table_checksums(Path(source.path))
@@ -235,7 +235,7 @@ def test_a_backup_is_skipped_while_a_restore_overwrites_its_source(schedule, sou
 def test_a_restore_into_a_new_file_does_not_wait_for_a_backup(schedule, source, tenant, alice, monkeypatch) -> None:
     from scheduling import perform
     from scheduling.operations import request_restore
-    from tests.test_operations import backed_up
+    from tests.scheduling.test_operations import backed_up
 
     backup_set = backed_up(schedule)
     holder = running(make_schedule(tenant, source, name="Weekly full"), [source])
@@ -301,9 +301,9 @@ def test_a_restore_written_inside_a_folder_source_waits_for_that_folders_backup(
     of that folder meanwhile would archive a half-written file."""
     from scheduling import perform
     from scheduling.operations import request_restore
-    from tests.test_operations import backed_up
+    from tests.scheduling.test_operations import backed_up
 
-    settings.TENANT_MAX_RUNNING = 0  # two of the tenant's runs run here on purpose; the limit: tests/test_fairness.py
+    settings.TENANT_MAX_RUNNING = 0  # two runs here on purpose; the limit: tests/scheduling/test_fairness.py
     backup_set = backed_up(schedule)
     everything = BackupSource.objects.create(
         tenant=tenant, name="Everything", kind="directory", path=str(settings.SOURCE_ROOTS[0])
