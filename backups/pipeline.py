@@ -12,6 +12,7 @@ the failed ones); all failed -> failed, with no set.
 
 from __future__ import annotations
 
+import enum
 import io
 import logging
 import time
@@ -31,10 +32,17 @@ from backups.models import BackupItem, BackupSet, BackupSource, ItemStatus, SetS
 
 logger = logging.getLogger(__name__)
 
-# The outcome's status: the same words as a run's (scheduling's RunStatus).
-SUCCEEDED = "succeeded"
-PARTIAL = "partial"
-FAILED = "failed"
+
+
+class Result(enum.Enum):
+    """How a backup went: every item stored, some, or none (then there is no set)."""
+
+    SUCCEEDED = "succeeded"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+
+SUCCEEDED, PARTIAL, FAILED = Result.SUCCEEDED, Result.PARTIAL, Result.FAILED
 
 # A line in the log saying how much of the item is written, this often.
 PROGRESS_LOG_SECONDS = 30.0
@@ -80,7 +88,7 @@ class DeadlineReader(io.BufferedIOBase, BinaryIO):
 
 @dataclass
 class BackupOutcome:
-    status: str  # SUCCEEDED, PARTIAL or FAILED
+    status: Result
     error_code: str = ""
     message: str = ""
     backup_set: BackupSet | None = None
@@ -97,11 +105,11 @@ class BackupJob:
     log: Log
     # The storage key of the item numbered `index`, whose file ends in `suffix`.
     key_for: Callable[[int, str], str]
+    # Called with the new set in the transaction that creates it, so whatever points
+    # at it (the run) commits with it; if it raises, no set is kept.
+    adopt: Callable[[BackupSet], None]
     # Compressed bytes written so far, all items (called often: the callee throttles).
     progress: Callable[[int], None] = lambda written: None
-    # Called with the new set in the transaction that creates it, so whatever points
-    # at it (the run) commits with it.
-    adopt: Callable[[BackupSet], None] = lambda backup_set: None
     context: str = ""  # names the work in the server's log, e.g. "run <code>"
 
 
@@ -261,34 +269,40 @@ def _conclude(backup: _Backup) -> BackupOutcome:
         message = first.error_message if len(bad) == 1 else _failed_items_message(bad, len(items))
         job.log(f"Failed: no item could be stored ({len(bad)} failed).")
         return BackupOutcome(FAILED, first.error_code, message)
-    with transaction.atomic():
-        backup_set = BackupSet.objects.create(
-            tenant_id=job.tenant_id,
-            status=SetStatus.PARTIAL if bad else SetStatus.COMPLETE,
-            size=sum(item.size for item in good),
-            source_size=sum(item.source_size for item in good),
-            created_at=timezone.now(),
-        )
-        BackupItem.objects.bulk_create(
-            BackupItem(
-                backup_set=backup_set,
-                source=item.source,
-                kind=item.kind,
-                label=item.label[:500],
-                database=item.database,
-                status=ItemStatus.OK if item.ok else ItemStatus.FAILED,
-                storage_key=item.key,
-                size=item.size,
-                source_size=item.source_size,
-                sha256=item.sha256,
-                error_code=item.error_code,
-                error_message=item.error_message,
-                started_at=item.started_at,
-                finished_at=item.finished_at,
+    try:
+        with transaction.atomic():
+            backup_set = BackupSet.objects.create(
+                tenant_id=job.tenant_id,
+                status=SetStatus.PARTIAL if bad else SetStatus.COMPLETE,
+                size=sum(item.size for item in good),
+                source_size=sum(item.source_size for item in good),
+                created_at=timezone.now(),
             )
-            for item in items
-        )
-        job.adopt(backup_set)
+            BackupItem.objects.bulk_create(
+                BackupItem(
+                    backup_set=backup_set,
+                    source=item.source,
+                    kind=item.kind,
+                    label=item.label[:500],
+                    database=item.database,
+                    status=ItemStatus.OK if item.ok else ItemStatus.FAILED,
+                    storage_key=item.key,
+                    size=item.size,
+                    source_size=item.source_size,
+                    sha256=item.sha256,
+                    error_code=item.error_code,
+                    error_message=item.error_message,
+                    started_at=item.started_at,
+                    finished_at=item.finished_at,
+                )
+                for item in items
+            )
+            job.adopt(backup_set)
+    except BaseException:
+        # Nothing records these files now, and a stored file no set names is not a backup
+        # (nor ever pruned): remove them before the error goes on.
+        storage.delete_files(item.key for item in good)
+        raise
     if bad:
         message = _failed_items_message(bad, len(items))
         job.log(f"Partial: {len(good)} of {len(items)} items stored. {message}")

@@ -14,7 +14,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from backups.errors import ErrorCode
+from backups.errors import BackupError, ErrorCode
 from backups.models import BackupSet
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
 from tenants.models import Tenant
@@ -100,6 +100,10 @@ def finish(run: BackupScheduleRun, status: str, log: str, error_code: str = "", 
 
 def adopt(run: BackupScheduleRun, backup_set: BackupSet) -> None:
     """The run made `backup_set`: called in the transaction that creates the set, so a
-    set never exists without the run that points at it (backups.pipeline's adopt)."""
-    BackupScheduleRun.objects.filter(pk=run.pk).update(backup_set=backup_set)
+    set never exists without the run that points at it (backups.pipeline's adopt).
+
+    A run that is gone (deleted while it worked) adopts nothing: the error rolls the set
+    and its items back, and the pipeline removes the files it stored."""
+    if not BackupScheduleRun.objects.filter(pk=run.pk).update(backup_set=backup_set):
+        raise BackupError(ErrorCode.UNKNOWN, "The run that made this backup no longer exists; the backup was not kept.")
     run.backup_set = backup_set

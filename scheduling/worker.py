@@ -38,6 +38,14 @@ PROGRESS_SECONDS = 1.0
 UNEXPECTED_MESSAGE = pipeline.UNEXPECTED_MESSAGE
 
 
+# What a run's status says of each way a backup can go (a test holds every one mapped).
+RUN_STATUS_OF = {
+    pipeline.Result.SUCCEEDED: RunStatus.SUCCEEDED,
+    pipeline.Result.PARTIAL: RunStatus.PARTIAL,
+    pipeline.Result.FAILED: RunStatus.FAILED,
+}
+
+
 def deadline_for(schedule: BackupSchedule) -> float:
     """The monotonic instant past which every dump of this run is stopped (TIMEOUT)."""
     return pipeline.deadline_after(schedule.time_limit_minutes)
@@ -192,7 +200,7 @@ def _backup_run(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outco
         # that lacks some sources would lose the only copy of those.
         _apply_retention(run, log)
         log("Succeeded.")
-    return Outcome(done.status, done.error_code, done.message)
+    return Outcome(RUN_STATUS_OF[done.status], done.error_code, done.message)
 
 
 def _apply_retention(run: BackupScheduleRun, log: RunLog) -> None:

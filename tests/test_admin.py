@@ -221,3 +221,19 @@ def test_moving_a_server_source_to_a_tenant_that_may_not_reach_its_host_is_refus
     assert response.status_code == 200 and "not among the database servers" in response.text
     source.refresh_from_db()
     assert source.tenant_id == tenant.pk
+
+
+def test_a_run_that_made_a_set_cannot_be_deleted_but_one_without_can(client, admin_user, backup_set, schedule) -> None:
+    # The set is found through its run (its schedule, retention, the pages): a set whose run
+    # was deleted would be listed nowhere and never pruned.
+    client.force_login(admin_user)
+    run = backup_set.run
+    assert client.post(f"/admin/scheduling/backupschedulerun/{run.pk}/delete/", {"post": "yes"}).status_code == 403
+    backup_set.refresh_from_db()
+    assert backup_set.run == run
+    skipped = BackupScheduleRun.objects.create(
+        tenant=schedule.tenant, schedule=schedule, status=RunStatus.SKIPPED, created_at=timezone.now()
+    )
+    response = client.post(f"/admin/scheduling/backupschedulerun/{skipped.pk}/delete/", {"post": "yes"})
+    assert response.status_code == 302
+    assert not BackupScheduleRun.objects.filter(pk=skipped.pk).exists()

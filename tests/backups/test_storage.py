@@ -23,7 +23,7 @@ from scheduling.runs import run_now
 from scheduling.worker import execute_run
 from tests.helpers import make_stored_set, stored_exists, stored_path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MB = 1024 * 1024
 
 
