@@ -7,7 +7,7 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import models
 
-from backups.engines.registry import DEFAULT_KIND, KIND_MAX_LENGTH, engines, find_engine, kind_choices
+from backups.engines.registry import DEFAULT_KIND, KIND_MAX_LENGTH, find_engine, kind_choices
 from backups.errors import BackupError
 from backups.paths import check_source_path
 from backups.secrets import decrypt, encrypt
@@ -28,11 +28,6 @@ class _Kinds:
 
 
 SourceKind = _Kinds()
-# Kept for callers not yet asking the engine (engine_for(kind).is_server / .default_port).
-SERVER_KINDS = tuple(engine.kind for engine in engines() if engine.is_server)
-DEFAULT_PORTS: dict[str, int] = {
-    engine.kind: engine.default_port for engine in engines() if engine.default_port is not None
-}
 
 
 class TlsMode(models.TextChoices):

@@ -20,7 +20,7 @@ from backups import storage
 from backups.engines.base import DumpContext, DumpTarget, Log, RestoreTarget
 from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
-from backups.models import DEFAULT_PORTS, SERVER_KINDS, BackupItem, BackupSet, BackupSource, ItemStatus
+from backups.models import BackupItem, BackupSet, BackupSource, ItemStatus
 from backups.paths import overlaps, resolved_or_literal
 from backups.pipeline import DeadlineReader
 from backups.verify import check_stored_file
@@ -68,9 +68,9 @@ def sources_a_restore_touches(
 def _reads_target(
     source: BackupSource, origin: BackupSource, entry: dict[str, Any], addresses: Callable[[str], frozenset[str]]
 ) -> bool:
-    if entry.get("path") and source.kind not in SERVER_KINDS and source.path:
+    if entry.get("path") and not source.is_server and source.path:
         return overlaps(resolved_or_literal(source.path), resolved_or_literal(entry["path"]))
-    if entry.get("database") and source.kind == origin.kind and origin.kind in SERVER_KINDS:
+    if entry.get("database") and source.kind == origin.kind and origin.is_server:
         covers = source.all_databases or source.database == entry["database"]
         return covers and _same_server(source, origin, addresses)
     return False
@@ -79,7 +79,7 @@ def _reads_target(
 def _same_server(a: BackupSource, b: BackupSource, addresses: Callable[[str], frozenset[str]]) -> bool:
     """Same port (blank: the kind's default) and the same host, by name or by any address
     it resolves to, so "localhost" and "127.0.0.1" are one server."""
-    if (a.port or DEFAULT_PORTS[a.kind]) != (b.port or DEFAULT_PORTS[b.kind]):
+    if (a.port or engine_for(a.kind).default_port) != (b.port or engine_for(b.kind).default_port):
         return False
     if a.host.strip().lower() == b.host.strip().lower():
         return True

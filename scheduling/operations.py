@@ -22,9 +22,9 @@ from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from backups.engines.base import DumpTarget, RestoreTarget
-from backups.engines.registry import engine_for
+from backups.engines.registry import engine_for, find_engine
 from backups.errors import BackupError
-from backups.models import SERVER_KINDS, BackupItem, BackupSet, ItemStatus
+from backups.models import BackupItem, BackupSet, ItemStatus
 from backups.paths import check_restore_target, resolved_or_literal
 from backups.restore import target_label
 from scheduling.creation import NewRun, RunConflict
@@ -77,7 +77,8 @@ def pick_item(backup_set: BackupSet, item: BackupItem | int | None) -> BackupIte
 def target_named(item: BackupItem, name: str, overwrite: bool = False) -> RestoreTarget:
     """The restore target a person named: a database for server kinds, else a path
     (relative to the folder of the item's source)."""
-    if item.kind in SERVER_KINDS:
+    engine = find_engine(item.kind)  # an unknown kind (its engine since removed) is named by a path
+    if engine is not None and engine.is_server:
         return RestoreTarget(database=name, overwrite=overwrite)
     return RestoreTarget(path=name, overwrite=overwrite)
 
@@ -147,7 +148,7 @@ def _checked_target(item: BackupItem, target: RestoreTarget | None, confirm: str
             database=target.database, path=target.path, overwrite=target.overwrite, extra=dict(target.extra)
         )
     typed = chosen.database or chosen.path
-    if item.kind in SERVER_KINDS:
+    if engine.is_server:
         if not chosen.database:
             raise OperationRefused("Name the database to restore into.")
         _check_typed(validate_plain_text, chosen.database)
