@@ -315,7 +315,8 @@ class BackupScheduleRun(models.Model):
 
 
 def run_of(backup_set: BackupSet) -> BackupScheduleRun | None:
-    """The run that made `backup_set`, or None (its schedule, and so the run, was deleted)."""
+    """The run that made `backup_set`, or None: only for a set whose run was removed outside
+    the product (the admin keeps a run with a set; a schedule goes with its sets)."""
     # The reverse accessor raises a subclass of AttributeError when there is none.
     run: BackupScheduleRun | None = getattr(backup_set, "run", None)
     return run

@@ -203,8 +203,9 @@ def _create_run(
     restore_target: dict[str, Any] | None,
     enqueue: bool,
 ) -> BackupScheduleRun:
-    # Pushed also when executed in-process (enqueue=False): if that process dies before
-    # claiming, the dispatcher pushes a task after REQUEUE_AFTER (create_run).
+    # With enqueue=False (a command runs it in its own process) no task is pushed, but the
+    # run is marked as pushed: if that process dies before claiming, the dispatcher's look
+    # for lost tasks pushes one after REQUEUE_AFTER (create_run).
     new = NewRun.on_set(operation, backup_set, schedule_id, actor, restore_target)
     try:
         return create_run(new, enqueue)

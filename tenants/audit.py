@@ -21,7 +21,15 @@ AUTOMATIC_ACTIONS = frozenset(AuditAction(value) for value in AUTOMATIC_ACTION_V
 _LABEL_LENGTH = AuditLog._meta.get_field("target_label").max_length or 200
 # What record_many writes of each entry (the id is the database's).
 _COLUMNS = (
-    "code", "tenant_id", "actor_id", "action", "target_type", "target_code", "target_label", "details", "created_at"
+    "code",
+    "tenant_id",
+    "actor_id",
+    "action",
+    "target_type",
+    "target_code",
+    "target_label",
+    "details",
+    "created_at",
 )
 
 
