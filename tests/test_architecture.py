@@ -1,8 +1,8 @@
 """The one-way architecture, as far as import-linter cannot say it (docs/architecture.md).
 
 `lint-imports` (pyproject.toml, run by `make lint`) checks the layers, the lib's purity and
-cycles between siblings. What it cannot express is checked here, from the source alone with
-`ast` (no Django, no database): every import, those inside functions included, of the
+cycles between siblings. What it cannot express is checked here, from the source with `ast`
+(no database): every import, those inside functions included, of the
 production modules (lib and the apps; migrations excluded).
 
 * no import cycle between any two modules (a cycle across packages or between a package and
@@ -13,7 +13,10 @@ production modules (lib and the apps; migrations excluded).
   field, "scheduling.worker.execute_run"): that is the same dependency, hidden;
 * every engine module (a kind) imports no other kind, so a new kind is held to it without
   being listed anywhere;
-* fewer than 20 `# type: ignore` in production code.
+* fewer than 20 `# type: ignore` in production code;
+* no lower layer following a relation declared by a higher app's model, by its reverse
+  accessor (`source.schedules`) or its query name (`Count("schedules")`, `filter(runs__...)`):
+  the names come from Django's app registry (loaded by pytest-django; no database is used).
 """
 
 from __future__ import annotations
