@@ -1,20 +1,15 @@
-"""Saving and deleting sources, with their audit entries."""
+"""Saving sources, with their audit entries (deleting one, which schedules may use, is
+scheduling.sources')."""
 
 from __future__ import annotations
 
 from typing import Any
-
-from django.db.models import ProtectedError
 
 from backups.models import BackupSource
 from tenants.audit import record
 from tenants.models import AuditAction
 
 AUDITED_FIELDS = ("name", "kind", "path", "host", "port", "database", "all_databases", "username", "tls_mode")
-
-
-class SourceInUse(Exception):
-    """The source still has schedules; the message names them."""
 
 
 def save_source(source: BackupSource, before: dict[str, Any] | None, actor: Any) -> BackupSource:
@@ -36,14 +31,3 @@ def save_source(source: BackupSource, before: dict[str, Any] | None, actor: Any)
 
 def snapshot(source: BackupSource) -> dict[str, Any]:
     return {f: getattr(source, f) for f in AUDITED_FIELDS}
-
-
-def delete_source(source: BackupSource, actor: Any) -> None:
-    names = list(source.schedules.values_list("name", flat=True))
-    if names:
-        raise SourceInUse(f"“{source.name}” is used by {', '.join(names)}; delete or change those schedules first.")
-    try:
-        source.delete()
-    except ProtectedError:  # a schedule was added meanwhile
-        raise SourceInUse(f"“{source.name}” is still used by a schedule.") from None
-    record(source.tenant, AuditAction.SOURCE_DELETED, source, actor=actor, **snapshot(source))

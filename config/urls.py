@@ -6,5 +6,4 @@ urlpatterns = [
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("tenants.urls")),
     path("", include("scheduling.urls")),
-    path("", include("backups.urls")),
 ]

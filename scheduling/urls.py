@@ -1,6 +1,6 @@
 from django.urls import path
 
-from scheduling.views import audit, bulk_actions, health, notifications, runs, schedules, sets, settings
+from scheduling.views import audit, bulk_actions, health, notifications, runs, schedules, sets, settings, sources
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
@@ -26,6 +26,12 @@ urlpatterns = [
     path("sets/<uuid:code>/verify/", sets.set_verify, name="set_verify"),
     path("sets/<uuid:code>/restore/", sets.set_restore, name="set_restore"),
     path("sets/<uuid:code>/restore/<uuid:item_code>/", sets.set_restore, name="set_restore_item"),
+    path("t/<uuid:tenant_code>/sources/", sources.source_list, name="sources"),
+    path("t/<uuid:tenant_code>/sources/new/", sources.source_create, name="source_create"),
+    path("sources/<uuid:code>/edit/", sources.source_edit, name="source_edit"),
+    path("sources/<uuid:code>/delete/", sources.source_delete, name="source_delete"),
+    path("sources/<uuid:code>/test/", sources.source_test, name="source_test"),
+    path("source-checks/<uuid:code>/", sources.source_check, name="source_check"),
     path("t/<uuid:tenant_code>/audit/", audit.audit_log, name="audit_log"),
     path("t/<uuid:tenant_code>/notifications/", notifications.notification_list, name="notifications"),
     path(

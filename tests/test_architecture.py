@@ -1,8 +1,8 @@
 """The one-way architecture, as far as import-linter cannot say it (docs/architecture.md).
 
 `lint-imports` (pyproject.toml, run by `make lint`) checks the layers, the lib's purity and
-cycles between siblings. What it cannot express is checked here, from the source alone with
-`ast` (no Django, no database): every import, those inside functions included, of the
+cycles between siblings. What it cannot express is checked here, from the source with `ast`
+(no database): every import, those inside functions included, of the
 production modules (lib and the apps; migrations excluded).
 
 * no import cycle between any two modules (a cycle across packages or between a package and
@@ -13,7 +13,10 @@ production modules (lib and the apps; migrations excluded).
   field, "scheduling.worker.execute_run"): that is the same dependency, hidden;
 * every engine module (a kind) imports no other kind, so a new kind is held to it without
   being listed anywhere;
-* fewer than 20 `# type: ignore` in production code.
+* fewer than 20 `# type: ignore` in production code;
+* no lower layer following a relation declared by a higher app's model, by its reverse
+  accessor (`source.schedules`) or its query name (`Count("schedules")`, `filter(runs__...)`):
+  the names come from Django's app registry (loaded by pytest-django; no database is used).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
+
+from django.apps import apps
 
 ROOT = Path(__file__).resolve().parents[1]
 # Lowest first: an app may import only those before it. config sits on top.
@@ -259,4 +264,88 @@ def test_type_ignores_in_production_code_stay_under_the_limit() -> None:
     by_module = "\n".join(f"    {n:3d}  {name}" for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
     assert total < MAX_TYPE_IGNORES, (
         f"{total} `# type: ignore` in production code (limit {MAX_TYPE_IGNORES}):\n{by_module}"
+    )
+
+
+# Query calls whose string arguments are lookups ("schedules", "schedules__name", "-runs")...
+_LOOKUP_ARGUMENTS = {
+    "Avg", "Count", "F", "FilteredRelation", "Max", "Min", "OuterRef", "Prefetch", "Sum",
+    "defer", "distinct", "only", "order_by", "prefetch_related", "select_related", "values", "values_list",
+}  # fmt: skip
+# ... and those whose keyword names are (filter(schedules__enabled=True)).
+_LOOKUP_KEYWORDS = {"Q", "exclude", "filter", "get", "get_or_create", "update_or_create"}
+
+
+def _reverse_names() -> dict[tuple[str, str], list[str]]:
+    """(name, declaring app) -> where it is declared, for every reverse accessor and query name
+    that a model gives a lower app's model ("schedules" on BackupSource, from BackupSchedule.sources)."""
+    names: dict[tuple[str, str], list[str]] = {}
+    for model in apps.get_models():
+        declarer = model._meta.app_label
+        if declarer not in LAYERS:
+            continue
+        for field in model._meta.get_fields(include_hidden=True):
+            if not field.is_relation or field.auto_created or field.related_model is None:
+                continue
+            target = field.related_model._meta.app_label
+            if target not in LAYERS or LAYERS.index(target) >= LAYERS.index(declarer):
+                continue
+            where = f"{model.__name__}.{field.name} -> {field.related_model.__name__}"
+            for name in {field.remote_field.get_accessor_name(), field.related_query_name()}:
+                if name and not name.endswith("+"):
+                    names.setdefault((name, declarer), []).append(where)
+    return names
+
+
+def _module_names(tree: ast.Module) -> set[str]:
+    """Names bound to an imported module (`subprocess` in subprocess.run is no ORM accessor)."""
+    bound = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            bound |= {(alias.asname or alias.name).split(".")[0] for alias in node.names}
+    return bound
+
+
+def _is_lookup(value: str, name: str) -> bool:
+    value = value.lstrip("-")
+    return value == name or value.startswith(name + "__")
+
+
+def test_no_lower_layer_follows_a_relation_declared_above_it() -> None:
+    # BackupSchedule.sources (related_name="schedules") makes `source.schedules` and
+    # Count("schedules") work in backups: the same upward dependency as an import, carried by a
+    # name. Code that needs the higher app's rows belongs in that app.
+    offenders = []
+    for (name, declarer), declared in _reverse_names().items():
+        where = ", ".join(sorted(set(declared)))
+        for module, path in production_modules().items():
+            if _layer(module) >= LAYERS.index(declarer):
+                continue
+            tree = _tree(path)
+            modules = _module_names(tree)
+            for node in ast.walk(tree):
+                found = None
+                if isinstance(node, ast.Attribute) and node.attr == name:
+                    if not (isinstance(node.value, ast.Name) and node.value.id in modules):
+                        found = f".{name}"
+                elif isinstance(node, ast.Call):
+                    called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                    if called in _LOOKUP_ARGUMENTS:
+                        for arg in node.args:
+                            if (
+                                isinstance(arg, ast.Constant)
+                                and isinstance(arg.value, str)
+                                and _is_lookup(arg.value, name)
+                            ):
+                                found = f"{called}({arg.value!r})"
+                    if called in _LOOKUP_KEYWORDS:
+                        for keyword in node.keywords:
+                            if keyword.arg and _is_lookup(keyword.arg, name):
+                                found = f"{called}({keyword.arg}=...)"
+                if found:
+                    offenders.append(f"    {module}:{node.lineno} {found} (reverse of {where})")
+    assert not offenders, (
+        f"{len(offenders)} use(s) of a relation declared by a higher app's model (its reverse accessor "
+        "or query name): the same dependency as an import, hidden. Move the code up to that app:\n"
+        + "\n".join(sorted(set(offenders)))
     )

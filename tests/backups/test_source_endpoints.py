@@ -15,9 +15,9 @@ from backups.models import BackupSource
 from scheduling.models import BackupScheduleRun
 from scheduling.runs import run_now
 from tenants.models import AuditAction, AuditLog
-from tests.backups.test_views_sources import pg_fields
 from tests.fakeservers import fake_postgres
 from tests.helpers import drain, make_schedule
+from tests.scheduling.test_views_sources import pg_fields
 
 STORED = "Stored-Secret-4711"
 FORM = "application/x-www-form-urlencoded"

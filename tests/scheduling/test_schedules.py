@@ -6,10 +6,11 @@ import pytest
 import time_machine
 from django.core.exceptions import ValidationError
 
-from backups.services import SourceInUse, delete_source, save_source
+from backups.services import save_source
 from backups.services import snapshot as source_snapshot
 from scheduling.models import BackupSchedule, ScheduleKind
 from scheduling.services import delete_schedule, save_schedule, set_enabled, snapshot
+from scheduling.sources import SourceInUse, delete_source
 from tenants.models import AuditAction, AuditLog
 
 

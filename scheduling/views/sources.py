@@ -1,4 +1,7 @@
-"""Source pages: a tenant's sources, adding, editing, deleting and testing one."""
+"""Source pages: a tenant's sources, adding, editing, deleting and testing one.
+
+They show and check the schedules using each source, so they sit in scheduling; what a source
+is, its form and its connection check stay in backups."""
 
 from __future__ import annotations
 
@@ -18,7 +21,8 @@ from django.views.decorators.vary import vary_on_headers
 from backups.connection import TooManyTests, is_stale, request_test
 from backups.forms import SourceForm
 from backups.models import BackupSource, SourceCheck
-from backups.services import SourceInUse, delete_source, save_source, snapshot
+from backups.services import save_source, snapshot
+from scheduling.sources import SourceInUse, delete_source, schedule_names
 from tenants.access import MANAGE, RUN, SEE, get_for_member, get_tenant_for_member
 from tenants.pages import AuthedRequest, tenant_page
 
@@ -107,7 +111,7 @@ def source_delete(request: AuthedRequest, code: UUID) -> HttpResponse:
         else:
             messages.success(request, f"Source “{source.name}” deleted.")
         return redirect("sources", tenant_code=tenant.code)
-    schedules = list(source.schedules.order_by("name").values_list("name", flat=True))
+    schedules = schedule_names(source)
     ctx = tenant_page(request, tenant, role, "sources", source=source, schedules=schedules)
     return render(request, "backups/source_delete.html", ctx)
 
