@@ -24,8 +24,7 @@ from backups.models import BackupItem, BackupSet, BackupSource, SourceCheck
 from scheduling.models import BackupSchedule, BackupScheduleRun, Notification, Operation, RunStatus
 from tenants.models import Role, Tenant
 from tests.conftest import member
-from tests.helpers import execute, make_schedule, queued_tasks
-from tests.services import (
+from tests.db_servers import (
     MARIADB_HOST,
     MARIADB_PORT,
     PG_HOST,
@@ -37,6 +36,7 @@ from tests.services import (
     require_mariadb,
     require_postgres,
 )
+from tests.helpers import execute, make_schedule, queued_tasks
 from tests.site_map import Browser, routes
 from tests.test_access_matrix import TENANT_ROLES, rule_for
 

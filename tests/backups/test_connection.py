@@ -12,8 +12,8 @@ from backups import connection
 from backups.errors import ErrorCode
 from backups.models import BackupSource, SourceCheck, SourceKind
 from tenants.models import AuditAction, AuditLog
+from tests.db_servers import MARIADB_PORT, PG_PORT, mariadb_user, require_mariadb, require_postgres
 from tests.helpers import drain
-from tests.services import MARIADB_PORT, PG_PORT, mariadb_user, require_mariadb, require_postgres
 
 SECRET = "conn-Test-pässword"
 

@@ -21,7 +21,7 @@ from backups.engines.mysql import check_sql_dump
 from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
 from backups.models import BackupSource, SourceKind
-from tests.services import (
+from tests.db_servers import (
     MARIADB_HOST,
     MARIADB_PORT,
     back_up,

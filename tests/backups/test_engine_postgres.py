@@ -16,7 +16,7 @@ from backups.engines.base import DumpContext, DumpTarget, RestoreTarget
 from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
 from backups.models import BackupSource, SourceKind
-from tests.services import (
+from tests.db_servers import (
     PG_HOST,
     PG_PORT,
     back_up,

@@ -16,7 +16,7 @@ from backups.engines.registry import engine_for
 from backups.errors import BackupError
 from backups.models import BackupSource
 from tests.backups.test_engine_mysql import make_source
-from tests.services import context, mariadb, require_mariadb, unique_name
+from tests.db_servers import context, mariadb, require_mariadb, unique_name
 
 pytestmark = [pytest.mark.services, pytest.mark.django_db]
 

@@ -10,9 +10,9 @@ from backups.engines.process import WITHHELD, scrub_tool_output
 from backups.models import BackupSource, SourceKind
 from scheduling.models import BackupScheduleRun, RunStatus
 from scheduling.runs import run_now
+from tests.db_servers import PG_PORT, pg_database, require_postgres, unique_name
 from tests.fakeservers import closed_port
 from tests.helpers import drain, make_schedule
-from tests.services import PG_PORT, pg_database, require_postgres, unique_name
 
 # What the PostgreSQL engine says when it cannot connect (backups.engines.postgres).
 CANNOT_CONNECT = (

@@ -15,9 +15,9 @@ from django.utils import timezone
 
 from backups.models import BackupSource, CheckStatus, SourceCheck
 from tenants.models import AuditAction, AuditLog
+from tests.db_servers import _unavailable
 from tests.fakeservers import answering_postgres, banner_server, closed_port
 from tests.helpers import drain, queued_tasks
-from tests.services import _unavailable
 
 SECRET = "pa$$-Wörd-never-shown"
 FORM = "application/x-www-form-urlencoded"

@@ -25,8 +25,8 @@ from scheduling.lifecycle import beat, claim, finish
 from scheduling.models import BackupScheduleRun, RunStatus
 from scheduling.runs import run_now
 from scheduling.worker import execute_run
+from tests.db_servers import PG_HOST, PG_PORT, pg_connect, pg_database, pg_execute, require_postgres
 from tests.helpers import make_schedule
-from tests.services import PG_HOST, PG_PORT, pg_connect, pg_database, pg_execute, require_postgres
 
 PASSWORD = "follow-me-s3cret"
 
