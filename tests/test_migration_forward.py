@@ -6,10 +6,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from unittest import mock
 
 import pytest
+from django.contrib.auth.models import Group, Permission
+from django.contrib.contenttypes.models import ContentType
 from django.db import connection
+from django.db.migrations.exceptions import IrreversibleError
 from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
+
+from scheduling.dispatch import release_due_retries
 
 # The leaf migrations of each app before the move.
 BEFORE = [
@@ -18,6 +25,14 @@ BEFORE = [
     ("tenants", "0008_audit_actions"),
 ]
 NOW = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
+# Counted before and after: (app, model) candidates, a model may have moved.
+COUNTED = {
+    "runs": [("scheduling", "BackupScheduleRun")],
+    "sets": [("backups", "BackupSet")],
+    "items": [("backups", "BackupItem")],
+    "leases": [("scheduling", "SourceLease"), ("backups", "SourceLease")],
+    "notifications": [("scheduling", "Notification"), ("tenants", "Notification")],
+}
 
 
 def migrate(targets: list[tuple[str, str]] | None = None) -> Any:
@@ -37,6 +52,15 @@ def model(apps: Any, *candidates: tuple[str, str]) -> Any:
         except LookupError:
             continue
     raise LookupError(candidates)
+
+
+def counts(apps: Any) -> dict[str, int]:
+    return {name: model(apps, *candidates).objects.count() for name, candidates in COUNTED.items()}
+
+
+def constraint_names(table: str) -> set[str]:
+    with connection.cursor() as cursor:
+        return set(connection.introspection.get_constraints(cursor, table))
 
 
 def build_old_rows(apps: Any) -> dict[str, Any]:
@@ -79,6 +103,42 @@ def build_old_rows(apps: Any) -> dict[str, Any]:
     notification = Notification.objects.create(
         tenant=tenant, user=user, kind="run_failed", run=failed, message="Backup failed", created_at=NOW
     )
+    restore = Run.objects.create(
+        tenant=tenant,
+        schedule=schedule,
+        trigger="manual",
+        operation="restore",
+        subject_set=backup_set,
+        restore_target={"kind": "sqlite", "path": "/srv/restored.sqlite3"},
+        status="succeeded",
+        created_at=NOW + timedelta(hours=3),
+    )
+    # Its set was removed since: the verify run keeps no subject.
+    orphan_verify = Run.objects.create(
+        tenant=tenant, schedule=schedule, trigger="manual", operation="verify", status="failed", created_at=NOW
+    )
+    older = Run.objects.create(
+        tenant=tenant, schedule=schedule, status="succeeded", created_at=NOW - timedelta(days=1), finished_at=NOW
+    )
+    deleted_set = Set.objects.create(
+        tenant=tenant, schedule=schedule, run=older, size=5, created_at=NOW - timedelta(days=1), deleted_at=NOW
+    )
+    retry = Run.objects.create(
+        tenant=tenant,
+        schedule=schedule,
+        trigger="retry",
+        status="queued",
+        created_at=NOW,
+        not_before=timezone.now() + timedelta(days=1),
+    )
+    # Its task was pushed under the worker task's old path (backups.tasks.execute_run).
+    weekly = Schedule.objects.create(tenant=tenant, name="Weekly")
+    pushed = Run.objects.create(
+        tenant=tenant, schedule=weekly, trigger="manual", status="queued", created_at=NOW, enqueued_at=NOW
+    )
+    system = Notification.objects.create(
+        tenant=tenant, user=user, kind="slot_missed", message="Slot missed", created_at=NOW
+    )
     return {
         "made": made.pk,
         "failed": failed.pk,
@@ -89,6 +149,13 @@ def build_old_rows(apps: Any) -> dict[str, Any]:
         "notification": notification.pk,
         "schedule": schedule.pk,
         "source": source.pk,
+        "restore": restore.pk,
+        "orphan_verify": orphan_verify.pk,
+        "older": older.pk,
+        "deleted_set": deleted_set.pk,
+        "retry": retry.pk,
+        "pushed": pushed.pk,
+        "system": system.pk,
     }
 
 
@@ -97,6 +164,7 @@ def test_runs_sets_items_leases_and_notifications_survive_the_move() -> None:
     try:
         old = migrate(BEFORE)
         ids = build_old_rows(old)
+        before = counts(old)
         new = migrate()
     finally:
         migrate()  # whatever happened, later tests get the latest schema
@@ -119,7 +187,67 @@ def test_runs_sets_items_leases_and_notifications_survive_the_move() -> None:
     assert (lease.run_id, lease.source_id) == (ids["verify"], ids["source"])
     notification = Notification.objects.get(pk=ids["notification"])
     assert notification.run_id == ids["failed"] and notification.message == "Backup failed"
-    assert Run.objects.count() == 3 and Set.objects.count() == 1 and Lease.objects.count() == 1
+    assert counts(new) == before
+    assert before == {"runs": 8, "sets": 2, "items": 1, "leases": 1, "notifications": 2}
+
+    restore = Run.objects.get(pk=ids["restore"])
+    assert restore.subject_set_id == ids["set"] and restore.trigger == "request"
+    assert restore.restore_target == {"kind": "sqlite", "path": "/srv/restored.sqlite3"}
+    assert restore.backup_set_id is None
+    orphan_verify = Run.objects.get(pk=ids["orphan_verify"])
+    assert orphan_verify.subject_set_id is None and orphan_verify.trigger == "request"
+    deleted_set = Set.objects.get(pk=ids["deleted_set"])
+    assert deleted_set.deleted_at == NOW and deleted_set.run.pk == ids["older"]
+    assert Notification.objects.get(pk=ids["system"]).run_id is None
+
+    assert {"scheduling_notif_user_time", "scheduling_notif_unread"} <= constraint_names("scheduling_notification")
+    assert "scheduling_run_set_by_schedule" in constraint_names("scheduling_backupschedulerun")
+    assert "backups_set_live_by_schedule" not in constraint_names("backups_backupset")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_runs_whose_task_names_the_old_path_are_pushed_again_by_the_next_pass() -> None:
+    try:
+        old = migrate(BEFORE)
+        ids = build_old_rows(old)
+        new = migrate()
+    finally:
+        migrate()
+    Run = new.get_model("scheduling", "BackupScheduleRun")
+    pushed = Run.objects.get(pk=ids["pushed"])
+    assert pushed.enqueued_at is None and pushed.status == "queued"
+    retry = Run.objects.get(pk=ids["retry"])
+    assert retry.enqueued_at is None and retry.not_before is not None  # still waits for its time
+
+    with mock.patch("scheduling.dispatch.enqueue_runs") as enqueue_runs:
+        assert release_due_retries(timezone.now()) == 1
+    enqueue_runs.assert_called_once_with([pushed.code])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_content_types_and_their_permissions_follow_the_moved_models() -> None:
+    try:
+        migrate(BEFORE)
+        # contenttypes and auth stay at their latest schema: their own models fit.
+        # The install's rows before the move: content types under the old apps only.
+        ContentType.objects.filter(app_label="scheduling", model__in=["notification", "sourcelease"]).delete()
+        notification_type = ContentType.objects.get_or_create(app_label="tenants", model="notification")[0]
+        lease_type = ContentType.objects.get_or_create(app_label="backups", model="sourcelease")[0]
+        may_read = Permission.objects.get_or_create(
+            content_type=notification_type, codename="view_notification", defaults={"name": "Can view notification"}
+        )[0]
+        auditors = Group.objects.create(name="auditors")
+        auditors.permissions.add(may_read)
+
+        migrate()
+    finally:
+        migrate()
+    assert ContentType.objects.get(pk=notification_type.pk).app_label == "scheduling"
+    assert ContentType.objects.get(pk=lease_type.pk).app_label == "scheduling"
+    assert not ContentType.objects.filter(app_label="tenants", model="notification").exists()
+    assert not ContentType.objects.filter(app_label="backups", model="sourcelease").exists()
+    granted = Group.objects.get(name="auditors").permissions.get()
+    assert (granted.content_type.app_label, granted.codename) == ("scheduling", "view_notification")
 
 
 @pytest.mark.django_db(transaction=True)
@@ -137,5 +265,28 @@ def test_the_move_goes_back_too() -> None:
         assert Lease.objects.get(pk=ids["lease"]).run_id == ids["verify"]
         Run = back.get_model("scheduling", "BackupScheduleRun")
         assert Run.objects.get(pk=ids["verify"]).trigger == "manual"
+        # Every link, the soft-deleted set's included.
+        links = dict(Set.objects.values_list("pk", "run_id"))
+        assert links == {ids["set"]: ids["made"], ids["deleted_set"]: ids["older"]}
+        assert Set.objects.get(pk=ids["deleted_set"]).deleted_at == NOW
+        assert "backups_set_live_by_schedule" in constraint_names("backups_backupset")
+    finally:
+        migrate()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_going_back_stops_with_a_clear_message_when_a_set_has_no_run() -> None:
+    try:
+        old = migrate(BEFORE)
+        ids = build_old_rows(old)
+        new = migrate()
+        # A run deleted since the move: its set stays, with no run (SET_NULL).
+        new.get_model("scheduling", "BackupScheduleRun").objects.filter(pk=ids["older"]).delete()
+        with pytest.raises(IrreversibleError, match=r"1 backup set\(s\) have no run.*Delete those sets"):
+            migrate(BEFORE)
+        # Nothing changed: the set keeps its place, the other set its run.
+        Set = new.get_model("backups", "BackupSet")
+        assert Set.objects.filter(pk=ids["deleted_set"]).exists()
+        assert new.get_model("scheduling", "BackupScheduleRun").objects.get(pk=ids["made"]).backup_set_id == ids["set"]
     finally:
         migrate()

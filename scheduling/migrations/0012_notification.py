@@ -1,11 +1,32 @@
 """Notification, moved from tenants with its rows: the model is taken over as it stands in
 tenants_notification (no database change), then its table and indexes get this app's names.
-Renaming keeps every row, the primary keys and the foreign keys pointing at them."""
+Renaming keeps every row, the primary keys and the foreign keys pointing at them; the content
+type moves too, so permissions granted on notifications still apply."""
 
 import django.db.models.deletion
 import uuid
 from django.conf import settings
-from django.db import migrations, models
+from django.db import migrations, models, router
+
+
+def relabel_content_type(app_label, model, new_app_label):
+    """Permissions granted on the model follow it: its content type changes app, keeping its
+    id. Skipped when contenttypes is not migrated in this plan, and when the new label has its
+    own row already (remove_stale_contenttypes then asks what to do, as after RenameModel)."""
+
+    def relabel(apps, schema_editor):
+        try:
+            ContentType = apps.get_model("contenttypes", "ContentType")
+        except LookupError:
+            return
+        db = schema_editor.connection.alias
+        if not router.allow_migrate_model(db, ContentType):
+            return
+        types = ContentType.objects.using(db)
+        if not types.filter(app_label=new_app_label, model=model).exists():
+            types.filter(app_label=app_label, model=model).update(app_label=new_app_label)
+
+    return relabel
 
 
 class Migration(migrations.Migration):
@@ -45,4 +66,8 @@ class Migration(migrations.Migration):
         migrations.AlterModelTable(name='notification', table=None),
         migrations.RenameIndex(model_name='notification', new_name='scheduling_notif_user_time', old_name='tenants_notif_user_time'),
         migrations.RenameIndex(model_name='notification', new_name='scheduling_notif_unread', old_name='tenants_notif_unread'),
+        migrations.RunPython(
+            relabel_content_type("tenants", "notification", "scheduling"),
+            relabel_content_type("scheduling", "notification", "tenants"),
+        ),
     ]

@@ -1,8 +1,29 @@
 """SourceLease moves here from backups (backups 0008 dropped it from its state): the
-model over the existing table, then the table takes this app's name. No row is lost."""
+model over the existing table, then the table takes this app's name. No row is lost; the content type moves too, so
+permissions granted on leases still apply."""
 
 import django.db.models.deletion
-from django.db import migrations, models
+from django.db import migrations, models, router
+
+
+def relabel_content_type(app_label, model, new_app_label):
+    """Permissions granted on the model follow it: its content type changes app, keeping its
+    id. Skipped when contenttypes is not migrated in this plan, and when the new label has its
+    own row already (remove_stale_contenttypes then asks what to do, as after RenameModel)."""
+
+    def relabel(apps, schema_editor):
+        try:
+            ContentType = apps.get_model("contenttypes", "ContentType")
+        except LookupError:
+            return
+        db = schema_editor.connection.alias
+        if not router.allow_migrate_model(db, ContentType):
+            return
+        types = ContentType.objects.using(db)
+        if not types.filter(app_label=new_app_label, model=model).exists():
+            types.filter(app_label=app_label, model=model).update(app_label=new_app_label)
+
+    return relabel
 
 
 class Migration(migrations.Migration):
@@ -42,4 +63,8 @@ class Migration(migrations.Migration):
             database_operations=[],
         ),
         migrations.AlterModelTable(name="sourcelease", table=None),
+        migrations.RunPython(
+            relabel_content_type("backups", "sourcelease", "scheduling"),
+            relabel_content_type("scheduling", "sourcelease", "backups"),
+        ),
     ]
