@@ -139,10 +139,14 @@ class BackupSet(models.Model):
     except for `deleted_at` (retention), `pinned` and the verification result.
 
     It knows no run nor schedule: the run that made it points at it
-    (scheduling's BackupScheduleRun.backup_set, reverse accessor `run`)."""
+    (scheduling's BackupScheduleRun.backup_set, reverse accessor `run`). Sets that
+    belong together carry the same `series`, a key their maker chooses (scheduling:
+    the schedule's code) and this app only groups by."""
 
     code = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     tenant = models.ForeignKey(Tenant, models.CASCADE, related_name="backup_sets")
+    # Opaque here; set once, when the set is made (backups.pipeline.BackupJob.series).
+    series = models.UUIDField(null=True, blank=True, editable=False)
     status = models.CharField(max_length=16, choices=SetStatus.choices, default=SetStatus.COMPLETE)
     size = models.BigIntegerField(default=0, help_text="Bytes stored (compressed), all items.")
     source_size = models.BigIntegerField(default=0, help_text="Bytes read from the sources (uncompressed), all items.")
@@ -158,6 +162,15 @@ class BackupSet(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [
+            # Used by retention and the schedule page (scheduling.retention.live_sets): a
+            # series' live sets, newest first, however many removed sets its history holds.
+            models.Index(
+                fields=["series", "-created_at"],
+                name="backups_set_live_by_series",
+                condition=models.Q(deleted_at__isnull=True),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Backup set {self.created_at:%Y-%m-%d %H:%M} UTC"

@@ -16,6 +16,7 @@ import enum
 import io
 import logging
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -111,6 +112,8 @@ class BackupJob:
     # Compressed bytes written so far, all items (called often: the callee throttles).
     progress: Callable[[int], None] = lambda written: None
     context: str = ""  # names the work in the server's log, e.g. "run <code>"
+    # The series the new set joins (BackupSet.series): the caller's key, opaque here.
+    series: uuid.UUID | None = None
 
 
 class _Progress:
@@ -273,6 +276,7 @@ def _conclude(backup: _Backup) -> BackupOutcome:
         with transaction.atomic():
             backup_set = BackupSet.objects.create(
                 tenant_id=job.tenant_id,
+                series=job.series,
                 status=SetStatus.PARTIAL if bad else SetStatus.COMPLETE,
                 size=sum(item.size for item in good),
                 source_size=sum(item.source_size for item in good),

@@ -267,7 +267,7 @@ def add_runs(world: World, start: int, stop: int) -> None:
     from django.db import connection, transaction
 
     from backups.models import BackupItem, BackupSet
-    from scheduling.models import BackupScheduleRun
+    from scheduling.models import BackupSchedule, BackupScheduleRun
 
     sql = Sql(connection.vendor)
     t, s = world.tenants, SCHEDULES_PER_TENANT
@@ -284,6 +284,7 @@ def add_runs(world: World, start: int, stop: int) -> None:
     finished = sql.at(world.base, "i * 30 + 20")
     runs_table = connection.ops.quote_name(BackupScheduleRun._meta.db_table)
     sets_table = connection.ops.quote_name(BackupSet._meta.db_table)
+    schedules_table = connection.ops.quote_name(BackupSchedule._meta.db_table)
     for low in range(start, stop, CHUNK):
         high = min(stop, low + CHUNK)
         with transaction.atomic():
@@ -321,6 +322,7 @@ def add_runs(world: World, start: int, stop: int) -> None:
                 {
                     "code": "r.code",
                     "tenant_id": "r.tenant_id",
+                    "series": f"(SELECT s.code FROM {schedules_table} s WHERE s.id = r.schedule_id)",
                     "status": "'complete'",
                     "size": "r.bytes_written",
                     "source_size": "r.bytes_written * 4",

@@ -46,10 +46,12 @@ def policy_for(schedule: BackupSchedule) -> Policy:
 
 
 def live_sets(schedule: BackupSchedule) -> QuerySet[BackupSet]:
-    """The live sets the schedule's runs made, newest first (index scheduling_run_set_by_schedule)."""
-    # Both the schedule and its tenant: a set never leaves its tenant, whatever its schedule says.
+    """The live sets the schedule's runs made, newest first: the series the worker names by
+    the schedule's code (index backups_set_live_by_series), so the cost follows the live
+    sets, not the schedule's whole history."""
+    # Both the schedule and its tenant: a set never leaves its tenant, whatever its series says.
     return BackupSet.objects.filter(
-        run__schedule_id=schedule.pk, tenant_id=schedule.tenant_id, deleted_at__isnull=True
+        series=schedule.code, tenant_id=schedule.tenant_id, deleted_at__isnull=True
     ).order_by("-created_at", "-id")
 
 

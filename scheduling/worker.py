@@ -189,6 +189,7 @@ def _backup_run(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outco
         progress=progress,
         adopt=lambda backup_set: adopt(run, backup_set),
         context=f"run {run.code}",
+        series=schedule.code,  # scheduling.retention.live_sets finds the schedule's sets by it
     )
     try:
         done = pipeline.back_up(sources, job)

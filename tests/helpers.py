@@ -69,7 +69,10 @@ def stored_exists(key: str) -> bool:
 
 
 def set_of_run(run: Any, **fields: Any) -> BackupSet:
-    """A backup set row that `run` made (the run points at it)."""
+    """A backup set row that `run` made (the run points at it, and it joins the series
+    the worker names by the run's schedule)."""
+    if run.schedule_id is not None:
+        fields.setdefault("series", type(run).objects.filter(pk=run.pk).values_list("schedule__code", flat=True)[0])
     backup_set = BackupSet.objects.create(**fields)
     type(run).objects.filter(pk=run.pk).update(backup_set=backup_set)
     run.backup_set = backup_set

@@ -203,6 +203,11 @@ def test_runs_sets_items_leases_and_notifications_survive_the_move() -> None:
     assert {"scheduling_notif_user_time", "scheduling_notif_unread"} <= constraint_names("scheduling_notification")
     assert "scheduling_run_set_by_schedule" in constraint_names("scheduling_backupschedulerun")
     assert "backups_set_live_by_schedule" not in constraint_names("backups_backupset")
+    # Each set joins the series named by its schedule's code, which retention reads.
+    Schedule = new.get_model("scheduling", "BackupSchedule")
+    code = Schedule.objects.get(pk=ids["schedule"]).code
+    assert {backup_set.series, deleted_set.series} == {code}
+    assert "backups_set_live_by_series" in constraint_names("backups_backupset")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -27,7 +27,7 @@ from scheduling.deletion import delete_schedule_with_sets
 from scheduling.forms import TIMING_FIELDS, ConfirmNameForm, ScheduleForm, unbound_copy
 from scheduling.models import ACTIVE_STATUSES, BackupSchedule, BackupScheduleRun
 from scheduling.presentation import describe_cadence, refusal_text
-from scheduling.retention import preview_retention
+from scheduling.retention import live_sets, preview_retention
 from scheduling.runs import RunRefused
 from scheduling.runs import run_now as request_run
 from scheduling.services import ScheduleInUse, delete_schedule, prepare, save_schedule, set_enabled, snapshot
@@ -66,12 +66,11 @@ def schedule_detail(request: AuthedRequest, code: UUID) -> HttpResponse:
     ctx = history_context(request, schedule, role)
     if request.htmx:
         return render(request, "scheduling/schedule_detail.html#history", ctx)
-    tenant = schedule.tenant
     ctx["sources"] = list(schedule.sources.order_by("name"))
     ctx["cadence_text"] = describe_cadence(schedule)
     ctx["upcoming"] = upcoming_slots(schedule, timezone.now())
     ctx["can_restore"] = role_allows(role, ADMINISTER)
-    ctx["set_rows"] = set_rows(BackupSet.objects.filter(tenant=tenant, run__schedule=schedule, deleted_at__isnull=True))
+    ctx["set_rows"] = set_rows(live_sets(schedule))
     return render(request, "scheduling/schedule_detail.html", ctx)
 
 
