@@ -3,10 +3,12 @@ No schedule and no run exist in these tests: the pipeline needs neither."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import sqlite3
 import time
+import uuid
 from contextlib import contextmanager
 
 import pytest
@@ -285,3 +287,15 @@ def test_a_dump_that_fails_on_leaving_never_keeps_its_stored_file(tenant, monkey
         "the end went wrong",
     )
     assert stored_files() == []
+
+
+def test_the_set_joins_the_series_its_job_names(tenant) -> None:
+    # An opaque key for the caller (the worker gives its schedule's code); none by default.
+    calls = Calls()
+    series = uuid.uuid4()
+    job = dataclasses.replace(job_for(tenant, calls), series=series)
+    named = pipeline.back_up([sqlite_source(tenant, "Shop")], job).backup_set
+    other = sqlite_source(tenant, "Other", file_name="other.sqlite3")
+    unnamed = pipeline.back_up([other], job_for(tenant, calls)).backup_set
+    assert named is not None and unnamed is not None
+    assert (BackupSet.objects.get(pk=named.pk).series, BackupSet.objects.get(pk=unnamed.pk).series) == (series, None)
