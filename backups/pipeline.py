@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO
 
-from django.db import transaction
+from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from backups import storage
@@ -30,9 +30,9 @@ from backups.engines.base import DumpContext, DumpTarget, Engine, Log
 from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
 from backups.models import BackupItem, BackupSet, BackupSource, ItemStatus, SetStatus
+from tenants.connections import fresh_connection, retry_on_drop
 
 logger = logging.getLogger(__name__)
-
 
 
 class Result(enum.Enum):
@@ -272,46 +272,114 @@ def _conclude(backup: _Backup) -> BackupOutcome:
         message = first.error_message if len(bad) == 1 else _failed_items_message(bad, len(items))
         job.log(f"Failed: no item could be stored ({len(bad)} failed).")
         return BackupOutcome(FAILED, first.error_code, message)
+    recorder = _SetRecorder(job, items)
     try:
-        with transaction.atomic():
-            backup_set = BackupSet.objects.create(
-                tenant_id=job.tenant_id,
-                series=job.series,
-                status=SetStatus.PARTIAL if bad else SetStatus.COMPLETE,
-                size=sum(item.size for item in good),
-                source_size=sum(item.source_size for item in good),
-                created_at=timezone.now(),
-            )
-            BackupItem.objects.bulk_create(
-                BackupItem(
-                    backup_set=backup_set,
-                    source=item.source,
-                    kind=item.kind,
-                    label=item.label[:500],
-                    database=item.database,
-                    status=ItemStatus.OK if item.ok else ItemStatus.FAILED,
-                    storage_key=item.key,
-                    size=item.size,
-                    source_size=item.source_size,
-                    sha256=item.sha256,
-                    error_code=item.error_code,
-                    error_message=item.error_message,
-                    started_at=item.started_at,
-                    finished_at=item.finished_at,
-                )
-                for item in items
-            )
-            job.adopt(backup_set)
+        # The dump may have taken hours: the connection that began the run is often gone
+        # (a restart, a failover, an idle timeout). The transaction is tried again whole
+        # on a new connection once; it never goes on inside a block that lost its connection.
+        backup_set = retry_on_drop(recorder, f"{job.context}: recording the backup set")
     except BaseException:
-        # Nothing records these files now, and a stored file no set names is not a backup
-        # (nor ever pruned): remove them before the error goes on.
-        storage.delete_files(item.key for item in good)
-        raise
+        recovered = recorder.settle()
+        if recovered is None:
+            raise
+        backup_set = recovered
     if bad:
         message = _failed_items_message(bad, len(items))
         job.log(f"Partial: {len(good)} of {len(items)} items stored. {message}")
         return BackupOutcome(PARTIAL, bad[0].error_code, message, backup_set)
     return BackupOutcome(SUCCEEDED, backup_set=backup_set)
+
+
+class _SetRecorder:
+    """Creates the set and its items, adopted by the caller, in one transaction; called
+    again (by retry_on_drop) when the connection was lost, and then first finds out
+    whether the last try committed after all.
+
+    A connection that breaks while the COMMIT is on its way leaves the outcome unknown:
+    the server may have committed it. Creating the set again would then fail on the
+    items' unique storage keys, and removing the files would leave a recorded set with
+    nothing behind it. So a try that reached its commit is looked up by its first key."""
+
+    def __init__(self, job: BackupJob, items: list[_Stored]) -> None:
+        self.job = job
+        self.items = items
+        self.keys = [item.key for item in items if item.ok]
+        self.committing = False  # a try reached its COMMIT: it may have been carried out
+
+    def __call__(self) -> BackupSet:
+        if self.committing:
+            recorded = self.recorded()
+            if recorded is not None:
+                return recorded
+        with transaction.atomic():
+            backup_set = self._create()
+            self.committing = True  # what raises from here on is the COMMIT
+        return backup_set
+
+    def recorded(self) -> BackupSet | None:
+        return BackupSet.objects.filter(items__storage_key=self.keys[0]).first()
+
+    def settle(self) -> BackupSet | None:
+        """After the last try failed: the set if it was recorded after all; otherwise
+        its files are removed (a stored file no set names is not a backup, nor ever
+        pruned), unless nobody can tell, when they are kept for the orphan sweep."""
+        if self.committing:
+            try:
+                fresh_connection()
+                recorded = self.recorded()
+            except DatabaseError:
+                logger.error(
+                    "%s: the connection to the database broke while the backup set was committed and the database "
+                    "cannot be reached to tell whether it was; its %d file(s) are kept: the orphan sweep "
+                    "(backups.orphans) removes them later if no set names them",
+                    self.job.context,
+                    len(self.keys),
+                )
+                return None
+            if recorded is not None:
+                logger.warning("%s: the backup set had been recorded after all", self.job.context)
+                return recorded
+        left = storage.delete_files(self.keys)
+        logger.error(
+            "%s: the backup set could not be recorded; its %d stored file(s) were removed%s",
+            self.job.context,
+            len(self.keys) - len(left),
+            f" ({len(left)} could not be, the orphan sweep removes them later)" if left else "",
+        )
+        return None
+
+    def _create(self) -> BackupSet:
+        job, items = self.job, self.items
+        good = [item for item in items if item.ok]
+        backup_set = BackupSet.objects.create(
+            tenant_id=job.tenant_id,
+            series=job.series,
+            status=SetStatus.COMPLETE if len(good) == len(items) else SetStatus.PARTIAL,
+            size=sum(item.size for item in good),
+            source_size=sum(item.source_size for item in good),
+            created_at=timezone.now(),
+        )
+        BackupItem.objects.bulk_create(
+            BackupItem(
+                backup_set=backup_set,
+                source=item.source,
+                kind=item.kind,
+                label=item.label[:500],
+                database=item.database,
+                status=ItemStatus.OK if item.ok else ItemStatus.FAILED,
+                storage_key=item.key,
+                size=item.size,
+                source_size=item.source_size,
+                sha256=item.sha256,
+                error_code=item.error_code,
+                error_message=item.error_message,
+                started_at=item.started_at,
+                finished_at=item.finished_at,
+            )
+            for item in items
+        )
+        job.adopt(backup_set)
+        return backup_set
 
 
 def _failed_items_message(bad: list[_Stored], total: int) -> str:

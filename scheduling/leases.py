@@ -32,6 +32,7 @@ from django.utils import timezone
 
 from backups.models import BackupSource
 from scheduling.models import BackupScheduleRun, Operation, RunStatus, SourceLease
+from tenants.connections import retry_on_drop
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def release(run: BackupScheduleRun | int) -> int:
 def release_quietly(run: BackupScheduleRun) -> None:
     """Let go of the run's source leases; a failure here never changes the run's result."""
     try:
-        release(run)
+        retry_on_drop(lambda: release(run), f"run {run.code}: releasing its source leases")
     except DatabaseError:
         # Left behind, they are taken over by the next run once this one is finished
         # (a lease of a run that is not running is stale); the work itself is fine.

@@ -28,6 +28,7 @@ from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunS
 from scheduling.notifications import notify_run_finished
 from scheduling.perform import Outcome, perform_restore, perform_verify
 from tenants.audit import record
+from tenants.connections import fresh_connection, retry_on_drop
 from tenants.models import AuditAction
 
 logger = logging.getLogger(__name__)
@@ -66,11 +67,14 @@ class Progress:
 
     def flush(self) -> None:
         self.flushed_at = time.monotonic()
+        written = self.written
         try:
-            self._write(self.written)
+            # A dump holds the connection for hours: a dropped one is noticed here first,
+            # and replaced, so the steps after the dump (the set, the finish) find it working.
+            retry_on_drop(lambda: self._write(written), f"run {self.run_pk}: progress")
         except DatabaseError:
-            # Only a number for pages (a locked SQLite database, a dropped connection):
-            # never a reason to fail the item being written. The next flush tries again.
+            # Only a number for pages (a locked SQLite database, a database away for a
+            # while): never a reason to fail the item being written. The next flush tries again.
             logger.warning("progress of run %s not recorded this time", self.run_pk, exc_info=True)
 
     def _write(self, written: int) -> None:
@@ -105,7 +109,23 @@ def execute_run(run_code: str) -> str:
     log(f"Run {run.code} started ({run.get_operation_display()}, {run.get_trigger_display()}, attempt {run.attempt}).")
     with heartbeat(run_code, log):  # through retention too: all of it is the run's work
         outcome = _perform(run, started, log)
-    replaced = finish(run, outcome.status, log.text(), outcome.error_code, outcome.message)
+    try:
+        replaced = retry_on_drop(
+            lambda: finish(run, outcome.status, log.text(), outcome.error_code, outcome.message),
+            f"run {run.code}: finish",
+        )
+    except DatabaseError:
+        # The database stays away: the run stays `running` with its heartbeat stopped, so the
+        # dispatcher fails it as WORKER_LOST (and releases its leases) once the beat is old.
+        # Never a run that looks fine: no set was kept without its run (backups.pipeline).
+        logger.exception(
+            "run %s: its outcome (%s%s) could not be recorded, the database is unreachable; the dispatcher "
+            "will fail it as abandoned",
+            run.code,
+            outcome.status,
+            f", {outcome.error_code}" if outcome.error_code else "",
+        )
+        return "unrecorded"
     if not replaced:
         logger.error("run %s had been finished by someone else; its result was not recorded", run.code)
         return "lost"
@@ -127,6 +147,7 @@ def execute_run(run_code: str) -> str:
 def _notify(run: BackupScheduleRun, retrying: bool) -> None:
     # The run's result is recorded; telling people about it must not undo that.
     try:
+        fresh_connection()  # not retried: a second try could send its e-mails twice
         notify_run_finished(run, retrying)
     except Exception:
         logger.exception("run %s: could not notify its tenant's members", run.code)
@@ -206,6 +227,7 @@ def _backup_run(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outco
 
 def _apply_retention(run: BackupScheduleRun, log: RunLog) -> None:
     try:
+        fresh_connection()  # the dump's connection may be gone; retention is not repeated whole
         pruned = retention.apply_retention(run.schedule)
     except Exception:  # the new set is safe; a retention hiccup must not fail the run
         logger.exception("retention failed for schedule %s", run.schedule.code)
@@ -219,4 +241,5 @@ def _audit_finish(run: BackupScheduleRun) -> None:
     details = {"status": run.status, "schedule": str(run.schedule.code), "operation": run.operation}
     if run.error_code:
         details["error_code"] = run.error_code
-    record(run.tenant_id, AuditAction.RUN_FINISHED, run, **details)
+    # A repeat after a lost answer would write the entry twice; one missing would be worse.
+    retry_on_drop(lambda: record(run.tenant_id, AuditAction.RUN_FINISHED, run, **details), f"run {run.code}: audit")

@@ -159,3 +159,46 @@ def back_up(source, database: str, ctx=None):  # type: ignore[no-untyped-def]
     target = DumpTarget(label=database, database=database)
     with engine_for(source.kind).dump(source, target, ctx or context()) as stream:
         return storage.store_stream(f"test/{unique_name('dump')}.{DUMP_SUFFIX[source.kind]}.zst", stream)
+
+
+# ---------------------------------------------------------------- the application's own database
+
+
+def require_production_profile() -> None:
+    """Faults of the application's database connection are caused on PostgreSQL only."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("runs in the production profile (PostgreSQL)")
+
+
+def backend_pid() -> int:
+    """The server process of this thread's Django connection (opened if need be)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+def terminate_backend(pid: int, within: float = 30) -> None:
+    """pg_terminate_backend(pid) from a connection of our own, and wait until it is gone."""
+    import time
+
+    with pg_connect() as conn:
+        assert conn.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone() == (True,)
+        deadline = time.monotonic() + within
+        while conn.execute("SELECT 1 FROM pg_stat_activity WHERE pid = %s", (pid,)).fetchone():
+            assert time.monotonic() < deadline, f"backend {pid} still there {within} s after it was terminated"
+            time.sleep(0.02)
+
+
+@contextmanager
+def connections_refused(dbname: str) -> Iterator[None]:
+    """Nobody may connect to `dbname` (superusers included) until the block ends; the
+    connections already open stay. ALLOW_CONNECTIONS is the one switch a superuser obeys."""
+    pg_execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS false')
+    try:
+        yield
+    finally:
+        pg_execute(f'ALTER DATABASE "{dbname}" ALLOW_CONNECTIONS true')
