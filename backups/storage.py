@@ -235,6 +235,13 @@ def _s3_object(storage: Any, key: str) -> tuple[Any, str, str]:
     return storage.connection.meta.client, storage.bucket_name, storage._normalize_name(clean_name(key))
 
 
+def s3_location(storage: Any) -> tuple[Any, str, str]:
+    """(client, bucket, prefix) of an S3 storage: a key's object is named prefix + key, by
+    the same mapping as every write (so a listing under the prefix finds what we store)."""
+    client, bucket, name = _s3_object(storage, "k")
+    return client, bucket, name[:-1]
+
+
 class _MultipartUpload:
     """A write-only S3 object: parts are uploaded as they fill; nothing is visible before complete()."""
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from django.db import close_old_connections
 
-from backups import storage
+from backups import orphans, storage
 from lib.slots import MAX_TIME_LIMIT_MINUTES
 
 logger = logging.getLogger(__name__)
@@ -106,3 +106,4 @@ def run_sweeper(stop: threading.Event, every: float = SWEEP_EVERY_SECONDS, first
             sweep_temporary_files()
         except Exception:  # keep sweeping later: a folder that fails now may not then
             logger.exception("sweeping stale temporary backup files failed")
+        orphans.sweep_quietly()

@@ -15,6 +15,7 @@ from csp.constants import NONE, SELF
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env_bool, env_int, env_str
+from lib.slots import MAX_TIME_LIMIT_MINUTES
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(env_str("VAR_DIR") or BASE_DIR / "var")
@@ -227,6 +228,14 @@ BACKUPS_DIR = Path(env_str("BACKUPS_DIR") or VAR_DIR / "backups")
 # Before a run starts, the local storage must have at least this much free, or the
 # schedule's last set size plus 10% if that is more (scheduling.retention.estimated_size).
 BACKUPS_MIN_FREE_BYTES = env_int("BACKUPS_MIN_FREE_BYTES", 16 * 1024 * 1024, minimum=0)
+# A stored file no backup item names is removed by the cluster's sweep (backups.orphans)
+# once it is this old. Never less than the longest time limit a run may have plus an hour:
+# a run's files are stored as its items finish and named only when its set is recorded at
+# its end, so a younger file may belong to a run still going on some node.
+BACKUPS_ORPHAN_MIN_HOURS = MAX_TIME_LIMIT_MINUTES // 60 + 1
+BACKUPS_ORPHAN_AFTER_HOURS = env_int(
+    "BACKUPS_ORPHAN_AFTER_HOURS", BACKUPS_ORPHAN_MIN_HOURS, minimum=BACKUPS_ORPHAN_MIN_HOURS
+)
 
 
 def _backups_storage() -> dict[str, Any]:
