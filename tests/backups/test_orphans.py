@@ -203,3 +203,18 @@ def test_the_clusters_sweeper_removes_orphans(tenant, settings) -> None:
         worker.join(30)
     assert not orphan.exists()
     assert stored_exists(backed.items.get().storage_key)
+
+
+def test_the_command_lists_in_a_dry_run_and_then_removes(tenant, named) -> None:
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    orphan = store("t1/s1/old.sqlite3.zst")
+    age(orphan)
+    out = StringIO()
+    call_command("sweep_orphans", "--dry-run", stdout=out)
+    assert "Would remove t1/s1/old.sqlite3.zst" in out.getvalue() and orphan.exists()
+    out = StringIO()
+    call_command("sweep_orphans", stdout=out)
+    assert "Removed 1 file(s)" in out.getvalue() and not orphan.exists() and named.exists()
