@@ -66,17 +66,30 @@ def timeout_error(minutes: int) -> BackupError:
     )
 
 
+def never_stop() -> BackupError | None:
+    return None
+
+
 class DeadlineReader(io.BufferedIOBase, BinaryIO):
-    """A dump stream that fails with `error` (TIMEOUT) once the deadline has passed.
+    """A dump stream that fails with `error` (TIMEOUT) once the deadline has passed, or
+    with what `should_stop` returns once it returns an error (the caller wants the work
+    stopped: its run was given up, the worker is shutting down).
 
     The process engines also kill their process at the deadline; this covers every
     engine, including those whose stream is a plain file, at each chunk read."""
 
-    def __init__(self, raw: BinaryIO, deadline: float | None, error: BackupError) -> None:
+    def __init__(
+        self,
+        raw: BinaryIO,
+        deadline: float | None,
+        error: BackupError,
+        should_stop: Callable[[], BackupError | None] = never_stop,
+    ) -> None:
         super().__init__()
         self.raw = raw
         self.deadline = deadline
         self.error = error
+        self.should_stop = should_stop
 
     def readable(self) -> bool:
         return True
@@ -84,6 +97,9 @@ class DeadlineReader(io.BufferedIOBase, BinaryIO):
     def read(self, size: int | None = -1, /) -> bytes:
         if self.deadline is not None and clock() > self.deadline:
             raise self.error
+        stop = self.should_stop()
+        if stop is not None:
+            raise stop
         return self.raw.read(-1 if size is None else size)
 
 
@@ -114,6 +130,9 @@ class BackupJob:
     context: str = ""  # names the work in the server's log, e.g. "run <code>"
     # The series the new set joins (BackupSet.series): the caller's key, opaque here.
     series: uuid.UUID | None = None
+    # Checked at every read of a dump: an error stops the dump (its temporary file is
+    # removed, nothing stored) and every later one fails the same way at its first read.
+    should_stop: Callable[[], BackupError | None] = never_stop
 
 
 class _Progress:
@@ -226,7 +245,9 @@ def _back_up_target(
             raise job.timeout
         backup.progress.start(target.label)
         with engine.dump(source, target, ctx) as stream:
-            stored = storage.store_stream(key, DeadlineReader(stream, job.deadline, job.timeout), backup.progress)
+            stored = storage.store_stream(
+                key, DeadlineReader(stream, job.deadline, job.timeout, job.should_stop), backup.progress
+            )
     except BackupError as exc:
         _discard(stored)
         backup.progress.item_failed()

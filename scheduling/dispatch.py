@@ -37,8 +37,8 @@ from django.utils.dateparse import parse_datetime, parse_time
 
 from backups.errors import ErrorCode
 from lib.slots import Cadence, InvalidCadence, next_slot, validate
-from scheduling import leases
 from scheduling.creation import scheduled_run_constants, scheduled_run_row
+from scheduling.endings import Ending, give_up
 from scheduling.heartbeat import HEARTBEAT_SECONDS
 from scheduling.models import (
     ACTIVE_STATUSES,
@@ -49,15 +49,18 @@ from scheduling.models import (
     RunStatus,
     Trigger,
 )
-from scheduling.notifications import notify_run_finished, notify_slots_missed
+from scheduling.notifications import notify_slots_missed
 from scheduling.queue import enqueue_runs
 from tenants.audit import AuditEntry, record_many
 from tenants.fastpath.sql_writes import insert_rows, update_rows
 from tenants.fastpath.task_packages import dashed_code
 from tenants.models import AuditAction
 
-# A running run whose heartbeat is this old has lost its worker.
-ABANDONED_AFTER = timedelta(seconds=HEARTBEAT_SECONDS * 10)
+# A running run whose heartbeat is this old has lost its worker: 4.5 beats (45 s), so
+# a live worker may miss four in a row, and a killed one's run is failed at the first
+# pass after that, at most 45 + 60 s (passes are a minute apart) + the pass's own
+# time after its last beat: under the 2 minutes promised (docs/scheduling.md).
+ABANDONED_AFTER = timedelta(seconds=HEARTBEAT_SECONDS * 4.5)
 WORKER_LOST_MESSAGE = (
     "The worker running this backup stopped responding (it crashed, was killed or restarted). "
     "No backup set was kept from this run; press Retry to run it again."
@@ -163,56 +166,20 @@ def fail_abandoned_runs(now: datetime) -> int:
     would skip every later slot of its schedule: a silent stop of its backups.
     """
     cutoff = now - ABANDONED_AFTER
-    abandoned = list(
-        BackupScheduleRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).values_list(
-            "pk", "tenant_id", "code", "schedule__name"
-        )[:1000]
+    abandoned = BackupScheduleRun.objects.filter(status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).select_related(
+        "schedule", "tenant"
+    )[:1000]
+    # The one ending every run goes through (audit, leases, temporary files, people
+    # told): WORKER_LOST is never retried, so this is the last failure of its chain.
+    # In the pass's transaction: a rolled-back pass tells nobody.
+    failed = give_up(
+        abandoned,
+        Ending(RunStatus.FAILED, error_code=ErrorCode.WORKER_LOST, error_message=WORKER_LOST_MESSAGE),
+        only_if=Q(heartbeat_at__lt=cutoff),  # a beat since the SELECT: alive after all
     )
-    if not abandoned:
-        return 0
-    failed = 0
-    failed_pks = []
-    entries = []
-    for pk, tenant_id, code, name in abandoned:
-        updated = BackupScheduleRun.objects.filter(pk=pk, status=RunStatus.RUNNING, heartbeat_at__lt=cutoff).update(
-            status=RunStatus.FAILED,
-            finished_at=now,
-            error_code=ErrorCode.WORKER_LOST,
-            error_message=WORKER_LOST_MESSAGE,
-        )
-        if updated:
-            failed += 1
-            failed_pks.append(pk)
-            entries.append(
-                AuditEntry(
-                    tenant_id=tenant_id,
-                    action=AuditAction.RUN_FINISHED,
-                    target_type="backupschedulerun",
-                    target_code=code,
-                    target_label=name,
-                    created_at=now,
-                    details={"status": RunStatus.FAILED, "error_code": ErrorCode.WORKER_LOST},
-                )
-            )
-    record_many(entries)
-    # Their source leases too, so the next run of those sources need not wait for a take-over.
-    leases.release_runs(failed_pks)
-    logger.warning("failed %d runs whose worker stopped", failed)
-    _notify_lost(failed_pks)
+    if failed:
+        logger.warning("failed %d runs whose worker stopped", failed)
     return failed
-
-
-def _notify_lost(pks: list[int]) -> None:
-    """A run given up for lost ends its chain (WORKER_LOST is never retried): people
-    hear of it like any last failure, in the pass's transaction, so a worker that
-    finishes it after all finds it told (scheduling.worker) and a rolled-back pass tells
-    nobody. A savepoint each: a notification that fails must not undo the pass."""
-    for run in BackupScheduleRun.objects.filter(pk__in=pks).select_related("schedule", "tenant"):
-        try:
-            with transaction.atomic():
-                notify_run_finished(run)
-        except Exception:
-            logger.exception("could not notify the tenant of run %s, given up for lost", run.code)
 
 
 def release_due_retries(now: datetime) -> int:

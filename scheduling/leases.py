@@ -18,7 +18,8 @@ keep one waiting until its time limit (it then fails as TIMEOUT, having written 
 
 A lease held by a run that is not running any more (its worker died and the
 dispatcher failed it as WORKER_LOST, or a crash skipped the release) is stale and
-taken over; see fail_abandoned_runs, which also releases them.
+taken over; every ending of a run releases them (scheduling.endings), the
+dispatcher's verdict on a run whose worker died included.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Busy:
-    """A source another live run holds."""
+    """A source another live run holds. With no run_code: another run took it between
+    our look and our insert, and let go of it again before we could see which one."""
 
     source_name: str
     schedule_name: str
@@ -48,6 +50,8 @@ class Busy:
 
     @property
     def holder(self) -> str:
+        if not self.run_code:
+            return "taken by another run a moment ago"
         if self.operation == Operation.RESTORE:
             return f"restored over by run {self.run_code} (from a backup set of schedule “{self.schedule_name}”)"
         return f"backed up by schedule “{self.schedule_name}” (run {self.run_code})"
@@ -55,6 +59,11 @@ class Busy:
     @property
     def reason(self) -> str:
         """Why a backup run that found the source busy was skipped."""
+        if not self.run_code:
+            return (
+                f"Skipped: source “{self.source_name}” was {self.holder}, which has finished since; a source is "
+                "backed up by one run at a time, and the next slot backs it up as usual."
+            )
         if self.operation == Operation.RESTORE:
             return (
                 f"Skipped: source “{self.source_name}” was being {self.holder}; a source is not backed up "
@@ -84,7 +93,7 @@ def acquire(run: BackupScheduleRun, sources: Sequence[BackupSource]) -> Busy | N
         return conflict.busy
     except IntegrityError:
         # Another run inserted a lease between our read and our insert: it won.
-        return _holder_of(sources, run) or Busy("?", "?", "?")
+        return _holder_of(sources, run) or _gone_holder(sources)
     return None
 
 
@@ -127,6 +136,13 @@ def _holder_of(sources: Sequence[BackupSource], run: BackupScheduleRun) -> Busy 
     return Busy(lease.source.name, lease.run.schedule.name, str(lease.run.code), lease.run.operation)
 
 
+def _gone_holder(sources: Sequence[BackupSource]) -> Busy:
+    """The race lost to a run that ended (and released) before we could look at it.
+    Which of the sources it held went with its lease: the first is named, in order,
+    the one a reader of a one-source schedule (the usual case) expects."""
+    return Busy(sources[0].name, "", "")
+
+
 def release(run: BackupScheduleRun | int) -> int:
     """Drop every lease `run` holds; returns how many."""
     run_id = run if isinstance(run, int) else run.pk
@@ -134,19 +150,16 @@ def release(run: BackupScheduleRun | int) -> int:
     return deleted
 
 
+def _release_in_savepoint(run: BackupScheduleRun) -> int:
+    with transaction.atomic():  # a savepoint in the dispatcher's pass: a failure here must not end it
+        return release(run)
+
+
 def release_quietly(run: BackupScheduleRun) -> None:
     """Let go of the run's source leases; a failure here never changes the run's result."""
     try:
-        retry_on_drop(lambda: release(run), f"run {run.code}: releasing its source leases")
+        retry_on_drop(lambda: _release_in_savepoint(run), f"run {run.code}: releasing its source leases")
     except DatabaseError:
         # Left behind, they are taken over by the next run once this one is finished
         # (a lease of a run that is not running is stale); the work itself is fine.
         logger.warning("could not release the source leases of run %s", run.code, exc_info=True)
-
-
-def release_runs(run_ids: Sequence[int]) -> int:
-    """The dispatcher's bulk release for runs it failed as abandoned."""
-    if not run_ids:
-        return 0
-    deleted, _ = SourceLease.objects.filter(run_id__in=list(run_ids)).delete()
-    return deleted

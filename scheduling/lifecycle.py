@@ -1,4 +1,4 @@
-"""The compare-and-swap status changes of a run: claim, defer, beat, finish.
+"""The compare-and-swap status changes of a run: claim, defer, beat, finish, adopt.
 
 Each is one statement (or one locked transaction) on the run's row, so a second
 delivery of a task, the dispatcher and the worker never both win."""
@@ -68,42 +68,73 @@ def beat(run_code: str, now: datetime, log: str | None = None) -> bool:
     return BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.RUNNING).update(**changes) == 1
 
 
-def finish(run: BackupScheduleRun, status: str, log: str, error_code: str = "", error_message: str = "") -> str:
-    """running -> succeeded/failed, and the schedule's last-run summary.
+def finish(
+    run: BackupScheduleRun,
+    status: str,
+    log: str | None,
+    error_code: str = "",
+    error_message: str = "",
+    only_if: Q | None = None,
+) -> bool:
+    """running -> succeeded/failed/..., and the schedule's last-run summary. False if
+    the run was not running (any more), or did not match `only_if` (the dispatcher's
+    "its heartbeat is still old"): then nothing changed. `log` None keeps the run's log.
 
-    Also from failed/WORKER_LOST: if the dispatcher gave the worker up for lost while
-    it was in fact still working, the worker's real result replaces the guess.
-    Returns the status it replaced: running, or failed for a run given up for lost
-    (people were told of that failure already); "" if it finished nothing.
+    Only from running. A run the dispatcher gave up for lost (failed/WORKER_LOST) stays
+    so, even if its worker was in fact alive and reports later: by then its source
+    leases were released, the schedule's next run may be dumping the same sources, and
+    lifecycle.adopt refused it a set. A late result replacing the verdict would make a
+    second "last result" of a slot whose set does not exist, so the worker only leaves
+    its log (note_late_result). Use scheduling.endings.end, which does the rest of an
+    ending (audit, leases, temporary files, notifications) around this.
     """
     now = timezone.now()
-    changes = {
+    changes: dict[str, Any] = {
         "status": status,
         "finished_at": now,
-        "log": log,
         "error_code": error_code,
         "error_message": error_message,
     }
-    runs = BackupScheduleRun.objects.filter(pk=run.pk)
-    if runs.filter(status=RunStatus.RUNNING).update(**changes):
-        replaced = RunStatus.RUNNING
-    elif runs.filter(status=RunStatus.FAILED, error_code=ErrorCode.WORKER_LOST).update(**changes):
-        replaced = RunStatus.FAILED
-    else:
-        return ""
-    run.status, run.finished_at, run.log = status, now, log
+    if log is not None:
+        changes["log"] = log
+    runs = BackupScheduleRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING)
+    if only_if is not None:
+        runs = runs.filter(only_if)
+    if not runs.update(**changes):
+        return False
+    run.status, run.finished_at = status, now
     run.error_code, run.error_message = error_code, error_message
+    if log is not None:
+        run.log = log
     if run.operation == Operation.BACKUP:  # the schedule's summary is about its backups
         BackupSchedule.objects.filter(pk=run.schedule_id).update(last_run_at=now, last_status=status)
-    return replaced
+    return True
+
+
+def note_late_result(run: BackupScheduleRun, log: str) -> bool:
+    """A worker given up for lost while it still worked keeps its log on the run (what it
+    really did is worth reading), not its result (see finish). True if noted."""
+    return (
+        BackupScheduleRun.objects.filter(pk=run.pk, status=RunStatus.FAILED, error_code=ErrorCode.WORKER_LOST).update(
+            log=log
+        )
+        == 1
+    )
 
 
 def adopt(run: BackupScheduleRun, backup_set: BackupSet) -> None:
     """The run made `backup_set`: called in the transaction that creates the set, so a
     set never exists without the run that points at it (backups.pipeline's adopt).
 
-    A run that is gone (deleted while it worked) adopts nothing: the error rolls the set
-    and its items back, and the pipeline removes the files it stored."""
-    if not BackupScheduleRun.objects.filter(pk=run.pk).update(backup_set=backup_set):
-        raise BackupError(ErrorCode.UNKNOWN, "The run that made this backup no longer exists; the backup was not kept.")
+    Only a running run adopts. One that is gone (deleted while it worked) or ended
+    meanwhile (given up for lost by the dispatcher while its worker was alive: its leases
+    are released and the schedule's next run may be dumping the same sources) adopts
+    nothing: the error rolls the set and its items back, and the pipeline removes the
+    files it stored. So a slot never gets a second set, nor a set its run's status denies."""
+    if not BackupScheduleRun.objects.filter(pk=run.pk, status=RunStatus.RUNNING).update(backup_set=backup_set):
+        raise BackupError(
+            ErrorCode.UNKNOWN,
+            "This run was no longer running when its backup was complete (given up for lost, or deleted); "
+            "the backup was not kept.",
+        )
     run.backup_set = backup_set

@@ -3,9 +3,10 @@
 Thin: a run is claimed by compare-and-swap (a second delivery of the same task finds
 it running and does nothing), then its work is done by backups (backups.pipeline for a
 backup of the schedule's sources; backups.verify / backups.restore through
-scheduling.perform for the others), and the outcome becomes run state here: the run is
-finished, audited, its people are notified and a retry is scheduled if the failure
-may pass. Its path for the queue is taken from the function (scheduling.queue).
+scheduling.perform for the others), and the outcome becomes run state through
+scheduling.endings, the one way every run ends (audited, leases released, temporary
+files removed, a retry if the failure may pass, people notified). Its path for the
+queue is taken from the function (scheduling.queue).
 """
 
 from __future__ import annotations
@@ -20,12 +21,11 @@ from django.utils import timezone
 from backups import pipeline, storage
 from backups.errors import BackupError, ErrorCode
 from backups.runlog import RunLog
-from lib.passes import first_pass_at
-from scheduling import leases, retention, retry
-from scheduling.heartbeat import heartbeat
-from scheduling.lifecycle import adopt, claim, finish
+from scheduling import leases, retention
+from scheduling.endings import Ending, end, storage_folder
+from scheduling.heartbeat import StopCheck, heartbeat
+from scheduling.lifecycle import adopt, claim, note_late_result
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
-from scheduling.notifications import notify_run_finished
 from scheduling.perform import Outcome, perform_restore, perform_verify
 from tenants.audit import record
 from tenants.connections import fresh_connection, retry_on_drop
@@ -83,7 +83,9 @@ class Progress:
 
 def storage_key(run: BackupScheduleRun, started: datetime, index: int = 0, suffix: str = ".sqlite3.zst") -> str:
     stamp = started.astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
-    return f"{run.tenant.code}/{run.schedule.code}/{stamp}-{run.code}-{index}{suffix}"
+    # The run's code in the name lets its temporary files be found once it has ended
+    # (scheduling.endings); its folder is the schedule's.
+    return f"{storage_folder(run)}/{stamp}-{run.code}-{index}{suffix}"
 
 
 def execute_run(run_code: str) -> str:
@@ -107,13 +109,11 @@ def execute_run(run_code: str) -> str:
     )
     log = RunLog()
     log(f"Run {run.code} started ({run.get_operation_display()}, {run.get_trigger_display()}, attempt {run.attempt}).")
-    with heartbeat(run_code, log):  # through retention too: all of it is the run's work
-        outcome = _perform(run, started, log)
+    with heartbeat(run_code, log) as pulse:  # through retention too: all of it is the run's work
+        outcome = _perform(run, started, log, pulse.stop_error)
+    fresh_connection()  # a long dump may have outlived the connection; reconnect before the ending
     try:
-        replaced = retry_on_drop(
-            lambda: finish(run, outcome.status, log.text(), outcome.error_code, outcome.message),
-            f"run {run.code}: finish",
-        )
+        ended = end(run, Ending(outcome.status, log.text(), outcome.error_code, outcome.message))
     except DatabaseError:
         # The database stays away: the run stays `running` with its heartbeat stopped, so the
         # dispatcher fails it as WORKER_LOST (and releases its leases) once the beat is old.
@@ -126,40 +126,24 @@ def execute_run(run_code: str) -> str:
             f", {outcome.error_code}" if outcome.error_code else "",
         )
         return "unrecorded"
-    if not replaced:
-        logger.error("run %s had been finished by someone else; its result was not recorded", run.code)
+    if not ended:
+        # Given up for lost while it worked (its heartbeat was late): that verdict
+        # stands (scheduling.lifecycle.finish says why); what it did stays readable.
+        note_late_result(run, log.text())
+        logger.error("run %s had been ended by someone else; its result was not recorded", run.code)
         return "lost"
-    _audit_finish(run)
-    if replaced == RunStatus.FAILED:
-        # The dispatcher had given this run up for lost and told people it failed, as
-        # the last attempt of its chain. A real failure is not told again (nor retried,
-        # which would tell it a second time); a success says the schedule works again.
-        if run.status == RunStatus.SUCCEEDED:
-            _notify(run, retrying=False)
-    else:
-        retrying = run.status == RunStatus.FAILED and _maybe_retry(run)
-        _notify(run, retrying)
     if run.status in (RunStatus.SUCCEEDED, RunStatus.PARTIAL, RunStatus.SKIPPED):
         return str(run.status)
     return outcome.error_code or str(run.status)
 
 
-def _notify(run: BackupScheduleRun, retrying: bool) -> None:
-    # The run's result is recorded; telling people about it must not undo that.
-    try:
-        fresh_connection()  # not retried: a second try could send its e-mails twice
-        notify_run_finished(run, retrying)
-    except Exception:
-        logger.exception("run %s: could not notify its tenant's members", run.code)
-
-
-def _perform(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outcome:
+def _perform(run: BackupScheduleRun, started: datetime, log: RunLog, should_stop: StopCheck) -> Outcome:
     try:
         if run.operation == Operation.VERIFY:
             return perform_verify(run, log)
         if run.operation == Operation.RESTORE:
             return perform_restore(run, log)
-        return _backup_run(run, started, log)
+        return _backup_run(run, started, log, should_stop)
     except BackupError as exc:
         log(f"Failed: {exc.code}: {exc.message}")
         return Outcome(RunStatus.FAILED, exc.code, exc.message)
@@ -169,26 +153,7 @@ def _perform(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outcome:
         return Outcome(RunStatus.FAILED, ErrorCode.UNKNOWN, UNEXPECTED_MESSAGE)
 
 
-def _maybe_retry(run: BackupScheduleRun) -> bool:
-    """Schedule the next attempt if the failure may pass; True if one is pending."""
-    try:
-        nxt = retry.schedule_retry(run)
-    except Exception:  # the failure is recorded; a hiccup here must not hide it (it is notified)
-        logger.exception("could not schedule the automatic retry of run %s", run.code)
-        return False
-    if nxt is None:
-        return False
-    assert nxt.not_before is not None
-    note = (
-        f"{datetime.now(UTC):%H:%M:%S} Attempt {nxt.attempt} of {run.schedule.max_attempts} "
-        f"will start at {first_pass_at(nxt.not_before):%Y-%m-%d %H:%M} UTC (run {nxt.code}).\n"
-    )
-    run.log += note
-    BackupScheduleRun.objects.filter(pk=run.pk).update(log=run.log)
-    return True
-
-
-def _backup_run(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outcome:
+def _backup_run(run: BackupScheduleRun, started: datetime, log: RunLog, should_stop: StopCheck) -> Outcome:
     schedule = run.schedule
     sources = list(schedule.sources.select_related("tenant").order_by("name", "id"))
     if not sources:
@@ -211,6 +176,7 @@ def _backup_run(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outco
         adopt=lambda backup_set: adopt(run, backup_set),
         context=f"run {run.code}",
         series=schedule.code,  # scheduling.retention.live_sets finds the schedule's sets by it
+        should_stop=should_stop,
     )
     try:
         done = pipeline.back_up(sources, job)
@@ -235,11 +201,3 @@ def _apply_retention(run: BackupScheduleRun, log: RunLog) -> None:
     else:
         if pruned:
             log(f"Retention removed {len(pruned)} older set(s).")
-
-
-def _audit_finish(run: BackupScheduleRun) -> None:
-    details = {"status": run.status, "schedule": str(run.schedule.code), "operation": run.operation}
-    if run.error_code:
-        details["error_code"] = run.error_code
-    # A repeat after a lost answer would write the entry twice; one missing would be worse.
-    retry_on_drop(lambda: record(run.tenant_id, AuditAction.RUN_FINISHED, run, **details), f"run {run.code}: audit")

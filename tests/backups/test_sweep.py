@@ -172,3 +172,39 @@ def test_the_clusters_sweeper_sweeps_every_period_until_stopped(settings, monkey
     worker.start()
     worker.join(10)
     assert not worker.is_alive() and sweeps == [1, 0] and not stale.exists()
+
+
+def test_the_clusters_sweeper_removes_the_files_of_ended_work_each_period_and_keeps_the_rest(
+    settings, monkeypatch
+) -> None:
+    import threading
+
+    from backups import sweep
+
+    folder = Path(settings.BACKUPS_DIR) / "t" / "s"
+    folder.mkdir(parents=True)
+    ended = folder / f".tmp-{'4' * 32}-ended-0.tar.zst"
+    live = folder / f".tmp-{'5' * 32}-live-0.tar.zst"
+    for path in (ended, live):
+        path.write_bytes(b"x")  # fresh: the age sweep would keep both
+    asked: list[list[str]] = []
+
+    def still_writing(keys: list[str]) -> set[str]:  # the caller knows which work goes on
+        asked.append(sorted(keys))
+        return {key for key in keys if "live" in key}
+
+    stop = threading.Event()
+    monkeypatch.setattr(sweep, "close_old_connections", lambda: None)  # this thread shares the test's connection
+    worker = threading.Thread(
+        target=sweep.run_sweeper, args=(stop, 3600, 0.01), kwargs={"still_writing": still_writing, "ended_every": 0.01}
+    )
+    worker.start()
+    try:
+        deadline = time.monotonic() + 10
+        while len(asked) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        stop.set()
+        worker.join(10)
+    assert asked[:2] == [["t/s/ended-0.tar.zst", "t/s/live-0.tar.zst"], ["t/s/live-0.tar.zst"]]
+    assert not ended.exists() and live.exists()

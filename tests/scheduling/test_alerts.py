@@ -263,12 +263,12 @@ def give_up_while_it_works(monkeypatch, then=None):  # type: ignore[no-untyped-d
     (a stalled heartbeat, a paused VM), then `then()` runs, then the worker carries on."""
     real = worker._perform
 
-    def perform(run, started, log):  # type: ignore[no-untyped-def]
+    def perform(run, started, log, should_stop):  # type: ignore[no-untyped-def]
         with transaction.atomic():  # a pass commits before the worker carries on
             assert run_pass(timezone.now() + ABANDONED_AFTER + timedelta(minutes=1)).abandoned == 1
         if then is not None:
             then()
-        return real(run, started, log)
+        return real(run, started, log, should_stop)
 
     monkeypatch.setattr(worker, "_perform", perform)
 
@@ -326,14 +326,15 @@ def test_a_retry_chain_whose_last_attempt_lost_its_worker_is_told_once(
     assert len(mail.outbox) == 2
 
 
-def test_a_lost_run_that_fails_after_all_is_not_told_twice_nor_retried(
+def test_a_lost_run_whose_worker_fails_after_all_keeps_its_verdict_told_once_never_retried(
     team, schedule, no_slots, monkeypatch, django_capture_on_commit_callbacks
 ) -> None:
     Path(schedule.sources.get().path).unlink()
     give_up_while_it_works(monkeypatch)
-    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "SOURCE_NOT_FOUND"
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "lost"
     run = BackupScheduleRun.objects.get()
-    assert (run.status, run.error_code) == (RunStatus.FAILED, "SOURCE_NOT_FOUND")  # the real result
+    assert (run.status, run.error_code) == (RunStatus.FAILED, "WORKER_LOST")  # the verdict stands
+    assert "SOURCE_NOT_FOUND" in run.log  # what the worker really did stays readable
     failed = notes(NotificationKind.RUN_FAILED)
     assert len(failed) == 4 and failed[0].message.startswith("WORKER_LOST: ")  # told once, when given up
     assert len(mail.outbox) == 2
@@ -343,30 +344,36 @@ def test_a_lost_run_that_times_out_after_all_gets_no_retry_that_would_tell_again
     team, schedule, no_slots, timeouts, monkeypatch, django_capture_on_commit_callbacks
 ) -> None:
     give_up_while_it_works(monkeypatch)
-    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "TIMEOUT"
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "lost"
     assert not BackupScheduleRun.objects.filter(status=RunStatus.QUEUED).exists()
     assert len(notes(NotificationKind.RUN_FAILED)) == 4
 
 
-def test_a_lost_run_that_succeeds_after_all_says_so_once(
+def test_a_lost_run_whose_worker_completes_after_all_keeps_no_set_and_the_next_good_run_says_it_works_again(
     team, schedule, no_slots, monkeypatch, django_capture_on_commit_callbacks
 ) -> None:
+    from backups.models import BackupItem, BackupSet
+
     real = worker._perform
     give_up_while_it_works(monkeypatch)
-    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
-    assert len(notes(NotificationKind.RUN_FAILED)) == 4
-    (note,) = Notification.objects.filter(kind=NotificationKind.RUN_RECOVERED, user=team["rita"])
-    assert note.message == "It succeeded after the failure people were told of."
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "lost"
+    lost = BackupScheduleRun.objects.get()
+    assert (lost.status, lost.error_code, lost.backup_set_id) == (RunStatus.FAILED, "WORKER_LOST", None)
+    assert "no longer running" in lost.log  # lifecycle.adopt refused it the set
+    assert not BackupSet.objects.exists() and not BackupItem.objects.exists()
+    assert notes(NotificationKind.RUN_RECOVERED) == []
     monkeypatch.setattr(worker, "_perform", real)  # the worker keeps its heartbeat now
     assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
-    assert len(notes(NotificationKind.RUN_RECOVERED)) == 4
+    recovered = notes(NotificationKind.RUN_RECOVERED)
+    assert len(recovered) == 4
+    assert recovered[0].message.startswith("It succeeded after 1 failed run; the last failure was WORKER_LOST")
 
 
-def test_a_recovery_is_told_once_when_a_lost_run_succeeds_after_a_later_failure(
+def test_a_recovery_is_told_once_after_a_lost_run_and_a_later_failure(
     team, schedule, no_slots, monkeypatch, django_capture_on_commit_callbacks
 ) -> None:
-    """L is given up for lost (told); F fails (told); L finishes after all and succeeds
-    (works again, once); the next good run S says nothing more."""
+    """L is given up for lost (told); F fails (told); L's worker finishes after all (its
+    verdict stands, nothing more told); the next good run S says it works again, once."""
     path = Path(schedule.sources.get().path)
     backup = path.read_bytes()
 
@@ -378,14 +385,14 @@ def test_a_recovery_is_told_once_when_a_lost_run_succeeds_after_a_later_failure(
 
     real = worker._perform
     give_up_while_it_works(monkeypatch, then=another_run_fails)
-    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"  # L, after all
-    lost = BackupScheduleRun.objects.order_by("id").first()
-    assert lost.status == RunStatus.SUCCEEDED
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "lost"  # L, after all
     assert len(notes(NotificationKind.RUN_FAILED)) == 8  # L's and F's, to each of 4
-    recovered = notes(NotificationKind.RUN_RECOVERED)
-    assert [note.run_id for note in recovered] == [lost.pk] * 4
-    assert recovered[0].message.startswith("It succeeded after 1 failed run; the last failure was SOURCE_NOT_FOUND")
+    assert notes(NotificationKind.RUN_RECOVERED) == []
     assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"  # S
+    recovered = notes(NotificationKind.RUN_RECOVERED)
+    assert len(recovered) == 4
+    assert recovered[0].message.startswith("It succeeded after 2 failed runs; the last failure was SOURCE_NOT_FOUND")
+    assert press_run_now(schedule, django_capture_on_commit_callbacks) == "succeeded"
     assert len(notes(NotificationKind.RUN_RECOVERED)) == 4
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -374,3 +375,75 @@ def test_one_server_is_recognized_under_another_spelling_or_a_blank_port(schedul
     touched = {source.name for source in _sources_a_restore_touches(run.tenant_id, backup_set, entries)}
     assert touched == {origin.name, by_name.name}
     assert elsewhere.name not in touched and nowhere.name not in touched
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_race_lost_to_a_run_that_has_finished_since_is_worded_plainly(schedule, source, tenant) -> None:
+    """Another run inserts the lease between our look and our insert (we get the
+    IntegrityError), and finishes, releasing it, before we can see who it was."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite's IMMEDIATE write lock serializes acquire: this race cannot happen there")
+    import psycopg
+
+    from tests.helpers import database_url
+
+    weekly = make_schedule(tenant, source, name="Weekly full")
+    other = run_now(weekly, actor=None)
+    assert claim(str(other.code), datetime.now(UTC))
+    run = run_now(schedule, actor=None)
+    assert claim(str(run.code), datetime.now(UTC))
+    table = SourceLease._meta.db_table
+    url = database_url()
+    inserter, locker, watcher = (psycopg.connect(url) for _ in range(3))
+    watcher.autocommit = True
+
+    def waiting() -> int:
+        row = watcher.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ).fetchone()
+        return row[0] if row else 0
+
+    def wait_for(count: int) -> None:
+        deadline = time.monotonic() + 30
+        while waiting() < count:
+            assert time.monotonic() < deadline, "the sessions never queued up"
+            time.sleep(0.02)
+
+    results: list[leases.Busy | None] = []
+
+    def acquire() -> None:
+        try:
+            results.append(leases.acquire(run, [source]))
+        finally:
+            connection.close()
+
+    def take_over_and_finish() -> None:
+        # Queued behind both transactions: granted once ours rolls back, before we look.
+        locker.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        locker.execute(f"DELETE FROM {table} WHERE run_id = %s", [other.pk])
+        locker.commit()
+
+    try:
+        inserter.execute(
+            f"INSERT INTO {table} (source_id, run_id, acquired_at) VALUES (%s, %s, now())", [source.pk, other.pk]
+        )
+        ours = threading.Thread(target=acquire)
+        ours.start()
+        wait_for(1)  # our insert waits on the other run's
+        finisher = threading.Thread(target=take_over_and_finish)
+        finisher.start()
+        wait_for(2)
+        inserter.commit()  # the other run won the insert
+        ours.join(30)
+        finisher.join(30)
+    finally:
+        for session in (inserter, locker, watcher):
+            session.close()
+    (busy,) = results
+    assert busy is not None
+    assert busy.reason == (
+        "Skipped: source “Shop” was taken by another run a moment ago, which has finished since; "
+        "a source is backed up by one run at a time, and the next slot backs it up as usual."
+    )
+    assert "?" not in busy.reason
+    assert not SourceLease.objects.exists()

@@ -254,16 +254,19 @@ def test_the_heartbeat_survives_a_failed_beat(schedule, monkeypatch) -> None:
     assert len(calls) >= 3
 
 
-def test_a_worker_given_up_for_lost_still_records_its_real_result(schedule) -> None:
-    from scheduling.lifecycle import claim, finish
+def test_a_worker_given_up_for_lost_keeps_the_verdict_and_leaves_only_its_log(schedule) -> None:
+    from scheduling.lifecycle import claim, finish, note_late_result
 
     run = run_now(schedule, actor=None)
     claim(str(run.code), datetime.now(UTC))
     BackupScheduleRun.objects.filter(pk=run.pk).update(status=RunStatus.FAILED, error_code="WORKER_LOST")
-    assert finish(run, RunStatus.SUCCEEDED, "log")
+    assert not finish(run, RunStatus.SUCCEEDED, "log")
+    assert note_late_result(run, "what the worker did")
     run.refresh_from_db()
-    assert (run.status, run.error_code) == (RunStatus.SUCCEEDED, "")
+    assert (run.status, run.error_code, run.log) == (RunStatus.FAILED, "WORKER_LOST", "what the worker did")
+    BackupScheduleRun.objects.filter(pk=run.pk).update(status=RunStatus.SUCCEEDED, error_code="")
     assert not finish(run, RunStatus.FAILED, "again")  # a finished run stays finished
+    assert not note_late_result(run, "nor its log")
 
 
 # ---------------------------------------------------------------- several sources, partial runs

@@ -11,12 +11,13 @@ from django_q.cluster import Cluster
 from backups.sweep import run_sweeper
 from scheduling.clock import run_clock
 from scheduling.dispatch import dispatcher_disabled_message
+from scheduling.endings import temporaries_in_use
 
 
 class Command(BaseCommand):
     help = (
-        "Start the django-q2 cluster (the workers), the minute dispatcher clock and the hourly sweep of "
-        "stale temporary backup files; Ctrl-C stops them."
+        "Start the django-q2 cluster (the workers), the minute dispatcher clock and the sweeps of "
+        "temporary backup files (of ended runs each minute, stale ones hourly); Ctrl-C stops them."
     )
 
     def handle(self, *args: Any, **options: Any) -> None:
@@ -35,7 +36,11 @@ class Command(BaseCommand):
         self.stdout.write("Cluster and dispatcher clock running. Ctrl-C to stop.")
         clock = threading.Thread(target=run_clock, args=(stop,), name="dispatcher-clock", daemon=True)
         clock.start()
-        threading.Thread(target=run_sweeper, args=(stop,), name="storage-sweeper", daemon=True).start()
+        # Storage may be this node's own: it removes the temporary files of runs ended anywhere.
+        sweeper_options = {"still_writing": temporaries_in_use}
+        threading.Thread(
+            target=run_sweeper, args=(stop,), kwargs=sweeper_options, name="storage-sweeper", daemon=True
+        ).start()
         while not stop.is_set():
             stop.wait(1)
             if cluster.sentinel is not None and not cluster.sentinel.is_alive():
