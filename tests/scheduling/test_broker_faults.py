@@ -22,7 +22,7 @@ from django_q.tasks import async_task
 
 from backups.models import BackupSource
 from scheduling.dispatch import LOST_AFTER, run_pass
-from scheduling.health import dispatcher_health
+from scheduling.health import WORKERS_STALLED_AFTER, dispatcher_health
 from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus
 from scheduling.runs import run_now
 from tenants.models import Tenant
@@ -145,6 +145,9 @@ def test_a_redis_task_taken_by_a_killed_cluster_is_pushed_again_and_run_by_anoth
     env: dict[str, str | None] = {"REDIS_URL": own_redis.url, "DISPATCHER_ENABLED": "false"}
     runs = held_by_a_busy_cluster(settings, env, tenant, source)
     assert run_pass(timezone.now() + LOST_AFTER / 2).requeued == 0  # a fresh push may still be on its way
+    # No worker left: scheduler health says so two minutes after the runs were due.
+    health = dispatcher_health(timezone.now() + WORKERS_STALLED_AFTER + timedelta(seconds=1))
+    assert (health.ok, health.state) == (False, "workers-stalled")
     # The next pass a minute on gives the two lost ones a task; the third waits in the list.
     assert run_pass(timezone.now() + LOST_AFTER + timedelta(seconds=1)).requeued == 2
     assert get_broker().queue_size() == 3
@@ -172,3 +175,23 @@ def test_an_orm_row_locked_by_a_killed_cluster_is_unlocked_and_run_by_another(
     statuses = list(BackupScheduleRun.objects.filter(pk__in=[r.pk for r in runs]).values_list("status", flat=True))
     assert statuses == [RunStatus.SUCCEEDED] * 3, survivor.output()
     assert deliveries(runs) == {str(run.code): 1 for run in runs}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_healthz_and_every_page_say_so_while_redis_cannot_be_reached(client, rita, tenant, own_redis) -> None:
+    client.force_login(rita)
+    run_pass()
+    cache.clear()
+    assert client.get("/healthz").status_code == 200
+    own_redis.kill()
+    assert client.get("/healthz").status_code == 200  # the answer is cached for 15 seconds
+    cache.clear()
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["dispatcher"]["state"] == "broker-unreachable"
+    assert own_redis.url not in response.text  # the address is the operators' business
+    page = client.get(f"/t/{tenant.code}/runs/").text
+    assert "Scheduled backups are not starting." in page and "task queue (Redis) cannot be reached" in page
+    own_redis.start()
+    cache.clear()
+    assert client.get("/healthz").status_code == 200
