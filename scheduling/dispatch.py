@@ -67,7 +67,11 @@ WORKER_LOST_MESSAGE = (
 # milliseconds of its commit; a minute plus the next pass keeps a loss under two minutes.
 LOST_AFTER = timedelta(seconds=60)
 # Queued runs one pass looks at: a backlog this long is read again in the next pass.
-LOST_LOOK_LIMIT = 20_000
+LOST_LOOK_LIMIT = 10_000
+# Runs with no task one pass pushes: after a Redis outage, every run created during it
+# (its push failed) in the first pass that reaches Redis again, as a pass of 10,000 due
+# schedules would push them.
+RELEASE_LIMIT = 10_000
 logger = logging.getLogger(__name__)
 
 # Missed slots are counted up to this many; beyond it the entry says "at least".
@@ -220,8 +224,10 @@ def _notify_lost(pks: list[int]) -> None:
 
 
 def release_due_retries(now: datetime) -> int:
-    """Push the tasks of automatic retries whose `not_before` has come, and of runs
-    deferred while their tenant was at its TENANT_MAX_RUNNING share.
+    """Push the tasks of automatic retries whose `not_before` has come, of runs
+    deferred while their tenant was at its TENANT_MAX_RUNNING share, and of runs whose
+    push failed (Redis unreachable: scheduling.queue marks them as having no task), so
+    those go out in the first pass after Redis is back.
 
     A retry is created queued with no task (enqueued_at NULL) so that no worker
     holds it for minutes; setting enqueued_at here marks its task as pushed, and the
@@ -234,7 +240,7 @@ def release_due_retries(now: datetime) -> int:
     due = list(
         BackupScheduleRun.objects.filter(waiting, status=RunStatus.QUEUED, enqueued_at__isnull=True).values_list(
             "pk", "code"
-        )[:1000]
+        )[:RELEASE_LIMIT]
     )
     if not due:
         return 0
