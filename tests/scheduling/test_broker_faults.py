@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import time as clock_time
@@ -26,7 +28,7 @@ from scheduling.health import WORKERS_STALLED_AFTER, dispatcher_health
 from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus
 from scheduling.runs import run_now
 from tenants.models import Tenant
-from tests.helpers import make_schedule, runcluster
+from tests.helpers import ROOT, database_url, make_schedule, runcluster
 from tests.redis_server import RedisServer, redis_server
 
 ENDED = (RunStatus.SUCCEEDED, RunStatus.FAILED)
@@ -195,3 +197,33 @@ def test_healthz_and_every_page_say_so_while_redis_cannot_be_reached(client, rit
     own_redis.start()
     cache.clear()
     assert client.get("/healthz").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_pass_against_a_redis_that_stopped_answering_ends_and_marks_its_runs(
+    tenant, source, settings, own_redis
+) -> None:
+    """SIGSTOP: connections open but nothing answers (a hung host, a dropped route). The
+    socket timeouts the settings add to REDIS_URL end the pass; its run is marked as
+    having no task, and the health check's own short ping says Redis cannot be reached."""
+    due, waiting = own_schedules(tenant, source, 2)
+    stale = run_now(waiting, actor=None)  # its task in the list; looked for by the pass below
+    BackupSchedule.objects.filter(pk=due.pk).update(next_run_at=timezone.now() - timedelta(seconds=1))
+    assert own_redis.process is not None
+    own_redis.process.send_signal(signal.SIGSTOP)
+    try:
+        env = {**os.environ, "DATABASE_URL": database_url(), "REDIS_URL": own_redis.url}
+        at = (timezone.now() + LOST_AFTER + timedelta(seconds=1)).isoformat()
+        command = [sys.executable, "manage.py", "dispatch", "--at", at]
+        done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert '"created": 1' in done.stdout and '"requeued": 0' in done.stdout, done.stdout
+        assert "could not read the task queue" in done.stderr and "could not put 1 tasks" in done.stderr
+        assert BackupScheduleRun.objects.get(schedule=due).enqueued_at is None  # the next pass pushes it
+        stale.refresh_from_db()
+        assert stale.enqueued_at is not None  # unknown, so left as it was
+        run_pass()
+        cache.clear()
+        assert dispatcher_health().state == "broker-unreachable"
+    finally:
+        own_redis.process.send_signal(signal.SIGCONT)
