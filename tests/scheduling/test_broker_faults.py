@@ -227,3 +227,32 @@ def test_a_pass_against_a_redis_that_stopped_answering_ends_and_marks_its_runs(
         assert dispatcher_health().state == "broker-unreachable"
     finally:
         own_redis.process.send_signal(signal.SIGCONT)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_tasks_a_busy_live_cluster_took_ahead_get_one_second_task_not_one_per_pass(
+    tenant, source, settings, own_redis
+) -> None:
+    """A live cluster's taken-ahead tasks look lost from the queue; each gets one second
+    task, which then waits in the list, and later passes add none."""
+    schedules = own_schedules(tenant, source, 3)
+    broker = get_broker()
+    env: dict[str, str | None] = {"REDIS_URL": own_redis.url, "DISPATCHER_ENABLED": "false"}
+    with runcluster(settings, workers=1, env=env, new_session=True) as busy:
+        try:
+            async_task("time.sleep", 300, task_name="busy worker", broker=broker)
+            wait_until(lambda: broker.queue_size() == 0, 120, "the worker takes the long task", busy.output)
+            runs = [run_now(schedule, actor=None) for schedule in schedules]
+            wait_until(lambda: broker.queue_size() == 1, 60, "the cluster takes two tasks ahead", busy.output)
+            start = timezone.now()
+            assert run_pass(start + LOST_AFTER + timedelta(seconds=1)).requeued == 2
+            for minutes in (3, 5, 20, 60):
+                assert run_pass(start + timedelta(minutes=minutes)).requeued == 0, minutes
+            assert broker.queue_size() == 3
+            queued = BackupScheduleRun.objects.filter(pk__in=[r.pk for r in runs], status=RunStatus.QUEUED)
+            assert queued.count() == 3
+        finally:
+            # Its worker sleeps for minutes, and a stopping cluster waits for its workers.
+            for process in busy.processes:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
