@@ -9,6 +9,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dj_database_url
 from csp.constants import NONE, SELF
@@ -366,9 +367,30 @@ TENANT_MAX_RUNNING = env_int("TENANT_MAX_RUNNING", 2, minimum=0)
 
 # ---------------------------------------------------------------- task queue
 REDIS_URL = env_str("REDIS_URL")
+Q_WORKERS = env_int("Q_WORKERS", 2, minimum=1)
+
+
+def _redis_url_with_timeouts(url: str) -> str:
+    """REDIS_URL with socket timeouts unless it names its own: without them a Redis that
+    stops answering (a dead host, a dropped route) would hang a dispatcher pass, a page
+    pushing a task, or a cluster's pusher, for good. The socket timeout must outlast the
+    pusher's 1-second BLPOP; redis-py reads both from the URL's query."""
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("socket_connect_timeout", "5")
+    query.setdefault("socket_timeout", "10")
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
 Q_CLUSTER: dict = {
     "name": env_str("Q_CLUSTER_NAME") or "backups",
-    "workers": env_int("Q_WORKERS", 2, minimum=1),
+    "workers": Q_WORKERS,
+    # Tasks a cluster takes ahead of its workers (django-q2's default: workers squared). A
+    # cluster killed while holding them loses them until the dispatcher's look for lost
+    # tasks gives them out again (scheduling.queue.requeue_lost), and while its workers
+    # are busy they wait there instead of going to an idle cluster: backups run for
+    # minutes, so one ready task per worker costs no throughput and bounds both.
+    "queue_limit": Q_WORKERS,
     # Backups may run for hours; our own run status (compare-and-swap) guards
     # against a second execution, so redelivery after `retry` is harmless.
     "timeout": env_int("Q_TIMEOUT", 6 * 3600, minimum=60),
@@ -381,7 +403,7 @@ Q_CLUSTER: dict = {
     "label": "Task queue",
 }
 if REDIS_URL:
-    Q_CLUSTER["redis"] = REDIS_URL
+    Q_CLUSTER["redis"] = _redis_url_with_timeouts(REDIS_URL)
 else:
     Q_CLUSTER["orm"] = "default"
 

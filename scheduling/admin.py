@@ -175,6 +175,7 @@ class BackupScheduleRunAdmin(ReadOnlyAdmin):
         # A run that made a set stays while the set does: the set is found through it (its
         # schedule, retention, the pages). Deleting the schedule takes both, sets first.
         return obj is None or obj.backup_set_id is None
+
     search_fields = ["=code", "schedule__name", "error_code", "error_message"]
     list_select_related = ["schedule", "tenant"]
 

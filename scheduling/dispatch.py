@@ -50,7 +50,7 @@ from scheduling.models import (
     Trigger,
 )
 from scheduling.notifications import notify_slots_missed
-from scheduling.queue import enqueue_runs
+from scheduling.queue import BrokerUnreachable, enqueue_runs, requeue_lost
 from tenants.audit import AuditEntry, record_many
 from tenants.fastpath.sql_writes import insert_rows, update_rows
 from tenants.fastpath.task_packages import dashed_code
@@ -65,8 +65,16 @@ WORKER_LOST_MESSAGE = (
     "The worker running this backup stopped responding (it crashed, was killed or restarted). "
     "No backup set was kept from this run; press Retry to run it again."
 )
-# A queued run whose task went to Redis this long ago without being claimed gets it again.
-REQUEUE_AFTER = timedelta(minutes=15)
+# A queued run whose task went out this long ago is looked for in the queue; if the queue
+# holds no task of it a worker can take, it gets one again. A push reaches the queue within
+# milliseconds of its commit; a minute plus the next pass keeps a loss under two minutes.
+LOST_AFTER = timedelta(seconds=60)
+# Queued runs one pass looks at: a backlog this long is read again in the next pass.
+LOST_LOOK_LIMIT = 10_000
+# Runs with no task one pass pushes: after a Redis outage, every run created during it
+# (its push failed) in the first pass that reaches Redis again, as a pass of 10,000 due
+# schedules would push them.
+RELEASE_LIMIT = 10_000
 logger = logging.getLogger(__name__)
 
 # Missed slots are counted up to this many; beyond it the entry says "at least".
@@ -183,8 +191,10 @@ def fail_abandoned_runs(now: datetime) -> int:
 
 
 def release_due_retries(now: datetime) -> int:
-    """Push the tasks of automatic retries whose `not_before` has come, and of runs
-    deferred while their tenant was at its TENANT_MAX_RUNNING share.
+    """Push the tasks of automatic retries whose `not_before` has come, of runs
+    deferred while their tenant was at its TENANT_MAX_RUNNING share, and of runs whose
+    push failed (Redis unreachable: scheduling.queue marks them as having no task), so
+    those go out in the first pass after Redis is back.
 
     A retry is created queued with no task (enqueued_at NULL) so that no worker
     holds it for minutes; setting enqueued_at here marks its task as pushed, and the
@@ -197,7 +207,7 @@ def release_due_retries(now: datetime) -> int:
     due = list(
         BackupScheduleRun.objects.filter(waiting, status=RunStatus.QUEUED, enqueued_at__isnull=True).values_list(
             "pk", "code"
-        )[:1000]
+        )[:RELEASE_LIMIT]
     )
     if not due:
         return 0
@@ -208,26 +218,39 @@ def release_due_retries(now: datetime) -> int:
 
 
 def requeue_lost_tasks(now: datetime) -> int:
-    """Push again the tasks of runs still queued REQUEUE_AFTER after their last push.
+    """Give a task again to queued runs whose task the queue lost; once per pass.
 
-    A task can be lost after its run committed: with Redis, by a process dying between
-    commit and push; with either broker, by a cluster killed (OOM, reboot) after it took
-    the task off the queue but before a worker claimed the run, in which case the ORM
-    broker would only redeliver after its 6-hour retry. Meanwhile every slot of the
-    schedule would be skipped as busy. A second task is harmless: the run is claimed
-    by compare-and-swap, so only one delivery executes it. Runs in the pass's transaction.
+    A task can be lost after its run committed: with Redis, by a push that failed
+    unnoticed or a process dying between commit and push; with either broker, by a
+    cluster killed (OOM, reboot) after it took the task but before a worker claimed
+    the run (the ORM broker would redeliver only after its 6-hour `retry`). Meanwhile
+    every slot of the schedule would be skipped as busy.
+
+    Only runs whose task went out LOST_AFTER ago or more are looked at (a fresh push is
+    on its way), in one SELECT, with one read of the queue when there are any
+    (scheduling.queue.requeue_lost); those the queue still holds a task for, however
+    long they have waited behind others, get nothing. The others get their task again
+    and a new enqueued_at, so each loss costs one push. A broker that cannot be read
+    leaves everything as it is until a later pass can read it.
     """
     stale = list(
-        BackupScheduleRun.objects.filter(status=RunStatus.QUEUED, enqueued_at__lt=now - REQUEUE_AFTER).values_list(
+        BackupScheduleRun.objects.filter(status=RunStatus.QUEUED, enqueued_at__lt=now - LOST_AFTER).values_list(
             "pk", "code"
-        )[:1000]
+        )[:LOST_LOOK_LIMIT]
     )
     if not stale:
         return 0
-    BackupScheduleRun.objects.filter(pk__in=[pk for pk, _ in stale]).update(enqueued_at=now)
-    enqueue_runs([code for _, code in stale])
-    logger.warning("pushed the tasks of %d long-queued runs again", len(stale))
-    return len(stale)
+    pks = {dashed_code(code): pk for pk, code in stale}
+    try:
+        lost = requeue_lost(list(pks))
+    except BrokerUnreachable as exc:
+        logger.warning("could not read the task queue to look for lost tasks: %s", exc)
+        return 0
+    if not lost:
+        return 0
+    BackupScheduleRun.objects.filter(pk__in=[pks[code] for code in lost]).update(enqueued_at=now)
+    logger.warning("gave %d queued runs whose task was lost a task again", len(lost))
+    return len(lost)
 
 
 @contextmanager

@@ -3,7 +3,9 @@
 With no cluster running, or its dispatcher clock dead, no scheduled backup starts and no
 run fails: every page would look calm while nothing is backed up. Each dispatcher pass
 records itself (DispatcherBeat, dispatch.record_beat); a beat older than STALE_AFTER, or no beat at all while
-schedules are overdue, means scheduled backups are not starting. Pages show it as a
+schedules are overdue, means scheduled backups are not starting. So does a task queue
+that cannot be reached (Redis down: a ping with a short timeout), or runs waiting
+WORKERS_STALLED_AFTER while no worker is busy. Pages show it as a
 banner to every member, and /healthz answers 503 for external monitoring.
 """
 
@@ -21,20 +23,29 @@ from scheduling.dispatch import dispatcher_disabled_message
 from scheduling.heartbeat import HEARTBEAT_SECONDS
 from scheduling.models import BackupSchedule, BackupScheduleRun, DispatcherBeat, RunStatus
 from scheduling.presentation import relative
+from scheduling.queue import broker_reachable
 
 # The clock starts a pass every minute; three missed in a row is no hiccup.
 STALE_AFTER = timedelta(minutes=3)
-# A queued run's task reaches an idle worker within seconds; ten minutes with none busy is no hiccup.
-WORKERS_STALLED_AFTER = timedelta(minutes=10)
+# A queued run's task reaches an idle worker within seconds, and one the queue lost is given
+# out again within two minutes (dispatch.LOST_AFTER plus a pass): two minutes with no worker
+# busy means none is taking tasks.
+WORKERS_STALLED_AFTER = timedelta(minutes=2)
 # Pages read the answer from the cache: one query per process every CACHE_SECONDS, not per page.
 CACHE_KEY = "scheduling:dispatcher-health"
 CACHE_SECONDS = 15
+BROKER_CACHE_KEY = "scheduling:broker-reachable"
+BROKER_UNREACHABLE_MESSAGE = (
+    "The task queue (Redis) cannot be reached: runs are created but no worker receives them. "
+    "They start once it is back. Check that Redis is running and that REDIS_URL points at it."
+)
 
 
 @dataclass(frozen=True)
 class DispatcherHealth:
     ok: bool
-    # "running", "disabled", "stopped", "never-ran", "workers-stalled", "waiting" (no beat, nothing overdue)
+    # "running", "disabled", "stopped", "never-ran", "broker-unreachable", "workers-stalled",
+    # "waiting" (no beat, nothing overdue)
     state: str
     last_pass_at: datetime | None
     message: str  # for people, "" when ok
@@ -55,6 +66,8 @@ def dispatcher_health(now: datetime | None = None) -> DispatcherHealth:
     last = DispatcherBeat.objects.filter(pk=1).values_list("at", flat=True).first()
     if last is not None:
         if now - last <= STALE_AFTER:
+            if not _broker_reachable():
+                return DispatcherHealth(False, "broker-unreachable", last, BROKER_UNREACHABLE_MESSAGE)
             return _workers_health(now, last)
         return DispatcherHealth(
             False,
@@ -100,6 +113,16 @@ def _workers_health(now: datetime, last: datetime) -> DispatcherHealth:
         f"Runs are queued but no worker takes them; the oldest has waited {waited}. "
         "Check the cluster's workers (manage.py runcluster) and its broker.",
     )
+
+
+def _broker_reachable() -> bool:
+    """The ping's answer, cached like the health itself: /healthz is not cached, and a
+    monitor polling it every second must not cost a connection to Redis each time."""
+    reachable = cache.get(BROKER_CACHE_KEY)
+    if not isinstance(reachable, bool):
+        reachable = broker_reachable()
+        cache.set(BROKER_CACHE_KEY, reachable, CACHE_SECONDS)
+    return reachable
 
 
 def cached_dispatcher_health() -> DispatcherHealth:

@@ -205,7 +205,7 @@ def _create_run(
 ) -> BackupScheduleRun:
     # With enqueue=False (a command runs it in its own process) no task is pushed, but the
     # run is marked as pushed: if that process dies before claiming, the dispatcher's look
-    # for lost tasks pushes one after REQUEUE_AFTER (create_run).
+    # for lost tasks pushes one LOST_AFTER later (create_run).
     new = NewRun.on_set(operation, backup_set, schedule_id, actor, restore_target)
     try:
         return create_run(new, enqueue)

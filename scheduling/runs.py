@@ -47,7 +47,7 @@ def create_run(new: NewRun, enqueue: bool = True) -> BackupScheduleRun:
     """Insert `new` (scheduling.creation.insert_run: RunConflict if it loses to an active
     run) and push its task, unless it waits for not_before, or `enqueue` is False: the
     caller executes it in-process, and if that process dies before claiming it the
-    dispatcher pushes a task after REQUEUE_AFTER."""
+    dispatcher's look for lost tasks pushes one (dispatch.LOST_AFTER after its creation)."""
     with transaction.atomic():
         run = insert_run(new)
         if enqueue and new.not_before is None:

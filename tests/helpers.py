@@ -124,27 +124,46 @@ class Cluster:
 
 @contextmanager
 def runcluster(
-    settings: Any, nodes: int = 1, workers: int = 1, environ: dict[str, str] | None = None
+    settings: Any,
+    nodes: int = 1,
+    workers: int = 1,
+    env: dict[str, str | None] | None = None,
+    new_session: bool = False,
 ) -> Iterator[Cluster]:
     """`manage.py runcluster` as real processes on the test database and storage, stopped
-    with SIGINT (as Ctrl-C) on leaving. `environ`: more settings for the nodes."""
-    env = {
+    with SIGINT (as Ctrl-C) on leaving.
+
+    `env` adds to or (with None) removes from the nodes' environment (REDIS_URL of a
+    test's own Redis, say); `new_session` gives each node a process group of its own,
+    for a test that kills a whole node (os.killpg) without killing itself."""
+    environment = {
         **os.environ,
         "DATABASE_URL": database_url(),
         "BACKUPS_DIR": str(settings.BACKUPS_DIR),
         "SOURCE_ROOTS": ",".join(str(p) for p in settings.SOURCE_ROOTS),
         "Q_WORKERS": str(workers),
-        **(environ or {}),
     }
-    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set for the browser tests' own process only
+    environment.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set for the browser tests' own process only
+    for name, value in (env or {}).items():
+        if value is None:
+            environment.pop(name, None)
+        else:
+            environment[name] = value
     command = [sys.executable, "manage.py", "runcluster"]
-    options: dict[str, Any] = {"cwd": ROOT, "env": env, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
+    options: dict[str, Any] = {
+        "cwd": ROOT,
+        "env": environment,
+        "stdout": subprocess.PIPE,
+        "stderr": subprocess.STDOUT,
+        "start_new_session": new_session,
+    }
     cluster = Cluster([subprocess.Popen(command, text=True, **options) for _ in range(nodes)])
     try:
         yield cluster
     finally:
         for process in cluster.processes:
-            process.send_signal(signal.SIGINT)
+            if process.poll() is None:
+                process.send_signal(signal.SIGINT)
         for process in cluster.processes:
             try:
                 cluster.outputs.append(process.communicate(timeout=60)[0])

@@ -34,6 +34,11 @@ core_signing.py, brokers/orm.py, brokers/redis_broker.py, models.py):
 4. Redis.enqueue: RPUSH of the package onto broker.list_key.
 5. The worker still calls the task's func with its args (our run code) and
    acknowledges it when ack_failure is set.
+6. The look for lost tasks (task_packages.scan_queue, package_run_code): the
+   signed format "[.]b64:timestamp:signature" (core_signing.dumps, "." when
+   compressed) with the run code as a plain string inside the pickle; Redis.dequeue
+   still a BLPOP with no acknowledgement (a taken task leaves the list); ORM.dequeue
+   still moving a taken row's lock to now + retry, compared with timezone.now().
 On a Django or database upgrade: the stored forms in sql_writes._preparer (UUID,
 datetime, JSON columns), the cast types of PostgreSQL columns, and SQLite's
 "INSERT ... SELECT ... WHERE true ON CONFLICT" and RETURNING (SQLite 3.35+).

@@ -12,13 +12,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+import re
 import uuid
+import zlib
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from django.core.signing import TimestampSigner, b64_encode
+from django.core.signing import TimestampSigner, b64_decode, b64_encode
+from django.utils import timezone
 from django.utils.encoding import force_bytes
 from django_q.brokers import Broker
 from django_q.brokers.orm import ORM
@@ -145,3 +149,92 @@ def push_packages(broker: Broker, packages: Sequence[str]) -> None:
     else:
         for package in packages:
             broker.enqueue(package)
+
+
+# ---------------------------------------------------------------- what the queue still holds
+
+# A run code as the task's argument holds it (dashed_code); the task id is 32 hex digits
+# without dashes, so in one of our packages this matches the argument only.
+_RUN_CODE = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def package_run_code(package: str | bytes, func: str) -> str | None:
+    """The run code a package calls `func` with, or None for any other package.
+
+    Read from the pickle's bytes, never unpickled and without checking the signature:
+    unpickling what anyone able to write to Redis put there would run their code in the
+    dispatcher, and the worker checks the signature anyway. A forged package can at most
+    make a run look as if its task were still queued, which the worker's own check of
+    the signature then shows in its log. Format: core_signing.dumps, "[.]b64:ts:sig"
+    with "." for a zlib-compressed pickle."""
+    raw = package.encode() if isinstance(package, str) else package
+    value = raw.split(b":", 1)[0]
+    compressed = value.startswith(b".")
+    try:
+        data = b64_decode(value[1:] if compressed else value)
+        if compressed:
+            data = zlib.decompress(data)
+    except (ValueError, zlib.error):
+        return None
+    if func.encode() not in data:
+        return None
+    found = _RUN_CODE.search(data)
+    return found.group().decode() if found else None
+
+
+@dataclass
+class QueueScan:
+    """The runs whose tasks sit on a broker's queue, from one read of it."""
+
+    # Run codes with a task a worker can still take.
+    available: set[str] = field(default_factory=set)
+    # ORM broker: run codes whose row a cluster has taken (locked until its `retry`), with the rows.
+    taken: dict[str, list[int]] = field(default_factory=dict)
+    # False when the queue held more than the read's limit: a code in neither set may be further on.
+    complete: bool = True
+
+
+def scan_queue(broker: Broker, func: str, limit: int) -> QueueScan:
+    """Read the first `limit` tasks of the broker's queue (one round trip on Redis, one
+    SELECT on the ORM broker) and say which runs they are for.
+
+    Redis: what is in the list can still be taken; a task a cluster took is gone from
+    it (BLPOP, no acknowledgement). ORM broker: a row stays until it is acknowledged, a
+    cluster that takes it moves its lock to now + `retry`; django-q2 compares locks with
+    its own clock (timezone.now()), so we do too."""
+    scan = QueueScan()
+    if broker_in_database(broker):
+        now = timezone.now()
+        rows = list(
+            OrmQ.objects.using(Conf.ORM or "default")
+            .filter(key=broker.list_key)
+            .order_by("id")
+            .values_list("id", "lock", "payload")[: limit + 1]
+        )
+        scan.complete = len(rows) <= limit
+        for pk, lock, payload in rows[:limit]:
+            code = package_run_code(payload, func)
+            if code is None:
+                continue
+            if lock is None or lock < now:
+                scan.available.add(code)
+            else:
+                scan.taken.setdefault(code, []).append(pk)
+        return scan
+    pipe = broker.connection.pipeline(transaction=False)
+    pipe.llen(broker.list_key)
+    pipe.lrange(broker.list_key, 0, limit - 1)
+    length, packages = pipe.execute()
+    scan.complete = length <= limit
+    for package in packages:
+        code = package_run_code(package, func)
+        if code is not None:
+            scan.available.add(code)
+    return scan
+
+
+def release_rows(pks: Sequence[int]) -> None:
+    """ORM broker: make taken rows available again at once (what its `retry` would do
+    hours later), in one UPDATE."""
+    if pks:
+        OrmQ.objects.using(Conf.ORM or "default").filter(pk__in=pks).update(lock=timezone.now())

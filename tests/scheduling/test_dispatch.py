@@ -4,11 +4,12 @@ import json
 from datetime import UTC, datetime, time, timedelta
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from scheduling.dispatch import run_pass
+from scheduling.dispatch import LOST_AFTER, run_pass
 from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus, ScheduleKind
 from scheduling.runs import run_now
 from tenants.models import AuditAction, AuditLog
@@ -206,22 +207,85 @@ def test_a_slot_that_loses_to_a_run_now_is_recorded_as_skipped(schedule, monkeyp
 
 
 def test_a_queued_run_whose_task_was_lost_gets_it_again(schedule, django_capture_on_commit_callbacks) -> None:
-    """Redis: the process died between commit and push. ORM broker: the cluster was
-    killed after taking the task off the queue (it would redeliver only after 6 hours)."""
-    from django_q.models import OrmQ
-
+    """Redis: the task was taken by a cluster that then died (or its push was lost).
+    ORM broker: the same, seen as a row gone (a worker took and acknowledged it)."""
     with django_capture_on_commit_callbacks(execute=True):
         run = run_now(schedule, actor=None)
     queued_tasks()  # taken off the queue by a cluster that then dies
-    OrmQ.objects.all().delete()
-    assert run_pass(run.enqueued_at + timedelta(minutes=14)).requeued == 0
-    later = run.enqueued_at + timedelta(minutes=16)
+    assert run_pass(run.enqueued_at + LOST_AFTER).requeued == 0  # a fresh push may be on its way
+    later = run.enqueued_at + LOST_AFTER + timedelta(seconds=1)
     with django_capture_on_commit_callbacks(execute=True):
         assert run_pass(later).requeued == 1
-    assert [task["args"] for task in queued_tasks()] == [(str(run.code),)]
     run.refresh_from_db()
     assert run.enqueued_at == later
-    assert run_pass(later + timedelta(minutes=1)).requeued == 0
+    # Its new task waits in the queue: later passes leave it alone.
+    for minutes in (1, 2, 5, 30):
+        with django_capture_on_commit_callbacks(execute=True):
+            assert run_pass(later + timedelta(minutes=minutes)).requeued == 0
+    assert [task["args"] for task in queued_tasks()] == [(str(run.code),)]
+
+
+def test_a_task_a_cluster_took_and_never_started_is_given_out_again(
+    schedule, django_capture_on_commit_callbacks
+) -> None:
+    """The cluster took the task (Redis: off the list; ORM broker: its row locked for
+    `retry`, 6 hours) and was killed before a worker claimed the run."""
+    from django_q.brokers import get_broker
+    from django_q.models import OrmQ
+
+    with django_capture_on_commit_callbacks(execute=True):
+        run = run_now(schedule, actor=None)  # Redis: pushed on commit
+    assert get_broker().dequeue()  # taken, never acknowledged
+    later = run.enqueued_at + LOST_AFTER + timedelta(seconds=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert run_pass(later).requeued == 1
+    tasks = queued_tasks()
+    assert [task["args"] for task in tasks] == [(str(run.code),)]
+    if "orm" in settings.Q_CLUSTER:
+        assert OrmQ.objects.count() == 0  # the same row, unlocked and now taken again: no copy
+
+
+def test_a_long_backlog_gets_no_second_tasks_however_long_it_waits(
+    tenant, source, django_capture_on_commit_callbacks
+) -> None:
+    """Runs waiting behind busy workers, their tasks in the queue: pass after pass,
+    nothing is pushed again (before, each got one more task every 15 minutes)."""
+    from django_q.brokers import get_broker
+
+    from tests.helpers import make_schedule
+
+    for i in range(120):
+        make_schedule(tenant, source, name=f"s{i}", kind="daily", time_of_day=time(2, 30), timezone="UTC")
+    BackupSchedule.objects.update(next_run_at=SLOT)
+    with django_capture_on_commit_callbacks(execute=True):
+        assert run_pass(SLOT).created == 120
+    broker = get_broker()
+    assert broker.queue_size() == 120
+    for minutes in (1, 2, 3, 16, 31, 120, 24 * 60):
+        with django_capture_on_commit_callbacks(execute=True):
+            assert run_pass(SLOT + timedelta(minutes=minutes, seconds=1)).requeued == 0, minutes
+    assert broker.queue_size() == 120
+    # One of them taken by a cluster that dies: that one, and only it, is given out again.
+    assert broker.dequeue()
+    with django_capture_on_commit_callbacks(execute=True):
+        assert run_pass(SLOT + timedelta(days=1, minutes=1)).requeued == 1
+    assert broker.queue_size() == 120
+
+
+def test_the_look_for_lost_tasks_reads_the_queue_once_whatever_the_backlog(
+    tenant, source, django_capture_on_commit_callbacks
+) -> None:
+    from tests.helpers import make_schedule
+
+    for i in range(30):
+        make_schedule(tenant, source, name=f"s{i}", kind="daily", time_of_day=time(2, 30), timezone="UTC")
+    BackupSchedule.objects.update(next_run_at=SLOT)
+    with django_capture_on_commit_callbacks(execute=True):
+        run_pass(SLOT)
+    with CaptureQueriesContext(connection) as queries:
+        assert run_pass(SLOT + timedelta(minutes=50)).requeued == 0
+    reads = [q["sql"] for q in queries.captured_queries if "django_q_ormq" in q["sql"]]
+    assert len(reads) == (1 if "orm" in settings.Q_CLUSTER else 0)  # Redis: one round trip instead
 
 
 def test_one_broken_schedule_does_not_stop_the_others(schedule, source, tenant) -> None:

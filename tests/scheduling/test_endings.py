@@ -92,8 +92,8 @@ def test_a_sigkilled_worker_ends_failed_worker_lost_told_with_its_lease_released
 ) -> None:
     source = schedule.sources.get()
     # The dispatcher runs here, so its mail is this process's outbox; the nodes only work.
-    environ = {"DISPATCHER_ENABLED": "false"}
-    with locked(Path(source.path)) as release, runcluster(settings, environ=environ) as cluster:
+    environ: dict[str, str | None] = {"DISPATCHER_ENABLED": "false"}
+    with locked(Path(source.path)) as release, runcluster(settings, env=environ) as cluster:
         run = run_now(schedule, actor=None)
         # The worker waits on the locked source, holding it open: that is the process to kill.
         workers: set[int] = set()

@@ -9,7 +9,7 @@ import time_machine
 from django.core.cache import cache
 
 from scheduling.dispatch import run_pass
-from scheduling.health import STALE_AFTER, dispatcher_health
+from scheduling.health import STALE_AFTER, WORKERS_STALLED_AFTER, dispatcher_health
 from scheduling.models import BackupSchedule, DispatcherBeat
 
 NOON = datetime(2026, 11, 27, 12, 0, tzinfo=UTC)
@@ -126,13 +126,13 @@ def queued_run(schedule: BackupSchedule, waiting: timedelta, **fields):  # type:
 def test_runs_waiting_while_no_worker_beats_mean_the_workers_are_stalled(schedule) -> None:
     with time_machine.travel(NOON, tick=False):
         run_pass()
-        run = queued_run(schedule, timedelta(minutes=9))
+        run = queued_run(schedule, WORKERS_STALLED_AFTER)
         assert dispatcher_health().state == "running"  # a moment's wait is no sign
-        # Due for 12 minutes, though the dispatcher has pushed its task again since.
-        type(run).objects.filter(pk=run.pk).update(created_at=NOON - timedelta(minutes=12), enqueued_at=NOON)
+        # Due for 3 minutes, though the dispatcher has pushed its task again since.
+        type(run).objects.filter(pk=run.pk).update(created_at=NOON - timedelta(minutes=3), enqueued_at=NOON)
         health = dispatcher_health()
     assert (health.ok, health.state) == (False, "workers-stalled")
-    assert "the oldest has waited 12 minutes" in health.message
+    assert "the oldest has waited 3 minutes" in health.message
 
 
 def test_runs_waiting_behind_busy_workers_are_no_alarm(schedule, tenant, source) -> None:
@@ -155,7 +155,7 @@ def test_runs_waiting_behind_busy_workers_are_no_alarm(schedule, tenant, source)
 def test_a_retry_waits_from_when_it_became_due_not_from_when_it_was_made(schedule) -> None:
     with time_machine.travel(NOON, tick=False):
         run_pass()
-        retry = queued_run(schedule, timedelta(hours=1), not_before=NOON - timedelta(minutes=2))
+        retry = queued_run(schedule, timedelta(hours=1), not_before=NOON - timedelta(minutes=1))
         assert dispatcher_health().state == "running"
-        type(retry).objects.filter(pk=retry.pk).update(not_before=NOON - timedelta(minutes=11))
+        type(retry).objects.filter(pk=retry.pk).update(not_before=NOON - timedelta(minutes=3))
         assert dispatcher_health().state == "workers-stalled"

@@ -26,6 +26,8 @@ from tenants.fastpath.task_packages import (
     TASK_NAME,
     batch_signer,
     dashed_code,
+    package_run_code,
+    scan_queue,
     signed_packages,
     task_package,
 )
@@ -110,6 +112,46 @@ def test_the_broker_hands_our_tasks_to_a_worker(db, django_capture_on_commit_cal
     tasks = queued_tasks()
     assert sorted(task["args"] for task in tasks) == sorted((str(code),) for code in codes)
     assert {task["func"] for task in tasks} == {EXECUTE_RUN}
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_the_run_code_is_read_from_a_package_async_task_built(monkeypatch, compressed: bool) -> None:
+    """The look for lost tasks reads packages without unpickling them: the signed format
+    of core_signing ("[.]b64:ts:sig") and the run code as a string in the pickle."""
+    monkeypatch.setattr(Conf, "COMPRESSED", compressed)
+    code = str(uuid.uuid4())
+    broker = _Recorder()
+    async_task(EXECUTE_RUN, code, task_name=TASK_NAME, ack_failure=True, broker=broker)
+    async_task("backups.connection.other_task", str(uuid.uuid4()), broker=broker)
+    ours, other = broker.pushed
+    assert package_run_code(ours, EXECUTE_RUN) == code
+    assert package_run_code(ours.encode(), EXECUTE_RUN) == code  # as Redis returns it
+    assert package_run_code(signed_packages(EXECUTE_RUN, [code], NOW)[0], EXECUTE_RUN) == code
+    assert package_run_code(other, EXECUTE_RUN) is None  # not a run's task
+
+
+@pytest.mark.parametrize("junk", ["", "no colon", "!!!:1:2", ".eJzz:1:2", b"\xff\xfe:1"])
+def test_a_package_that_is_not_ours_names_no_run(junk: str | bytes) -> None:
+    assert package_run_code(junk, EXECUTE_RUN) is None
+
+
+def test_the_queue_scan_sees_waiting_and_taken_tasks(db, django_capture_on_commit_callbacks) -> None:
+    """Redis: a task a cluster took is gone from the list. ORM: its row stays, locked."""
+    from django_q.brokers import get_broker
+
+    waiting, taken = str(uuid.uuid4()), str(uuid.uuid4())
+    with django_capture_on_commit_callbacks(execute=True):
+        enqueue_runs([taken, waiting])
+    broker = get_broker()
+    assert broker.dequeue()  # the first, `taken`
+    scan = scan_queue(broker, EXECUTE_RUN, limit=10)
+    assert scan.available == {waiting} and scan.complete
+    if Conf.ORM:
+        assert set(scan.taken) == {taken}
+        assert not scan_queue(broker, EXECUTE_RUN, limit=1).complete  # two rows, one read
+    else:
+        assert scan.taken == {}
+        assert scan_queue(broker, EXECUTE_RUN, limit=1).complete  # one left in the list
 
 
 # ---------------------------------------------------------------- set-based SQL writes
