@@ -18,12 +18,13 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from backups import pipeline, storage
+from backups.engines.base import StopCheck
 from backups.errors import BackupError, ErrorCode
 from backups.runlog import RunLog
 from lib.passes import first_pass_at
-from scheduling import leases, retention, retry
+from scheduling import leases, retention, retry, shutdown
 from scheduling.heartbeat import heartbeat
-from scheduling.lifecycle import adopt, claim, finish
+from scheduling.lifecycle import adopt, claim, finish, hand_back
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
 from scheduling.notifications import notify_run_finished
 from scheduling.perform import Outcome, perform_restore, perform_verify
@@ -84,6 +85,13 @@ def storage_key(run: BackupScheduleRun, started: datetime, index: int = 0, suffi
 
 def execute_run(run_code: str) -> str:
     # django-q2's worker closes stale connections before each task.
+    if shutdown.stopping():
+        # This node is stopping: a task it had taken off the broker before is not
+        # started now (it would only be interrupted); the next dispatcher pass, on any
+        # node, pushes it again.
+        hand_back(run_code)
+        logger.info("run %s handed back: this node is shutting down", run_code)
+        return "handed back"
     started = timezone.now()
     if not claim(run_code, started):
         # A second delivery of the same task, a run canceled meanwhile, or a retry
@@ -190,6 +198,7 @@ def _backup_run(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outco
         adopt=lambda backup_set: adopt(run, backup_set),
         context=f"run {run.code}",
         series=schedule.code,  # scheduling.retention.live_sets finds the schedule's sets by it
+        should_stop=stop_check(run),
     )
     try:
         done = pipeline.back_up(sources, job)
@@ -202,6 +211,13 @@ def _backup_run(run: BackupScheduleRun, started: datetime, log: RunLog) -> Outco
         _apply_retention(run, log)
         log("Succeeded.")
     return Outcome(RUN_STATUS_OF[done.status], done.error_code, done.message)
+
+
+def stop_check(run: BackupScheduleRun) -> StopCheck:
+    """Why this run's backup must stop now, asked on every read of a dump: its node is
+    shutting down and the grace is over (INTERRUPTED). Other reasons join here, each a
+    check of its own, so the pipeline asks one callable."""
+    return pipeline.first_stop(shutdown.interrupted)
 
 
 def _apply_retention(run: BackupScheduleRun, log: RunLog) -> None:

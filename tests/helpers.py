@@ -122,21 +122,30 @@ class Cluster:
         return "".join(self.outputs)[-3000:]
 
 
-@contextmanager
-def runcluster(settings: Any, nodes: int = 1, workers: int = 1) -> Iterator[Cluster]:
-    """`manage.py runcluster` as real processes on the test database and storage, stopped
-    with SIGINT (as Ctrl-C) on leaving."""
+def cluster_env(settings: Any, workers: int = 1, **extra: str) -> dict[str, str]:
+    """The environment of a `manage.py runcluster` on the test database and storage."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
         "BACKUPS_DIR": str(settings.BACKUPS_DIR),
         "SOURCE_ROOTS": ",".join(str(p) for p in settings.SOURCE_ROOTS),
         "Q_WORKERS": str(workers),
+        **extra,
     }
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set for the browser tests' own process only
-    command = [sys.executable, "manage.py", "runcluster"]
+    return env
+
+
+RUNCLUSTER = [sys.executable, "manage.py", "runcluster"]
+
+
+@contextmanager
+def runcluster(settings: Any, nodes: int = 1, workers: int = 1) -> Iterator[Cluster]:
+    """`manage.py runcluster` as real processes on the test database and storage, stopped
+    with SIGINT (as Ctrl-C) on leaving."""
+    env = cluster_env(settings, workers)
     options: dict[str, Any] = {"cwd": ROOT, "env": env, "stdout": subprocess.PIPE, "stderr": subprocess.STDOUT}
-    cluster = Cluster([subprocess.Popen(command, text=True, **options) for _ in range(nodes)])
+    cluster = Cluster([subprocess.Popen(RUNCLUSTER, text=True, **options) for _ in range(nodes)])
     try:
         yield cluster
     finally:
