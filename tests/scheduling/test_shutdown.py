@@ -81,6 +81,17 @@ def stored_files(settings) -> list[Path]:  # type: ignore[no-untyped-def]
     return [path for path in Path(settings.BACKUPS_DIR).rglob("*") if path.is_file()]
 
 
+def pg_dumps_of(database: str) -> list[int]:
+    """Living pg_dump processes dumping `database` (named in their environment, PGDATABASE)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with suppress(OSError):
+            tool = (entry / "cmdline").read_bytes().split(b"\0")[0]
+            if tool.endswith(b"pg_dump") and f"PGDATABASE={database}".encode() in (entry / "environ").read_bytes():
+                found.append(int(entry.name))
+    return found
+
+
 def test_a_backup_that_ends_within_the_grace_succeeds_and_the_node_then_exits_0(
     tenant, source, settings, tmp_path
 ) -> None:
@@ -124,9 +135,10 @@ def test_a_backup_still_going_when_the_grace_ends_is_interrupted_and_nothing_of_
         with node(settings, tmp_path, grace) as cluster:
             run = run_now(schedule, actor=None)
             pg_wait_for_lock_waiter(database)
+            assert pg_dumps_of(database)
             code = cluster.stop_group(within=grace + STOP_MARGIN_SECONDS + SLACK_SECONDS)
-            # The lock is still held: pg_dump was killed by its worker, not let through.
-            assert not subprocess.run(["pgrep", "-f", f"pg_dump.*{database}"], capture_output=True).stdout
+            # The lock is still held, and yet no pg_dump of it is left: its worker killed it.
+            assert pg_dumps_of(database) == []
     assert code == 0, cluster.output()
     run.refresh_from_db()
     assert (run.status, run.error_code) == (RunStatus.FAILED, "INTERRUPTED"), (run.log, cluster.output())
