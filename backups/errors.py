@@ -12,6 +12,9 @@ class ErrorCode(models.TextChoices):
     THROTTLED = "THROTTLED"
     STORAGE_FULL = "STORAGE_FULL"
     WORKER_LOST = "WORKER_LOST"
+    # The worker's node was stopped (SIGTERM / Ctrl-C) and the dump did not end within
+    # its grace period; stopped cleanly, nothing partial kept. Retried like a transient failure.
+    INTERRUPTED = "INTERRUPTED"
     # A stored backup file fails a check: checksum, decompression, or the tool's own reading.
     CORRUPTED = "CORRUPTED"
     UNKNOWN = "UNKNOWN"

@@ -26,7 +26,7 @@ from django.db import DatabaseError, transaction
 from django.utils import timezone
 
 from backups import storage
-from backups.engines.base import DumpContext, DumpTarget, Engine, Log
+from backups.engines.base import DumpContext, DumpTarget, Engine, Log, StopCheck
 from backups.engines.registry import engine_for
 from backups.errors import BackupError, ErrorCode
 from backups.models import BackupItem, BackupSet, BackupSource, ItemStatus, SetStatus
@@ -70,20 +70,31 @@ def never_stop() -> BackupError | None:
     return None
 
 
-class DeadlineReader(io.BufferedIOBase, BinaryIO):
-    """A dump stream that fails with `error` (TIMEOUT) once the deadline has passed, or
-    with what `should_stop` returns once it returns an error (the caller wants the work
-    stopped: its run was given up, the worker is shutting down).
+def first_stop(*checks: StopCheck) -> StopCheck:
+    """One stop check made of several (a node shutting down, a run given up for lost):
+    the first reason any of them gives, asked in order."""
 
-    The process engines also kill their process at the deadline; this covers every
-    engine, including those whose stream is a plain file, at each chunk read."""
+    def should_stop() -> BackupError | None:
+        for check in checks:
+            if (reason := check()) is not None:
+                return reason
+        return None
+
+    return should_stop
+
+
+class DeadlineReader(io.BufferedIOBase, BinaryIO):
+    """A dump stream that fails with `error` (TIMEOUT) once the deadline has passed,
+    or with the reason `should_stop` gives (e.g. INTERRUPTED), at each chunk read.
+
+    The process engines also kill their process at the deadline or the stop (their
+    watchdog: a tool blocked on a lock writes nothing to read); this covers every
+    engine, including those whose stream is a plain file or a tar written in a thread.
+    Raising here leaves the engine's dump() with an error, which kills its tool, and
+    storage's error path removes the temporary file."""
 
     def __init__(
-        self,
-        raw: BinaryIO,
-        deadline: float | None,
-        error: BackupError,
-        should_stop: Callable[[], BackupError | None] = never_stop,
+        self, raw: BinaryIO, deadline: float | None, error: BackupError, should_stop: StopCheck = never_stop
     ) -> None:
         super().__init__()
         self.raw = raw
@@ -97,9 +108,8 @@ class DeadlineReader(io.BufferedIOBase, BinaryIO):
     def read(self, size: int | None = -1, /) -> bytes:
         if self.deadline is not None and clock() > self.deadline:
             raise self.error
-        stop = self.should_stop()
-        if stop is not None:
-            raise stop
+        if (reason := self.should_stop()) is not None:
+            raise reason
         return self.raw.read(-1 if size is None else size)
 
 
@@ -130,9 +140,11 @@ class BackupJob:
     context: str = ""  # names the work in the server's log, e.g. "run <code>"
     # The series the new set joins (BackupSet.series): the caller's key, opaque here.
     series: uuid.UUID | None = None
-    # Checked at every read of a dump: an error stops the dump (its temporary file is
-    # removed, nothing stored) and every later one fails the same way at its first read.
-    should_stop: Callable[[], BackupError | None] = never_stop
+    # Asked on every read of a dump (next to the deadline) and before each item: an
+    # error aborts the current dump with it (its file removed) and no further item
+    # starts (each is recorded failed with it). One callable: the caller composes its
+    # reasons with first_stop().
+    should_stop: StopCheck = never_stop
 
 
 class _Progress:
@@ -218,8 +230,10 @@ def _back_up_source(backup: _Backup, source: BackupSource) -> None:
     job = backup.job
     job.log(f"Source “{source.name}” ({source.get_kind_display()}).")
     at = timezone.now()
-    ctx = DumpContext(log=job.log, deadline=job.deadline, started_at=job.started)
+    ctx = DumpContext(log=job.log, deadline=job.deadline, started_at=job.started, should_stop=job.should_stop)
     try:
+        if (reason := job.should_stop()) is not None:  # stopped during an earlier source
+            raise reason
         engine = engine_for(source.kind)
         targets = engine.targets(source, ctx)
     except BackupError as exc:
@@ -243,11 +257,12 @@ def _back_up_target(
     try:
         if clock() > job.deadline:  # an earlier item used the time up
             raise job.timeout
+        if (reason := job.should_stop()) is not None:  # stopped during an earlier item
+            raise reason
         backup.progress.start(target.label)
         with engine.dump(source, target, ctx) as stream:
-            stored = storage.store_stream(
-                key, DeadlineReader(stream, job.deadline, job.timeout, job.should_stop), backup.progress
-            )
+            reader = DeadlineReader(stream, job.deadline, job.timeout, job.should_stop)
+            stored = storage.store_stream(key, reader, backup.progress)
     except BackupError as exc:
         _discard(stored)
         backup.progress.item_failed()

@@ -364,6 +364,12 @@ DISPATCH_GRACE_SECONDS = env_int("DISPATCH_GRACE_SECONDS", 300, minimum=0)
 # run of a tenant at its limit leaves it queued for a later pass (scheduling.lifecycle.claim),
 # so one tenant's pile of verifies cannot hold every worker while others wait.
 TENANT_MAX_RUNNING = env_int("TENANT_MAX_RUNNING", 2, minimum=0)
+# On SIGTERM / Ctrl-C, runcluster lets running backups finish for this long, then
+# interrupts them (INTERRUPTED, retried automatically) and exits within 30 s more
+# (scheduling/shutdown.py; the systemd unit in docs/operations.md). 90 s: a small
+# database's dump in progress finishes rather than starting over, while a restart or
+# a deploy waits no longer than systemd's own default stop timeout.
+SHUTDOWN_GRACE_SECONDS = env_int("SHUTDOWN_GRACE_SECONDS", 90, minimum=0)
 
 # ---------------------------------------------------------------- task queue
 REDIS_URL = env_str("REDIS_URL")

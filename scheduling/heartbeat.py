@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
@@ -39,7 +39,6 @@ HEARTBEAT_SECONDS = 10
 LOG_SECONDS = 10
 logger = logging.getLogger(__name__)
 
-StopCheck = Callable[[], BackupError | None]
 GIVEN_UP_MESSAGE = (
     "The dispatcher had given this run up for lost (its heartbeat was late), so this worker stopped: "
     "the run's sources may already be backed up by the schedule's next run."

@@ -59,6 +59,14 @@ def defer(run_code: str, running: int) -> None:
         logger.info("run %s waits: its tenant already runs %d (TENANT_MAX_RUNNING)", run_code, running)
 
 
+def hand_back(run_code: str) -> bool:
+    """Leave a run queued, without a task, for the dispatcher's next pass to push again
+    (as defer does): its worker's node is shutting down (scheduling.shutdown) and took
+    the task before it stopped taking new ones. not_before is kept: a retry still waits
+    for its time (release_due_retries pushes it then)."""
+    return BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.QUEUED).update(enqueued_at=None) == 1
+
+
 def beat(run_code: str, now: datetime, log: str | None = None) -> bool:
     """The worker is alive and still on this run; with `log`, the log so far (the run
     page follows it). A finished run is left alone: its final log is finish()'s."""

@@ -1,8 +1,9 @@
 """Automatic retries of backup runs that failed for a reason that may pass.
 
 Retried: CONNECTION_FAILED (a server restarting, a network blip), TIMEOUT (a
-busy source; the next attempt may be quicker) and THROTTLED (the source or storage
-asked us to slow down).
+busy source; the next attempt may be quicker), THROTTLED (the source or storage
+asked us to slow down) and INTERRUPTED (the worker's node was stopped, a deploy or a
+reboot, before the backup finished: another node, or this one restarted, does it).
 
 Never retried:
 * AUTH_FAILED, PERMISSION_DENIED, SOURCE_NOT_FOUND: a person must fix the source;
@@ -41,7 +42,9 @@ from tenants.models import AuditAction
 
 logger = logging.getLogger(__name__)
 
-RETRYABLE_CODES = frozenset({ErrorCode.CONNECTION_FAILED, ErrorCode.TIMEOUT, ErrorCode.THROTTLED})
+RETRYABLE_CODES = frozenset(
+    {ErrorCode.CONNECTION_FAILED, ErrorCode.TIMEOUT, ErrorCode.THROTTLED, ErrorCode.INTERRUPTED}
+)
 
 
 def is_retryable(error_code: str) -> bool:

@@ -19,12 +19,13 @@ from django.db import DatabaseError
 from django.utils import timezone
 
 from backups import pipeline, storage
+from backups.engines.base import StopCheck
 from backups.errors import BackupError, ErrorCode
 from backups.runlog import RunLog
-from scheduling import leases, retention
+from scheduling import leases, retention, shutdown
 from scheduling.endings import Ending, end, storage_folder
-from scheduling.heartbeat import StopCheck, heartbeat
-from scheduling.lifecycle import adopt, claim, note_late_result
+from scheduling.heartbeat import Pulse, heartbeat
+from scheduling.lifecycle import adopt, claim, hand_back, note_late_result
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
 from scheduling.perform import Outcome, perform_restore, perform_verify
 from tenants.audit import record
@@ -90,6 +91,13 @@ def storage_key(run: BackupScheduleRun, started: datetime, index: int = 0, suffi
 
 def execute_run(run_code: str) -> str:
     # django-q2's worker closes stale connections before each task.
+    if shutdown.stopping():
+        # This node is stopping: a task it had taken off the broker before is not
+        # started now (it would only be interrupted); the next dispatcher pass, on any
+        # node, pushes it again.
+        hand_back(run_code)
+        logger.info("run %s handed back: this node is shutting down", run_code)
+        return "handed back"
     started = timezone.now()
     if not claim(run_code, started):
         # A second delivery of the same task, a run canceled meanwhile, or a retry
@@ -110,7 +118,7 @@ def execute_run(run_code: str) -> str:
     log = RunLog()
     log(f"Run {run.code} started ({run.get_operation_display()}, {run.get_trigger_display()}, attempt {run.attempt}).")
     with heartbeat(run_code, log) as pulse:  # through retention too: all of it is the run's work
-        outcome = _perform(run, started, log, pulse.stop_error)
+        outcome = _perform(run, started, log, stop_check(pulse))
     fresh_connection()  # a long dump may have outlived the connection; reconnect before the ending
     try:
         ended = end(run, Ending(outcome.status, log.text(), outcome.error_code, outcome.message))
@@ -189,6 +197,14 @@ def _backup_run(run: BackupScheduleRun, started: datetime, log: RunLog, should_s
         _apply_retention(run, log)
         log("Succeeded.")
     return Outcome(RUN_STATUS_OF[done.status], done.error_code, done.message)
+
+
+def stop_check(pulse: Pulse) -> StopCheck:
+    """Why this run's backup must stop now, asked on every read of a dump: its node is
+    shutting down and the grace is over (INTERRUPTED), or the dispatcher gave the run up
+    for lost while it worked (WORKER_LOST: its sources may be the next run's by now).
+    One callable, so the pipeline asks one thing."""
+    return pipeline.first_stop(shutdown.interrupted, pulse.stop_error)
 
 
 def _apply_retention(run: BackupScheduleRun, log: RunLog) -> None:

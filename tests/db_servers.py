@@ -86,6 +86,19 @@ def pg_database(prefix: str = "bt") -> Iterator[str]:
         pg_drop_database(name)
 
 
+def pg_wait_for_lock_waiter(database: str, timeout: float = 90) -> None:
+    """Wait until a session of `database` (a pg_dump) waits on a lock another holds."""
+    import time
+
+    sql = f"SELECT count(*) FROM pg_stat_activity WHERE datname = '{database}' AND wait_event_type = 'Lock'"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pg_execute(sql)[0][0]:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"nothing waited on a lock in {database} within {timeout} s")
+
+
 @contextmanager
 def pg_role(prefix: str = "bt_role", options: str = "LOGIN") -> Iterator[str]:
     name = unique_name(prefix)

@@ -122,6 +122,23 @@ class Cluster:
         return "".join(self.outputs)[-3000:]
 
 
+def cluster_env(settings: Any, workers: int = 1, **extra: str) -> dict[str, str]:
+    """The environment of a `manage.py runcluster` on the test database and storage."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url(),
+        "BACKUPS_DIR": str(settings.BACKUPS_DIR),
+        "SOURCE_ROOTS": ",".join(str(p) for p in settings.SOURCE_ROOTS),
+        "Q_WORKERS": str(workers),
+        **extra,
+    }
+    env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set for the browser tests' own process only
+    return env
+
+
+RUNCLUSTER = [sys.executable, "manage.py", "runcluster"]
+
+
 @contextmanager
 def runcluster(
     settings: Any,
@@ -136,20 +153,12 @@ def runcluster(
     `env` adds to or (with None) removes from the nodes' environment (REDIS_URL of a
     test's own Redis, say); `new_session` gives each node a process group of its own,
     for a test that kills a whole node (os.killpg) without killing itself."""
-    environment = {
-        **os.environ,
-        "DATABASE_URL": database_url(),
-        "BACKUPS_DIR": str(settings.BACKUPS_DIR),
-        "SOURCE_ROOTS": ",".join(str(p) for p in settings.SOURCE_ROOTS),
-        "Q_WORKERS": str(workers),
-    }
-    environment.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set for the browser tests' own process only
+    environment = cluster_env(settings, workers)
     for name, value in (env or {}).items():
         if value is None:
             environment.pop(name, None)
         else:
             environment[name] = value
-    command = [sys.executable, "manage.py", "runcluster"]
     options: dict[str, Any] = {
         "cwd": ROOT,
         "env": environment,
@@ -157,7 +166,7 @@ def runcluster(
         "stderr": subprocess.STDOUT,
         "start_new_session": new_session,
     }
-    cluster = Cluster([subprocess.Popen(command, text=True, **options) for _ in range(nodes)])
+    cluster = Cluster([subprocess.Popen(RUNCLUSTER, text=True, **options) for _ in range(nodes)])
     try:
         yield cluster
     finally:

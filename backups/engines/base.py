@@ -21,10 +21,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, BinaryIO, ClassVar, Protocol
 
+from backups.errors import BackupError
+
 if TYPE_CHECKING:
     from tenants.models import Tenant
 
 Log = Callable[[str], None]
+# None: go on; an error: stop the work now, failing with it (e.g. INTERRUPTED).
+StopCheck = Callable[[], BackupError | None]
 
 
 class Source(Protocol):
@@ -80,6 +84,9 @@ class DumpContext:
     # Monotonic deadline (time.monotonic()); past it the dump is killed -> TIMEOUT.
     deadline: float | None = None
     started_at: datetime | None = None
+    # Asked while a dump runs (the pipeline's BackupJob.should_stop): an error means stop
+    # now with it; a tool's watchdog kills the tool, as at the deadline.
+    should_stop: StopCheck = field(default=lambda: None)
 
 
 @dataclass

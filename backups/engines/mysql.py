@@ -229,7 +229,7 @@ class MysqlEngine(Engine):
         # "--": a database named like an option stays a name.
         with self._call(source, tool, options, ["--", database], what, ctx.deadline) as call:
             ctx.log(f"{what} on {source.host}:{source.port or DEFAULT_PORT} as {source.username}.")
-            with dump_stream(call) as stream:
+            with dump_stream(call, ctx.should_stop) as stream:
                 yield stream
 
     def check_connection(self, source: Source) -> CheckResult:

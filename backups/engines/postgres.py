@@ -229,7 +229,7 @@ class PostgresEngine(Engine):
         ) as call:
             say = f"pg_dump of “{database}” on {source.host}:{source.port or DEFAULT_PORT} as {source.username}."
             ctx.log(say)
-            with dump_stream(call) as stream:
+            with dump_stream(call, ctx.should_stop) as stream:
                 yield stream
 
     def check_connection(self, source: Source) -> CheckResult:

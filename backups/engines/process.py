@@ -4,7 +4,10 @@
   folder (PGPASSFILE for libpq tools, an option file for MariaDB tools), never the
   command line, which any local user can read in /proc/<pid>/cmdline.
 - The tool runs in its own process group; a watchdog kills the group when the
-  context's deadline (time.monotonic) passes -> BackupError(TIMEOUT).
+  context's deadline (time.monotonic) passes -> BackupError(TIMEOUT), or when the
+  caller's stop check gives a reason (a node shutting down: INTERRUPTED), asked every
+  STOP_POLL_SECONDS: a tool blocked on a lock writes nothing, so a check on each read
+  of its output alone would never come.
 - stderr is read by a thread and only its last STDERR_LIMIT bytes are kept, so a
   chatty tool can neither block on a full pipe nor fill the worker's memory.
 - A dump's stdout is handed out wrapped: reading its end waits for the tool and
@@ -30,11 +33,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from backups.engines.base import ReadStream
+from backups.engines.base import ReadStream, StopCheck
 from backups.errors import BackupError, ErrorCode
 
 STDERR_LIMIT = 64 * 1024
 CHUNK = 1024 * 1024
+# How often a running tool's watchdog asks the stop check.
+STOP_POLL_SECONDS = 0.5
 # Environment variables a client tool would take a password, a host or a config file
 # from; the worker's own must never leak into a tenant's tool call.
 _INHERITED_PREFIXES = ("PG", "MYSQL", "MARIADB")
@@ -202,10 +207,14 @@ def _pipe(stream: IO[bytes] | None) -> io.BufferedReader:
 class Process:
     """A started tool with its stderr reader and deadline watchdog."""
 
-    def __init__(self, call: ToolCall, stdin: int | None = subprocess.DEVNULL) -> None:
+    def __init__(
+        self, call: ToolCall, stdin: int | None = subprocess.DEVNULL, should_stop: StopCheck | None = None
+    ) -> None:
         self.call = call
         self.stderr = _Tail(STDERR_LIMIT)
         self.timed_out = False
+        self.should_stop = should_stop
+        self.stopped: BackupError | None = None  # why the stop check had the tool killed
         self._done = threading.Event()
         if call.deadline is not None and call.deadline <= time.monotonic():
             raise BackupError(ErrorCode.TIMEOUT, f"The {call.what} did not start: the run's time limit had passed.")
@@ -222,7 +231,7 @@ class Process:
         except OSError as exc:
             raise BackupError(ErrorCode.UNKNOWN, f"The {call.what} could not start: {exc.strerror}.") from None
         self._threads = [threading.Thread(target=self._read_stderr, daemon=True)]
-        if call.deadline is not None:
+        if call.deadline is not None or should_stop is not None:
             self._threads.append(threading.Thread(target=self._watch, daemon=True))
         for thread in self._threads:
             thread.start()
@@ -241,11 +250,20 @@ class Process:
                 on_line(line)
 
     def _watch(self) -> None:
-        assert self.call.deadline is not None
-        remaining = self.call.deadline - time.monotonic()
-        if not self._done.wait(max(remaining, 0)) and self.popen.poll() is None:
-            self.timed_out = True
-            self.kill()
+        deadline, should_stop = self.call.deadline, self.should_stop
+        while True:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0)
+            wait = min(w for w in (remaining, STOP_POLL_SECONDS if should_stop else None) if w is not None)
+            if self._done.wait(wait) or self.popen.poll() is not None:
+                return
+            if deadline is not None and time.monotonic() >= deadline:
+                self.timed_out = True
+                self.kill()
+                return
+            if should_stop is not None and (reason := should_stop()) is not None:
+                self.stopped = reason
+                self.kill()
+                return
 
     def kill(self) -> None:
         with suppress(ProcessLookupError):
@@ -261,6 +279,8 @@ class Process:
     def check(self, status: int) -> None:
         """Raise the BackupError that explains how the tool ended, if it failed."""
         call = self.call
+        if self.stopped is not None:
+            raise self.stopped
         if self.timed_out:
             raise BackupError(
                 ErrorCode.TIMEOUT,
@@ -341,9 +361,10 @@ class CheckedStream(ReadStream):
 
 
 @contextmanager
-def dump_stream(call: ToolCall) -> Iterator[BinaryIO]:
-    """Run a dump tool; yield its stdout. Leaving the block checks how it ended."""
-    process = Process(call)
+def dump_stream(call: ToolCall, should_stop: StopCheck | None = None) -> Iterator[BinaryIO]:
+    """Run a dump tool; yield its stdout. Leaving the block checks how it ended.
+    `should_stop` (the dump context's) is asked while it runs: a reason kills the tool."""
+    process = Process(call, should_stop=should_stop)
     stream = CheckedStream(process)
     try:
         yield stream
