@@ -19,6 +19,7 @@ from scheduling.models import (
     BackupSchedule,
     BackupScheduleRun,
     DispatcherBeat,
+    NodeClock,
     Notification,
     ScheduleSource,
     SourceLease,
@@ -175,6 +176,7 @@ class BackupScheduleRunAdmin(ReadOnlyAdmin):
         # A run that made a set stays while the set does: the set is found through it (its
         # schedule, retention, the pages). Deleting the schedule takes both, sets first.
         return obj is None or obj.backup_set_id is None
+
     search_fields = ["=code", "schedule__name", "error_code", "error_message"]
     list_select_related = ["schedule", "tenant"]
 
@@ -192,6 +194,13 @@ class DispatcherBeatAdmin(ReadOnlyAdmin):
     """Read-only: when and where the last dispatcher pass ran (written by every pass)."""
 
     list_display = ["at", "node"]
+
+
+@admin.register(NodeClock)
+class NodeClockAdmin(ReadOnlyAdmin):
+    """Read-only: each node's clock against the database's, measured by its dispatcher passes."""
+
+    list_display = ["node", "offset_seconds", "round_trip_seconds", "measured_at"]
 
 
 @admin.register(Notification)

@@ -14,12 +14,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import Q
 from django.db.models.functions import Coalesce
-from django.utils import timezone
 
+from scheduling.dbclock import db_now
 from scheduling.dispatch import dispatcher_disabled_message
 from scheduling.heartbeat import HEARTBEAT_SECONDS
-from scheduling.models import BackupSchedule, BackupScheduleRun, DispatcherBeat, RunStatus
+from scheduling.models import BackupSchedule, BackupScheduleRun, DispatcherBeat, NodeClock, RunStatus
 from scheduling.presentation import relative
 
 # The clock starts a pass every minute; three missed in a row is no hiccup.
@@ -34,7 +35,8 @@ CACHE_SECONDS = 15
 @dataclass(frozen=True)
 class DispatcherHealth:
     ok: bool
-    # "running", "disabled", "stopped", "never-ran", "workers-stalled", "waiting" (no beat, nothing overdue)
+    # "running", "disabled", "stopped", "never-ran", "clock-skew", "workers-stalled",
+    # "waiting" (no beat, nothing overdue)
     state: str
     last_pass_at: datetime | None
     message: str  # for people, "" when ok
@@ -49,13 +51,13 @@ class DispatcherHealth:
 
 
 def dispatcher_health(now: datetime | None = None) -> DispatcherHealth:
-    now = now or timezone.now()
+    now = now or db_now()  # the clock the passes record their beats with
     if not settings.DISPATCHER_ENABLED:
         return DispatcherHealth(False, "disabled", None, dispatcher_disabled_message())
     last = DispatcherBeat.objects.filter(pk=1).values_list("at", flat=True).first()
     if last is not None:
         if now - last <= STALE_AFTER:
-            return _workers_health(now, last)
+            return _clock_health(now, last) or _workers_health(now, last)
         return DispatcherHealth(
             False,
             "stopped",
@@ -72,6 +74,30 @@ def dispatcher_health(now: datetime | None = None) -> DispatcherHealth:
             "does. Start the cluster (manage.py runcluster).",
         )
     return DispatcherHealth(True, "waiting", None, "")
+
+
+def _clock_health(now: datetime, last: datetime) -> DispatcherHealth | None:
+    """A node whose clock is off marks no slot missed (scheduling.dispatch._judge_clock):
+    its late schedules wait for a node whose clock is right, and if there is none, they
+    stop. Nothing else would tell, so the offset its last pass measured is shown here."""
+    limit = settings.CLOCK_SKEW_LIMIT_SECONDS
+    skewed = (
+        NodeClock.objects.filter(measured_at__gte=now - STALE_AFTER)
+        .filter(Q(offset_seconds__gt=limit) | Q(offset_seconds__lt=-limit))
+        .order_by("-measured_at")
+        .first()
+    )
+    if skewed is None:
+        return None
+    offset = skewed.offset_seconds
+    return DispatcherHealth(
+        False,
+        "clock-skew",
+        last,
+        f"The clock of node {skewed.node} is {abs(offset):.0f} s {'ahead of' if offset > 0 else 'behind'} the "
+        f"database's (more than {limit} s, CLOCK_SKEW_LIMIT_SECONDS): its dispatcher passes mark no slot missed. "
+        "Fix the node's time synchronization (NTP).",
+    )
 
 
 def _workers_health(now: datetime, last: datetime) -> DispatcherHealth:

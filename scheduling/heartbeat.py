@@ -15,7 +15,6 @@ from contextlib import contextmanager
 from typing import Protocol
 
 from django.db import close_old_connections, connection
-from django.utils import timezone
 
 from scheduling.lifecycle import beat
 
@@ -52,10 +51,10 @@ def heartbeat(run_code: str, log: FollowedLog | None = None) -> Iterator[None]:
                     if changed:
                         assert log is not None
                         version, text = log.snapshot()
-                        beat(run_code, timezone.now(), log=text)
+                        beat(run_code, log=text)
                         written = version
                     else:
-                        beat(run_code, timezone.now())
+                        beat(run_code)
                     last_beat = time.monotonic()
                 except Exception:  # a locked database or a dropped connection: try again next time
                     logger.warning("heartbeat of run %s failed; retrying", run_code, exc_info=True)
