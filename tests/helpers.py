@@ -123,15 +123,18 @@ class Cluster:
 
 
 @contextmanager
-def runcluster(settings: Any, nodes: int = 1, workers: int = 1) -> Iterator[Cluster]:
+def runcluster(
+    settings: Any, nodes: int = 1, workers: int = 1, extra_env: dict[str, str] | None = None
+) -> Iterator[Cluster]:
     """`manage.py runcluster` as real processes on the test database and storage, stopped
-    with SIGINT (as Ctrl-C) on leaving."""
+    with SIGINT (as Ctrl-C) on leaving; `extra_env` adds to their environment (faketime's)."""
     env = {
         **os.environ,
         "DATABASE_URL": database_url(),
         "BACKUPS_DIR": str(settings.BACKUPS_DIR),
         "SOURCE_ROOTS": ",".join(str(p) for p in settings.SOURCE_ROOTS),
         "Q_WORKERS": str(workers),
+        **(extra_env or {}),
     }
     env.pop("DJANGO_ALLOW_ASYNC_UNSAFE", None)  # set for the browser tests' own process only
     command = [sys.executable, "manage.py", "runcluster"]
