@@ -210,3 +210,25 @@ def test_a_pass_on_a_node_whose_clock_is_off_marks_no_slot_missed(tenant, source
     with time_machine.travel(db_now() + timedelta(seconds=TEN_MINUTES), tick=True):
         report = run_pass()
     assert (report.refused, report.missed) == (0, 1)
+
+
+def test_health_shows_a_node_whose_last_pass_found_its_clock_off(client, rita, tenant) -> None:
+    from django.core.cache import cache
+
+    from scheduling.health import STALE_AFTER
+
+    now = db_now()
+    run_pass(now)
+    NodeClock.objects.create(node="web-2:4242", measured_at=now, offset_seconds=-612.4, round_trip_seconds=0.002)
+    health = dispatcher_health(now)
+    assert (health.ok, health.state) == (False, "clock-skew")
+    assert "web-2:4242 is 612 s behind the database's" in health.message
+    response = client.get("/healthz")
+    assert response.status_code == 503 and response.json()["dispatcher"]["state"] == "clock-skew"
+    client.force_login(rita)
+    cache.clear()
+    page = client.get(f"/t/{tenant.code}/runs/").text
+    assert "A node's clock is wrong." in page and "web-2:4242 is 612 s behind" in page
+    # A measurement older than a stopped dispatcher's is that node's past, not its present.
+    NodeClock.objects.update(measured_at=now - STALE_AFTER - timedelta(seconds=1))
+    assert dispatcher_health(now).state == "running"
