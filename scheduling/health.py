@@ -51,9 +51,9 @@ class DispatcherHealth:
 
 
 def dispatcher_health(now: datetime | None = None) -> DispatcherHealth:
-    now = now or db_now()  # the clock the passes record their beats with
-    if not settings.DISPATCHER_ENABLED:
+    if not settings.DISPATCHER_ENABLED:  # a setting: no query, not even the clock's
         return DispatcherHealth(False, "disabled", None, dispatcher_disabled_message())
+    now = now or db_now()  # the clock the passes record their beats with
     last = DispatcherBeat.objects.filter(pk=1).values_list("at", flat=True).first()
     if last is not None:
         if now - last <= STALE_AFTER:
