@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-browser browser-deps lint bench-dispatch bench-backup bench-ui clean
+.PHONY: run test test-browser browser-deps faketime-deps lint bench-dispatch bench-backup bench-ui clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(VENV)/.dev-installed
 # Debian's chromium for the browser tests (apt, as root; never `playwright install`).
 browser-deps:
 	bash scripts/ensure-browser.sh
+
+# Debian's faketime for the clock skew tests (apt, as root).
+faketime-deps:
+	bash scripts/ensure-faketime.sh
 
 # Only the browser tests (SQLite profile); screenshots land in test-artifacts/screenshots/.
 test-browser: $(VENV)/.dev-installed browser-deps

@@ -360,6 +360,11 @@ SOURCE_SECRET_KEYS = _source_secret_keys()
 DISPATCHER_ENABLED = env_bool("DISPATCHER_ENABLED", True)
 # A slot older than this when the dispatcher reaches it is recorded as missed, not run.
 DISPATCH_GRACE_SECONDS = env_int("DISPATCH_GRACE_SECONDS", 300, minimum=0)
+# A node whose clock is further than this from the database's marks no slot missed and is
+# shown in scheduler health. NTP keeps nodes within milliseconds, and a reading is uncertain
+# by half a round trip, so 30 s is no measurement noise; it is still well inside the grace
+# above and the age at which a silent run is given up for lost, the spans a wrong clock would misjudge.
+CLOCK_SKEW_LIMIT_SECONDS = env_int("CLOCK_SKEW_LIMIT_SECONDS", 30, minimum=1)
 # At most this many runs of one tenant run at once (0 = no limit): a worker that takes a
 # run of a tenant at its limit leaves it queued for a later pass (scheduling.lifecycle.claim),
 # so one tenant's pile of verifies cannot hold every worker while others wait.

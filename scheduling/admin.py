@@ -19,6 +19,7 @@ from scheduling.models import (
     BackupSchedule,
     BackupScheduleRun,
     DispatcherBeat,
+    NodeClock,
     Notification,
     ScheduleSource,
     SourceLease,
@@ -193,6 +194,13 @@ class DispatcherBeatAdmin(ReadOnlyAdmin):
     """Read-only: when and where the last dispatcher pass ran (written by every pass)."""
 
     list_display = ["at", "node"]
+
+
+@admin.register(NodeClock)
+class NodeClockAdmin(ReadOnlyAdmin):
+    """Read-only: each node's clock against the database's, measured by its dispatcher passes."""
+
+    list_display = ["node", "offset_seconds", "round_trip_seconds", "measured_at"]
 
 
 @admin.register(Notification)

@@ -38,6 +38,7 @@ from django.utils.dateparse import parse_datetime, parse_time
 from backups.errors import ErrorCode
 from lib.slots import Cadence, InvalidCadence, next_slot, validate
 from scheduling.creation import scheduled_run_constants, scheduled_run_row
+from scheduling.dbclock import ClockReading, read_clock
 from scheduling.endings import Ending, give_up
 from scheduling.heartbeat import HEARTBEAT_SECONDS
 from scheduling.models import (
@@ -45,6 +46,7 @@ from scheduling.models import (
     BackupSchedule,
     BackupScheduleRun,
     DispatcherBeat,
+    NodeClock,
     Operation,
     RunStatus,
     Trigger,
@@ -100,6 +102,9 @@ class PassReport:
     requeued: int = 0
     abandoned: int = 0
     retries: int = 0
+    # Schedules with late slots left for a node whose clock agrees with the database's.
+    refused: int = 0
+    clock_offset: float | None = None  # this node's clock minus the database's, in seconds
     message: str = ""
 
     def as_json(self) -> str:
@@ -111,6 +116,7 @@ class _Plan:
     runs: list[dict[str, Any]] = field(default_factory=list)
     next_run_at: dict[int, dict[str, Any]] = field(default_factory=dict)
     names: dict[int, str] = field(default_factory=dict)
+    refused: int = 0
 
 
 def dispatcher_disabled_message() -> str:
@@ -118,18 +124,23 @@ def dispatcher_disabled_message() -> str:
 
 
 def run_pass(now: datetime | None = None) -> PassReport:
-    now = now or timezone.now()
-    report = PassReport(at=now.isoformat())
+    """One pass at the database's time (scheduling/dbclock.py), judging this node's clock
+    against it; given `now`, a simulated pass at that instant (tests, bench, the dispatch
+    command's --at), which reads and judges no clock."""
     if not settings.DISPATCHER_ENABLED:
-        report.enabled = False
-        report.message = dispatcher_disabled_message()
-        return report
+        return PassReport(at=(now or timezone.now()).isoformat(), enabled=False, message=dispatcher_disabled_message())
     grace = timedelta(seconds=settings.DISPATCH_GRACE_SECONDS)
     # A big pass allocates many short-lived tuples and dicts and no cycles; the
     # cyclic GC would stop to scan them again and again (~30% of a 10k pass).
     with _gc_paused(), transaction.atomic():
         _take_dispatch_lock()
-        record_beat()
+        reading = None
+        if now is None:  # read after the lock: a pass that waited for another decides at its own time
+            reading = read_clock()
+            now = reading.db_time
+        report = PassReport(at=now.isoformat())
+        skewed = reading is not None and _judge_clock(reading, report)
+        record_beat(now)
         report.abandoned = fail_abandoned_runs(now)
         report.requeued = requeue_lost_tasks(now)
         report.retries = release_due_retries(now)
@@ -137,7 +148,8 @@ def run_pass(now: datetime | None = None) -> PassReport:
         report.due = len(due)
         if not due:
             return report
-        plan = _plan(due, now, grace)
+        plan = _plan(due, now, grace, refuse_missed=skewed)
+        report.refused = plan.refused
         inserted = _insert_runs(plan.runs, now)
         inserted += _record_lost_races(plan, inserted, now)
         enqueue_runs([row["code"] for row in inserted if row["status"] == RunStatus.QUEUED])
@@ -267,13 +279,46 @@ def _gc_paused() -> Iterator[None]:
 NODE = f"{socket.gethostname()}:{os.getpid()}"
 
 
-def record_beat() -> None:
+def record_beat(at: datetime) -> None:
     """Every pass says when it ran (scheduling/health.py tells a stopped cluster by it):
     one upsert statement, the first pass's included."""
-    beat = DispatcherBeat(pk=1, at=timezone.now(), node=NODE)
+    beat = DispatcherBeat(pk=1, at=at, node=NODE)
     DispatcherBeat.objects.bulk_create(
         [beat], update_conflicts=True, unique_fields=["id"], update_fields=["at", "node"]
     )
+
+
+def _judge_clock(reading: ClockReading, report: PassReport) -> bool:
+    """Record this node's clock offset (NodeClock) and say whether it is beyond the bound.
+
+    The pass decides by the database's time, so a wrong node clock misjudges nothing
+    here; still, a node whose clock is off is a node to fix before its other timestamps
+    (a run's start and end, a retry's time) mislead, and marking a slot missed cannot be
+    undone, so a skewed node leaves that to a node that agrees with the database."""
+    report.clock_offset = round(reading.offset_seconds, 3)
+    measured = NodeClock(
+        node=NODE,
+        measured_at=reading.db_time,
+        offset_seconds=reading.offset_seconds,
+        round_trip_seconds=reading.round_trip_seconds,
+    )
+    NodeClock.objects.bulk_create(
+        [measured],
+        update_conflicts=True,
+        unique_fields=["node"],
+        update_fields=["measured_at", "offset_seconds", "round_trip_seconds"],
+    )
+    limit = settings.CLOCK_SKEW_LIMIT_SECONDS
+    if abs(reading.offset_seconds) <= limit:
+        return False
+    logger.warning(
+        "this node's clock (%s) is %+.1f s from the database's (limit %d s, CLOCK_SKEW_LIMIT_SECONDS): "
+        "this pass marks no slot missed; fix the node's time synchronization",
+        NODE,
+        reading.offset_seconds,
+        limit,
+    )
+    return True
 
 
 def _take_dispatch_lock() -> None:
@@ -394,7 +439,9 @@ def _nothing(columns: list[Any]) -> tuple[()]:
     return ()
 
 
-def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta) -> _Plan:
+def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta, refuse_missed: bool = False) -> _Plan:
+    """The rows to insert and the schedules to advance; with `refuse_missed` (this node's
+    clock is off), a schedule with a late slot gets neither, and waits for another pass."""
     plan = _Plan()
     # Thousands of schedules share a cadence and a due slot: decode and walk each
     # combination once, keyed first on the raw columns that matter for its kind.
@@ -417,6 +464,9 @@ def _plan(due: list[tuple[Any, ...]], now: datetime, grace: timedelta) -> _Plan:
                 logger.exception("schedule %s: its cadence cannot be computed", pk)
                 walk = _broken_walk(first_raw, exc)
             by_raw[raw_key] = walk
+        if refuse_missed and walk.late:
+            plan.refused += 1
+            continue
         plan.names[pk] = name[:200]
         plan.next_run_at[pk] = walk.update
         if walk.broken:

@@ -16,12 +16,13 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import Q
 from django.db.models.functions import Coalesce
-from django.utils import timezone
 
+from scheduling.dbclock import db_now
 from scheduling.dispatch import dispatcher_disabled_message
 from scheduling.heartbeat import HEARTBEAT_SECONDS
-from scheduling.models import BackupSchedule, BackupScheduleRun, DispatcherBeat, RunStatus
+from scheduling.models import BackupSchedule, BackupScheduleRun, DispatcherBeat, NodeClock, RunStatus
 from scheduling.presentation import relative
 from scheduling.queue import broker_reachable
 
@@ -44,7 +45,7 @@ BROKER_UNREACHABLE_MESSAGE = (
 @dataclass(frozen=True)
 class DispatcherHealth:
     ok: bool
-    # "running", "disabled", "stopped", "never-ran", "broker-unreachable", "workers-stalled",
+    # "running", "disabled", "stopped", "never-ran", "broker-unreachable", "clock-skew", "workers-stalled",
     # "waiting" (no beat, nothing overdue)
     state: str
     last_pass_at: datetime | None
@@ -60,15 +61,15 @@ class DispatcherHealth:
 
 
 def dispatcher_health(now: datetime | None = None) -> DispatcherHealth:
-    now = now or timezone.now()
-    if not settings.DISPATCHER_ENABLED:
+    if not settings.DISPATCHER_ENABLED:  # a setting: no query, not even the clock's
         return DispatcherHealth(False, "disabled", None, dispatcher_disabled_message())
+    now = now or db_now()  # the clock the passes record their beats with
     last = DispatcherBeat.objects.filter(pk=1).values_list("at", flat=True).first()
     if last is not None:
         if now - last <= STALE_AFTER:
             if not _broker_reachable():
                 return DispatcherHealth(False, "broker-unreachable", last, BROKER_UNREACHABLE_MESSAGE)
-            return _workers_health(now, last)
+            return _clock_health(now, last) or _workers_health(now, last)
         return DispatcherHealth(
             False,
             "stopped",
@@ -85,6 +86,30 @@ def dispatcher_health(now: datetime | None = None) -> DispatcherHealth:
             "does. Start the cluster (manage.py runcluster).",
         )
     return DispatcherHealth(True, "waiting", None, "")
+
+
+def _clock_health(now: datetime, last: datetime) -> DispatcherHealth | None:
+    """A node whose clock is off marks no slot missed (scheduling.dispatch._judge_clock):
+    its late schedules wait for a node whose clock is right, and if there is none, they
+    stop. Nothing else would tell, so the offset its last pass measured is shown here."""
+    limit = settings.CLOCK_SKEW_LIMIT_SECONDS
+    skewed = (
+        NodeClock.objects.filter(measured_at__gte=now - STALE_AFTER)
+        .filter(Q(offset_seconds__gt=limit) | Q(offset_seconds__lt=-limit))
+        .order_by("-measured_at")
+        .first()
+    )
+    if skewed is None:
+        return None
+    offset = skewed.offset_seconds
+    return DispatcherHealth(
+        False,
+        "clock-skew",
+        last,
+        f"The clock of node {skewed.node} is {abs(offset):.0f} s {'ahead of' if offset > 0 else 'behind'} the "
+        f"database's (more than {limit} s, CLOCK_SKEW_LIMIT_SECONDS): its dispatcher passes mark no slot missed. "
+        "Fix the node's time synchronization (NTP).",
+    )
 
 
 def _workers_health(now: datetime, last: datetime) -> DispatcherHealth:

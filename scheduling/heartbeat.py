@@ -23,7 +23,6 @@ from contextlib import contextmanager
 from typing import Protocol
 
 from django.db import close_old_connections, connection
-from django.utils import timezone
 
 from backups.errors import BackupError, ErrorCode
 from scheduling.lifecycle import beat
@@ -85,10 +84,10 @@ def heartbeat(run_code: str, log: FollowedLog | None = None) -> Iterator[Pulse]:
                     if changed:
                         assert log is not None
                         version, text = log.snapshot()
-                        alive = beat(run_code, timezone.now(), log=text)
+                        alive = beat(run_code, log=text)
                         written = version
                     else:
-                        alive = beat(run_code, timezone.now())
+                        alive = beat(run_code)
                     last_beat = time.monotonic()
                 except Exception:  # a locked database or a dropped connection: try again next time
                     logger.warning("heartbeat of run %s failed; retrying", run_code, exc_info=True)

@@ -29,9 +29,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from django.db import DatabaseError, IntegrityError, transaction
-from django.utils import timezone
 
 from backups.models import BackupSource
+from scheduling.dbclock import db_now
 from scheduling.models import BackupScheduleRun, Operation, RunStatus, SourceLease
 from tenants.connections import retry_on_drop
 
@@ -98,7 +98,7 @@ def acquire(run: BackupScheduleRun, sources: Sequence[BackupSource]) -> Busy | N
 
 
 def _acquire_all(run: BackupScheduleRun, sources: Sequence[BackupSource]) -> None:
-    now = timezone.now()
+    now = db_now()  # the database's clock: the lease is read on other nodes
     by_source = {source.pk: source for source in sources}
     # select_for_update: on PostgreSQL a concurrent take-over of the same stale lease waits here.
     held = {

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from backups.errors import BackupError, ErrorCode
 from backups.models import BackupSet
+from scheduling.dbclock import db_now
 from scheduling.models import BackupSchedule, BackupScheduleRun, Operation, RunStatus
 from tenants.models import Tenant
 
@@ -25,8 +26,14 @@ logger = logging.getLogger(__name__)
 def claim(run_code: str, now: datetime) -> bool:
     """queued -> running. False if someone else (a redelivered task) got it first,
     if the run is an automatic retry whose time has not come yet, or if its tenant
-    already has TENANT_MAX_RUNNING runs running (then the run is deferred: see defer)."""
-    due = Q(not_before__isnull=True) | Q(not_before__lte=now)
+    already has TENANT_MAX_RUNNING runs running (then the run is deferred: see defer).
+
+    The heartbeat, and the retry's time, are the database's clock (scheduling.dbclock),
+    as the dispatcher judges them. started_at is `now`, the worker's clock: finish()
+    stamps finished_at with the same clock, so the run's duration is right on a node
+    whose clock is off (and the stored file's name carries that time)."""
+    db_time = db_now()
+    due = Q(not_before__isnull=True) | Q(not_before__lte=db_time)
     queued = BackupScheduleRun.objects.filter(due, code=run_code, status=RunStatus.QUEUED)
     cap = settings.TENANT_MAX_RUNNING
     with transaction.atomic():
@@ -41,7 +48,7 @@ def claim(run_code: str, now: datetime) -> bool:
             if running >= cap:
                 defer(run_code, running)
                 return False
-        return queued.update(status=RunStatus.RUNNING, started_at=now, heartbeat_at=now) == 1
+        return queued.update(status=RunStatus.RUNNING, started_at=now, heartbeat_at=db_time) == 1
 
 
 def defer(run_code: str, running: int) -> None:
@@ -67,10 +74,12 @@ def hand_back(run_code: str) -> bool:
     return BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.QUEUED).update(enqueued_at=None) == 1
 
 
-def beat(run_code: str, now: datetime, log: str | None = None) -> bool:
+def beat(run_code: str, log: str | None = None) -> bool:
     """The worker is alive and still on this run; with `log`, the log so far (the run
-    page follows it). A finished run is left alone: its final log is finish()'s."""
-    changes: dict[str, Any] = {"heartbeat_at": now}
+    page follows it). A finished run is left alone: its final log is finish()'s.
+
+    Stamped with the database's clock, the one the dispatcher judges it by."""
+    changes: dict[str, Any] = {"heartbeat_at": db_now()}
     if log is not None:
         changes["log"] = log
     return BackupScheduleRun.objects.filter(code=run_code, status=RunStatus.RUNNING).update(**changes) == 1

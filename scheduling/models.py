@@ -348,6 +348,23 @@ class DispatcherBeat(models.Model):
         return f"last dispatcher pass {self.at:%Y-%m-%d %H:%M:%S} UTC on {self.node or '?'}"
 
 
+class NodeClock(models.Model):
+    """How far a node's clock was from the database's at its last dispatcher pass, one
+    row per node (the node as DispatcherBeat names it).
+
+    Every instant nodes judge each other by is the database's (scheduling/dbclock.py);
+    this row is how an operator learns that one node's clock is off anyway, and a node
+    beyond CLOCK_SKEW_LIMIT_SECONDS marks no slot missed (scheduling/health.py says so)."""
+
+    node = models.CharField(max_length=200, unique=True)
+    measured_at = models.DateTimeField()  # the database's clock
+    offset_seconds = models.FloatField()  # the node's clock minus the database's: positive, it is ahead
+    round_trip_seconds = models.FloatField()  # the reading is uncertain by half of it
+
+    def __str__(self) -> str:
+        return f"{self.node}: {self.offset_seconds:+.3f} s from the database's clock"
+
+
 class NotificationKind(models.TextChoices):
     RUN_FAILED = "run_failed", "Run failed"
     RUN_PARTIAL = "run_partial", "Run partly failed"

@@ -19,6 +19,9 @@ env -u DATABASE_URL -u REDIS_URL $BIN/pytest -q -p no:cacheprovider tests/test_a
 echo "== browser: Debian's chromium for tests/browser/"
 bash scripts/ensure-browser.sh
 
+echo "== faketime: libfaketime for the clock skew tests"
+bash scripts/ensure-faketime.sh
+
 echo "== embedded profile: SQLite + ORM broker"
 env -u DATABASE_URL -u REDIS_URL $BIN/pytest -q -p no:cacheprovider
 

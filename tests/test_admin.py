@@ -21,6 +21,7 @@ CHANGELISTS = [
     "/admin/scheduling/sourcelease/",
     "/admin/backups/sourcecheck/",
     "/admin/scheduling/dispatcherbeat/",
+    "/admin/scheduling/nodeclock/",
 ]
 
 

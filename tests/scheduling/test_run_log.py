@@ -117,10 +117,10 @@ def test_the_heartbeat_writes_the_log_only_when_it_changed(schedule, monkeypatch
     writes: list[str] = []
     real_beat = beat
 
-    def counting_beat(code: str, now: datetime, log: str | None = None) -> bool:
+    def counting_beat(code: str, log: str | None = None) -> bool:
         if log is not None:
             writes.append(log)
-        return real_beat(code, now, log=log)
+        return real_beat(code, log=log)
 
     monkeypatch.setattr(heartbeat, "beat", counting_beat)
     run = run_now(schedule, actor=None)
@@ -141,10 +141,10 @@ def test_the_heartbeat_writes_the_log_only_when_it_changed(schedule, monkeypatch
 def test_a_beat_leaves_a_finished_runs_log_alone(schedule) -> None:
     run = run_now(schedule, actor=None)
     claim(str(run.code), datetime.now(UTC))
-    assert beat(str(run.code), datetime.now(UTC), log="so far\n")
+    assert beat(str(run.code), log="so far\n")
     assert stored_log(run) == "so far\n"
     assert finish(run, RunStatus.SUCCEEDED, "the whole log\n")
-    assert not beat(str(run.code), datetime.now(UTC), log="so far\n")  # a late tick
+    assert not beat(str(run.code), log="so far\n")  # a late tick
     assert stored_log(run) == "the whole log\n"
 
 

@@ -240,11 +240,11 @@ def test_the_heartbeat_survives_a_failed_beat(schedule, monkeypatch) -> None:
     calls: list[str] = []
     real_beat = lifecycle.beat
 
-    def flaky_beat(code, now):
+    def flaky_beat(code, log=None):
         calls.append(code)
         if len(calls) == 1:
             raise OperationalError("database is locked")
-        return real_beat(code, now)
+        return real_beat(code, log=log)
 
     monkeypatch.setattr(heartbeat, "beat", flaky_beat)
     run = run_now(schedule, actor=None)
