@@ -119,7 +119,8 @@ def test_the_parent_reads_a_profiles_figures_from_its_last_line(faults: ModuleTy
     output = "-- sigterm\n" + faults.FIGURES_MARK + '{"figures": [' + _json(faults, figure) + '], "failures": []}\n'
     got, failures = faults.read_figures(output, "embedded")
     assert got == [figure] and failures == []
-    assert faults.read_figures("crashed\n", "embedded") == ([], ["embedded: the profile's process ended without figures"])
+    nothing = faults.read_figures("crashed\n", "embedded")
+    assert nothing == ([], ["embedded: the profile's process ended without figures"])
 
 
 def _json(faults: ModuleType, figure: object) -> str:
