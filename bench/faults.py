@@ -1179,6 +1179,11 @@ def main() -> None:
         print("faketime is not installed (apt-get install -y faketime): the clock fault will say it cannot run")
     profiles = args.profile or list(PROFILES)
     started = time.monotonic()
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt  # SIGTERM as Ctrl-C: the profiles are stopped and clean up
+
+    signal.signal(signal.SIGTERM, interrupt)
     with tempfile.TemporaryDirectory(prefix="bench-faults-") as outputs:
         children = []
         for profile in profiles:
