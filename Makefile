@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: run test test-browser browser-deps faketime-deps lint bench-dispatch bench-backup bench-ui clean
+.PHONY: run test test-browser browser-deps faketime-deps lint bench-dispatch bench-backup bench-ui bench-faults clean
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ bench-backup: $(VENV)/.dev-installed
 
 bench-ui: $(VENV)/.dev-installed
 	$(PY) bench/ui.py
+
+# Faults caused for real on both profiles side by side (under 30 minutes; loopback PostgreSQL,
+# redis-server, pg_dump and faketime): exits 1 if a recovery bound is missed.
+bench-faults: $(VENV)/.dev-installed
+	$(PY) bench/faults.py
 
 clean:
 	rm -rf $(VENV) var
