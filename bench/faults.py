@@ -473,9 +473,16 @@ def make_schedule(world: World, name: str, cron: str | None = None) -> Any:
 
 
 def disable(schedule: Any) -> None:
-    from scheduling.models import BackupSchedule
+    """No more slots of `schedule`, and its runs still queued canceled: a fault's leftover
+    run (a slot due as its trial ended) must not take the next fault's worker."""
+    from django.utils import timezone
+
+    from scheduling.models import BackupSchedule, BackupScheduleRun, RunStatus
 
     BackupSchedule.objects.filter(pk=schedule.pk).update(enabled=False, next_run_at=None)
+    BackupScheduleRun.objects.filter(schedule=schedule, status=RunStatus.QUEUED).update(
+        status=RunStatus.CANCELED, finished_at=timezone.now()
+    )
 
 
 def run_now(world: World, schedule: Any) -> Any:
